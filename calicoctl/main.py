@@ -1,0 +1,124 @@
+"""The ``calicoctl`` command line: argument parsing and exit codes.
+
+Commands and flags follow Calico's calicoctl (cobra era): ``create``,
+``apply``, ``replace``, ``delete``, ``get``, ``patch``, ``validate`` and
+``version``. Errors go to stderr without a prefix and exit with 1, as
+calicoctl's main does. The node/ipam commands join with their issues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from calicoctl import crud
+from libcalico.backend.config import DEFAULT_CONFIG_PATH
+from libcalico.client import CALICO_VERSION
+from libcalico.errors import CalicoError
+
+
+def _crud_flags(p: argparse.ArgumentParser, *, names: bool) -> None:
+    if names:
+        p.add_argument("kind", nargs="?", metavar="KIND")
+        p.add_argument("names", nargs="*", metavar="NAME")
+    p.add_argument("-f", "--filename", help="Filename to use; '-' for stdin; a directory reads its *.yaml/*.json")
+    p.add_argument("-R", "--recursive", action="store_true", help="Process the directory given with -f recursively.")
+    p.add_argument("--skip-empty", action="store_true", help="Do not error if files contain no data.")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH,
+                   help="Path to the file containing connection configuration in YAML or JSON format.")
+    p.add_argument("-n", "--namespace", default="", help="Namespace of the resource.")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="calicoctl",
+        description="The command line tool for managing Calico (pycalico) resources.",
+    )
+    parser.add_argument("-l", "--log-level", default="panic", help="Set the log level (accepted for compatibility).")
+    parser.add_argument("--allow-version-mismatch", action="store_true",
+                        help="Accepted for compatibility; pycalico does not check versions.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    for name, helptext in (("create", "Create a resource by file, directory or stdin."),
+                           ("apply", "Apply a resource by file, directory or stdin."),
+                           ("replace", "Replace a resource by file, directory or stdin."),
+                           ("validate", "Validate a resource by file, directory or stdin without applying it.")):
+        p = sub.add_parser(name, help=helptext, description=helptext)
+        _crud_flags(p, names=False)
+        if name == "create":
+            p.add_argument("--skip-exists", action="store_true", help="Skip over resources that already exist.")
+
+    p = sub.add_parser("delete", help="Delete a resource by file, directory, stdin, or type and name.")
+    _crud_flags(p, names=True)
+    p.add_argument("-s", "--skip-not-exists", action="store_true", help="Skip over resources that do not exist.")
+
+    p = sub.add_parser("get", help="Get a resource by file, directory, stdin, or type and name.")
+    _crud_flags(p, names=True)
+    p.add_argument("-o", "--output", default="ps",
+                   help="Output format: ps (default), wide, yaml, json, name, custom-columns=A,B")
+    p.add_argument("-A", "-a", "--all-namespaces", action="store_true",
+                   help="List the requested object(s) across all namespaces.")
+    p.add_argument("--export", action="store_true", help="Strip cluster-specific information from the output.")
+
+    p = sub.add_parser("patch", help="Patch a pre-existing resource in place.")
+    p.add_argument("kind", metavar="KIND")
+    p.add_argument("names", nargs=1, metavar="NAME")
+    p.add_argument("-p", "--patch", required=True, help="Spec to use to patch the resource (JSON).")
+    p.add_argument("-t", "--type", default="strategic", choices=("strategic", "merge", "json"),
+                   help="Format of patch type.")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
+    p.add_argument("-n", "--namespace", default="")
+
+    sub.add_parser("version", help="Display the version of this binary.")
+    return parser
+
+
+def options_from(ns: argparse.Namespace) -> crud.Options:
+    return crud.Options(
+        action=ns.command,
+        filename=getattr(ns, "filename", None),
+        recursive=getattr(ns, "recursive", False),
+        skip_empty=getattr(ns, "skip_empty", False),
+        kind=getattr(ns, "kind", None),
+        names=list(getattr(ns, "names", []) or []),
+        namespace=getattr(ns, "namespace", ""),
+        all_namespaces=getattr(ns, "all_namespaces", False),
+        output=getattr(ns, "output", "ps"),
+        export=getattr(ns, "export", False),
+        skip_exists=getattr(ns, "skip_exists", False),
+        skip_not_exists=getattr(ns, "skip_not_exists", False),
+        config=getattr(ns, "config", None),
+        patch=getattr(ns, "patch", ""),
+        patch_type=getattr(ns, "type", "strategic"),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_help()
+        return 1
+    if ns.command == "version":
+        sys.stdout.write(f"Client Version:    {CALICO_VERSION}\nRelease:           pycalico\n")
+        return 0
+    opts = options_from(ns)
+    if opts.filename is not None and opts.kind:
+        sys.stderr.write("cannot specify both a file (-f) and a resource type\n")
+        return 1
+    try:
+        crud.run(opts)
+    except crud.CommandError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    except CalicoError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

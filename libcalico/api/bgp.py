@@ -1,0 +1,247 @@
+"""BGPConfiguration and BGPPeer: what confd turns into BIRD's configuration.
+
+Field names, enums and rules follow api/pkg/apis/projectcalico/v3
+(bgpconfig.go, bgppeer.go) and their CEL rules.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from pydantic import Field, field_validator, model_validator
+
+from libcalico.api import fields
+from libcalico.api.fields import CalicoModel
+from libcalico.api.meta import Resource
+
+
+class SecretKeyRef(CalicoModel):
+    name: str
+    key: str
+    optional: bool | None = None
+
+
+class BGPPassword(CalicoModel):
+    secret_key_ref: SecretKeyRef | None = None
+
+
+class CIDRBlock(CalicoModel):
+    cidr: fields.CIDR
+
+
+class Community(CalicoModel):
+    name: str = ""
+    value: str = ""
+
+
+class PrefixAdvertisement(CalicoModel):
+    cidr: str = ""
+    communities: list[str] = Field(default_factory=list)
+
+
+class ProgramClusterRoutes(str, enum.Enum):
+    ENABLED = "Enabled"
+    DISABLED = "Disabled"
+    ENABLED_IPIP_ONLY = "EnabledIPIPOnly"
+    ENABLED_NO_ENCAP_ONLY = "EnabledNoEncapOnly"
+
+
+class BindMode(str, enum.Enum):
+    NONE = "None"
+    NODE_IP = "NodeIP"
+
+
+class LogSeverity(str, enum.Enum):
+    DEBUG = "Debug"
+    INFO = "Info"
+    WARNING = "Warning"
+    ERROR = "Error"
+    FATAL = "Fatal"
+
+
+_STANDARD_COMMUNITY = re.compile(r"^(\d+):(\d+)$")
+_LARGE_COMMUNITY = re.compile(r"^(\d+):(\d+):(\d+)$")
+
+
+def valid_community(value: str) -> bool:
+    """A standard community ``aa:nn`` (16-bit parts) or a large one ``aa:nn:mm`` (32-bit)."""
+    m = _STANDARD_COMMUNITY.match(value)
+    if m:
+        return all(int(g) <= 0xFFFF for g in m.groups())
+    m = _LARGE_COMMUNITY.match(value)
+    if m:
+        return all(int(g) <= 0xFFFFFFFF for g in m.groups())
+    return False
+
+
+class BGPConfigurationSpec(CalicoModel):
+    log_severity_screen: LogSeverity | None = None
+    node_to_node_mesh_enabled: bool | None = None
+    as_number: fields.ASNumber | None = Field(default=None, alias="asNumber")
+    service_load_balancer_ips: list[CIDRBlock] = Field(default_factory=list, alias="serviceLoadBalancerIPs")
+    service_external_ips: list[CIDRBlock] = Field(default_factory=list, alias="serviceExternalIPs")
+    service_cluster_ips: list[CIDRBlock] = Field(default_factory=list, alias="serviceClusterIPs")
+    service_load_balancer_aggregation: str | None = None
+    communities: list[Community] = Field(default_factory=list)
+    prefix_advertisements: list[PrefixAdvertisement] = Field(default_factory=list)
+    listen_port: int = Field(default=0, ge=0, le=65535)
+    node_mesh_password: BGPPassword | None = None
+    node_mesh_max_restart_time: fields.Duration | None = None
+    bind_mode: BindMode | None = None
+    ignored_interfaces: list[str] = Field(default_factory=list)
+    local_workload_peering_ipv4: fields.IPv4Addr = Field(default="", alias="localWorkloadPeeringIPV4")
+    local_workload_peering_ipv6: fields.IPv6Addr = Field(default="", alias="localWorkloadPeeringIPV6")
+    program_cluster_routes: ProgramClusterRoutes | None = None
+    ipv4_normal_route_priority: int | None = Field(default=None, ge=1, le=2147483646,
+                                                   alias="ipv4NormalRoutePriority")
+    ipv6_normal_route_priority: int | None = Field(default=None, ge=1, le=2147483646,
+                                                   alias="ipv6NormalRoutePriority")
+
+    @field_validator("service_load_balancer_aggregation")
+    @classmethod
+    def _aggregation(cls, v: str | None) -> str | None:
+        if v not in (None, "Enabled", "Disabled"):
+            raise ValueError("must be Enabled or Disabled")
+        return v
+
+    @model_validator(mode="after")
+    def _rules(self) -> BGPConfigurationSpec:
+        for i, c in enumerate(self.communities):
+            if not valid_community(c.value):
+                raise fields.field_error(f"communities[{i}].value", "invalid community value or format used.",
+                                         c.value)
+        defined = {c.name for c in self.communities}
+        for i, pa in enumerate(self.prefix_advertisements):
+            try:
+                fields.parse_cidr_or_ip(pa.cidr)
+            except ValueError:
+                raise fields.field_error(f"prefixAdvertisements[{i}].cidr", "invalid CIDR value.", pa.cidr) from None
+            for c in pa.communities:
+                if not valid_community(c) and c not in defined:
+                    raise fields.field_error(f"prefixAdvertisements[{i}].communities",
+                                             "community used is invalid or not defined.", c)
+        if self.communities and not self.prefix_advertisements:
+            raise fields.field_error("communities", "communities are defined but not used in prefixAdvertisements")
+        if self.node_to_node_mesh_enabled is False:
+            if self.node_mesh_password is not None:
+                raise fields.field_error("nodeMeshPassword",
+                                         "nodeMeshPassword cannot be set when nodeToNodeMeshEnabled is false")
+            if self.node_mesh_max_restart_time is not None:
+                raise fields.field_error("nodeMeshMaxRestartTime",
+                                         "nodeMeshMaxRestartTime cannot be set when nodeToNodeMeshEnabled is false")
+        return self
+
+
+class BGPConfiguration(Resource):
+    KIND = "BGPConfiguration"
+    PLURAL = "bgpconfigurations"
+    spec: BGPConfigurationSpec = Field(default_factory=BGPConfigurationSpec)
+
+
+def split_ip_port(text: str) -> tuple[str, int | None]:
+    """BGPPeer.peerIP: ``<IP>``, ``<IPv4>:<port>`` or ``[<IPv6>]:<port>``."""
+    if text.startswith("["):
+        host, sep, port = text[1:].partition("]:")
+        if not sep or not port.isdigit():
+            raise ValueError("peerIP must be <IP>, <IPv4>:<port> or [<IPv6>]:<port>")
+        fields.check_ip(host, version=6)
+        return host, int(port)
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        if not port.isdigit():
+            raise ValueError("peerIP must be <IP>, <IPv4>:<port> or [<IPv6>]:<port>")
+        fields.check_ip(host, version=4)
+        return host, int(port)
+    fields.check_ip(text)
+    return text, None
+
+
+class NextHopMode(str, enum.Enum):
+    AUTO = "Auto"
+    SELF = "Self"
+    KEEP = "Keep"
+
+
+class BGPPeerSpec(CalicoModel):
+    node: str = ""
+    node_selector: fields.SelectorText = ""
+    peer_ip: str = Field(default="", alias="peerIP")
+    as_number: fields.ASNumber = Field(default=0, alias="asNumber")
+    local_as_number: fields.ASNumber | None = Field(default=None, alias="localASNumber")
+    peer_selector: fields.SelectorText = ""
+    keep_original_next_hop: bool = False
+    next_hop_mode: NextHopMode | None = None
+    password: BGPPassword | None = None
+    source_address: str = ""
+    max_restart_time: fields.Duration | None = None
+    keepalive_time: fields.Duration | None = None
+    num_allowed_local_as_numbers: int | None = Field(default=None, ge=0, alias="numAllowedLocalASNumbers")
+    ttl_security: int | None = Field(default=None, ge=0, le=255)
+    reachable_by: str = ""
+    filters: list[str] = Field(default_factory=list)
+    local_workload_selector: fields.SelectorText = ""
+    reverse_peering: str | None = None
+
+    @field_validator("node")
+    @classmethod
+    def _node(cls, v: str) -> str:
+        return fields.check_name(v) if v else v
+
+    @field_validator("peer_ip")
+    @classmethod
+    def _peer_ip(cls, v: str) -> str:
+        if v:
+            split_ip_port(v)
+        return v
+
+    @field_validator("reachable_by")
+    @classmethod
+    def _reachable_by(cls, v: str) -> str:
+        return fields.check_ip(v) if v else v
+
+    @field_validator("source_address")
+    @classmethod
+    def _source_address(cls, v: str) -> str:
+        if v not in ("", "UseNodeIP", "None"):
+            raise ValueError("sourceAddress must be UseNodeIP or None")
+        return v
+
+    @field_validator("filters")
+    @classmethod
+    def _filters(cls, v: list[str]) -> list[str]:
+        for name in v:
+            fields.check_name(name)
+        return v
+
+    @field_validator("reverse_peering")
+    @classmethod
+    def _reverse_peering(cls, v: str | None) -> str | None:
+        if v not in (None, "Auto", "Manual"):
+            raise ValueError("reversePeering must be Auto or Manual")
+        return v
+
+    @model_validator(mode="after")
+    def _rules(self) -> BGPPeerSpec:
+        if self.node and self.node_selector:
+            raise fields.field_error("nodeSelector", "node and nodeSelector cannot both be set", self.node_selector)
+        if self.peer_ip and self.peer_selector:
+            raise fields.field_error("peerSelector", "peerIP and peerSelector cannot both be set", self.peer_selector)
+        if self.peer_ip and not self.peer_selector and self.as_number == 0 and not self.local_workload_selector:
+            raise fields.field_error("asNumber", "asNumber must be set when peerIP is set", 0)
+        if self.reachable_by:
+            if not self.peer_ip:
+                raise fields.field_error("reachableBy", "reachableBy requires peerIP", self.reachable_by)
+            peer_host, _ = split_ip_port(self.peer_ip)
+            if fields.parse_cidr_or_ip(peer_host)[0].version != fields.parse_cidr_or_ip(self.reachable_by)[0].version:
+                raise fields.field_error("reachableBy", "ReachableBy and PeerIP address family mismatched",
+                                         self.reachable_by)
+        if self.keep_original_next_hop and self.next_hop_mode not in (None, NextHopMode.KEEP):
+            raise fields.field_error("nextHopMode", "keepOriginalNextHop conflicts with nextHopMode",
+                                     self.next_hop_mode.value if self.next_hop_mode else None)
+        return self
+
+
+class BGPPeer(Resource):
+    KIND = "BGPPeer"
+    PLURAL = "bgppeers"
+    spec: BGPPeerSpec = Field(default_factory=BGPPeerSpec)

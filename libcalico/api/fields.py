@@ -1,0 +1,324 @@
+"""Field types and checks shared by the projectcalico.org/v3 models.
+
+Each check follows a rule of libcalico-go's validator (``lib/validator/v3``)
+or of the CEL rules on Calico's CRDs, with Calico's reason text where it has
+one, so a rejected manifest reads the way Calico would word it.
+
+Two helpers shape every error:
+
+* a field validator raises ``ValueError(reason)``; pydantic puts the field's
+  location on it;
+* a model validator (a rule across fields) raises :func:`field_error`, which
+  names the field the rule is about, so the error still points at a field
+  and not just at ``spec``.
+
+:mod:`libcalico.api.loading` turns both into :class:`libcalico.errors.ValidationError`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from libcalico import selector as selector_mod
+
+# --- model base -----------------------------------------------------------------
+
+
+class CalicoModel(BaseModel):
+    """Base of every v3 model: camelCase on the wire, unknown fields rejected.
+
+    Calico decodes manifests strictly (an unknown field is an error), and so do we.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_assignment=False,
+        str_strip_whitespace=False,
+    )
+
+
+def field_error(field: str, reason: str, value: Any = None) -> PydanticCustomError:
+    """An error raised by a model validator that is about one named field.
+
+    ``field`` is the wire (camelCase) name relative to the model raising it.
+    """
+    return PydanticCustomError("calico_field", reason, {"field": field, "value": value})
+
+
+# --- names ------------------------------------------------------------------------
+
+NAME_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+NAME_SUBDOMAIN_FMT = NAME_LABEL_FMT + r"(\." + NAME_LABEL_FMT + ")*"
+NAME_RE = re.compile("^" + NAME_SUBDOMAIN_FMT + "$")
+LABEL_NAME_RE = re.compile("^" + NAME_LABEL_FMT + "$")
+DNS1123_SUBDOMAIN_MAX = 253
+DNS1123_LABEL_MAX = 63
+
+_NAME_REASON = (
+    "name must consist of lower case alphanumeric characters, '-' or '.' (regex: " + NAME_SUBDOMAIN_FMT + ")"
+)
+
+
+def check_name(name: str) -> str:
+    """A resource name: a DNS-1123 subdomain, as Calico requires for most kinds."""
+    if len(name) > DNS1123_SUBDOMAIN_MAX:
+        raise ValueError(f"name is too long by {len(name) - DNS1123_SUBDOMAIN_MAX} bytes")
+    if not NAME_RE.match(name):
+        raise ValueError(_NAME_REASON)
+    return name
+
+
+ResourceName = Annotated[str, AfterValidator(check_name)]
+
+_INTERFACE_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
+
+
+def check_interface(name: str) -> str:
+    if name and not _INTERFACE_RE.match(name):
+        raise ValueError("invalid interface name (1-15 of a-z A-Z 0-9 _ . -)")
+    return name
+
+
+InterfaceName = Annotated[str, AfterValidator(check_interface)]
+
+# --- selectors --------------------------------------------------------------------
+
+
+def check_selector(text: str) -> str:
+    try:
+        selector_mod.validate(text)
+    except selector_mod.SelectorError as exc:
+        raise ValueError(f"invalid selector: {exc.reason}") from None
+    return text
+
+
+SelectorText = Annotated[str, AfterValidator(check_selector)]
+
+# --- IP addresses and networks ------------------------------------------------------
+
+
+def parse_cidr_or_ip(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address,
+                                         ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """Calico's ParseCIDROrIP: ``a.b.c.d/n`` or a bare address (a full-length prefix).
+
+    Returns the address as written and the network it lies in.
+    """
+    if not isinstance(text, str) or not text:
+        raise ValueError("invalid CIDR or IP address")
+    addr_text, _, prefix = text.partition("/")
+    try:
+        addr = ipaddress.ip_address(addr_text)
+    except ValueError:
+        raise ValueError("invalid CIDR or IP address") from None
+    if not _:
+        prefix = str(addr.max_prefixlen)
+    if not prefix.isdigit() or int(prefix) > addr.max_prefixlen:
+        raise ValueError("invalid CIDR prefix length")
+    net = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
+    return addr, net
+
+
+def check_ip(text: str, *, version: int | None = None) -> str:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError("invalid IP address") from None
+    if version is not None and addr.version != version:
+        raise ValueError(f"not an IPv{version} address")
+    return text
+
+
+def _cidr_checker(version: int | None) -> Any:
+    def check(text: str) -> str:
+        if not text:  # Go's omitempty: an empty string is "not set"
+            return text
+        addr, _ = parse_cidr_or_ip(text)
+        if version is not None and addr.version != version:
+            raise ValueError(f"invalid IPv{version} CIDR")
+        return text
+
+    return check
+
+
+def _ip_checker(version: int | None) -> Any:
+    def check(text: str) -> str:
+        return check_ip(text, version=version) if text else text
+
+    return check
+
+
+IPAddr = Annotated[str, AfterValidator(_ip_checker(None))]
+IPv4Addr = Annotated[str, AfterValidator(_ip_checker(4))]
+IPv6Addr = Annotated[str, AfterValidator(_ip_checker(6))]
+CIDR = Annotated[str, AfterValidator(_cidr_checker(None))]
+CIDRv4 = Annotated[str, AfterValidator(_cidr_checker(4))]
+CIDRv6 = Annotated[str, AfterValidator(_cidr_checker(6))]
+
+_MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
+
+
+def check_mac(text: str) -> str:
+    if text and not _MAC_RE.match(text):
+        raise ValueError("invalid MAC address")
+    return text
+
+
+MAC = Annotated[str, AfterValidator(check_mac)]
+
+# --- AS numbers ---------------------------------------------------------------------
+
+ASN_MAX = 2**32 - 1
+
+
+def parse_asn(value: Any) -> int:
+    """An AS number, plain (``64512``) or dotted (``1.10`` = 1*65536+10), as numorstring does."""
+    if isinstance(value, bool):
+        raise ValueError(f"invalid AS Number format ({value})")
+    if isinstance(value, float):
+        raise ValueError(f"invalid AS Number format ({value}): write a dotted AS number quoted, e.g. \"1.10\"")
+    if isinstance(value, int):
+        if 0 <= value <= ASN_MAX:
+            return value
+        raise ValueError(f"invalid AS Number format ({value}): out of range 0-{ASN_MAX}")
+    if isinstance(value, str):
+        if value.isdigit():
+            return parse_asn(int(value))
+        hi, dot, lo = value.partition(".")
+        if dot and hi.isdigit() and lo.isdigit() and int(hi) <= 0xFFFF and int(lo) <= 0xFFFF:
+            return (int(hi) << 16) + int(lo)
+    raise ValueError(f"invalid AS Number format ({value})")
+
+
+ASNumber = Annotated[int, BeforeValidator(parse_asn)]
+
+# --- ports and protocols ----------------------------------------------------------------
+
+_PORT_NAME_RE = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+
+
+def parse_port(value: Any) -> int | str:
+    """numorstring.Port: a number, ``"min:max"`` or a named port. Numbers stay ints."""
+    if isinstance(value, bool):
+        raise ValueError("invalid port")
+    if isinstance(value, int):
+        if 1 <= value <= 65535:
+            return value
+        raise ValueError("port range invalid, port number must be between 1 and 65535")
+    if isinstance(value, str):
+        if value.isdigit():
+            return parse_port(int(value))
+        lo, colon, hi = value.partition(":")
+        if colon:
+            if not (lo.isdigit() and hi.isdigit()):
+                raise ValueError(f"invalid port range {value!r}")
+            a, b = int(lo), int(hi)
+            if not (1 <= a <= 65535 and 1 <= b <= 65535):
+                raise ValueError("port range invalid, port number must be between 1 and 65535")
+            if a > b:
+                raise ValueError(f"port range invalid, min {a} is greater than max {b}")
+            return value if a != b else a
+        if len(value) <= 15 and _PORT_NAME_RE.match(value):
+            return value
+        raise ValueError(f"invalid port name {value!r}")
+    raise ValueError("invalid port: must be a number, a range 'min:max' or a name")
+
+
+Port = Annotated[int | str, BeforeValidator(parse_port)]
+
+
+def port_is_named(port: int | str) -> bool:
+    return isinstance(port, str) and ":" not in port
+
+
+PROTOCOL_NAMES = ("TCP", "UDP", "ICMP", "ICMPv6", "SCTP", "UDPLite")
+PORT_PROTOCOLS = {"TCP", "UDP", "SCTP", 6, 17, 132}
+
+
+def parse_protocol(value: Any) -> int | str:
+    """numorstring.Protocol: a name Calico knows or a number 0-255."""
+    if isinstance(value, bool):
+        raise ValueError("protocol name invalid")
+    if isinstance(value, int):
+        if 0 <= value <= 255:
+            return value
+        raise ValueError("protocol number invalid (0-255)")
+    if isinstance(value, str):
+        if value.isdigit():
+            return parse_protocol(int(value))
+        for name in PROTOCOL_NAMES:
+            if value.lower() == name.lower():
+                return name
+    raise ValueError(f"protocol name invalid (one of {', '.join(PROTOCOL_NAMES)} or 0-255)")
+
+
+Protocol = Annotated[int | str, BeforeValidator(parse_protocol)]
+
+# --- durations --------------------------------------------------------------------------
+
+_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+
+
+def check_duration(value: Any) -> str:
+    """A Go duration string (``90s``, ``1m30s``), as metav1.Duration is written."""
+    if isinstance(value, str) and (value == "0" or _DURATION_RE.match(value)):
+        return value
+    raise ValueError(f"invalid duration {value!r} (use Go syntax such as 90s, 1m30s, 500ms)")
+
+
+Duration = Annotated[str, BeforeValidator(check_duration)]
+
+# --- labels and annotations ---------------------------------------------------------------
+
+_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_QUALIFIED_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+
+
+def check_label_key(key: str) -> str:
+    prefix, slash, name = key.rpartition("/")
+    if slash:
+        if not prefix or len(prefix) > DNS1123_SUBDOMAIN_MAX or not NAME_RE.match(prefix):
+            raise ValueError(f"label key {key!r}: prefix must be a DNS-1123 subdomain")
+    if not name or len(name) > 63 or not _QUALIFIED_NAME_RE.match(name):
+        raise ValueError(
+            f"label key {key!r}: name part must be 63 characters or less, start and end with an "
+            "alphanumeric character, with '-', '_' or '.' between"
+        )
+    return key
+
+
+def check_labels(labels: dict[str, str]) -> dict[str, str]:
+    for key, value in labels.items():
+        check_label_key(key)
+        if len(value) > 63 or not _LABEL_VALUE_RE.match(value):
+            raise ValueError(
+                f"label value {value!r} for {key!r}: must be 63 characters or less, empty or starting "
+                "and ending with an alphanumeric character"
+            )
+    return labels
+
+
+Labels = Annotated[dict[str, str], AfterValidator(check_labels)]
+
+
+def check_annotations(annotations: dict[str, str]) -> dict[str, str]:
+    total = 0
+    for key, value in annotations.items():
+        check_label_key(key)
+        total += len(key) + len(value)
+    if total > 256 * 1024:
+        raise ValueError("annotations may not exceed 256 kB in total")
+    return annotations
+
+
+Annotations = Annotated[dict[str, str], AfterValidator(check_annotations)]
+
+# Serialise numbers that Calico writes as numbers but users may write as strings.
+IntOut = PlainSerializer(lambda v: v, return_type=int)

@@ -1,0 +1,95 @@
+"""The datastore contract every backend implements (etcd v3, memory, Kubernetes).
+
+Modelled on libcalico-go's backend ``api.Client``: create, update, apply,
+delete, get, list and watch over :class:`~libcalico.model.KVPair`. The
+revision rules are the heart of it:
+
+* ``create(kv)`` writes a key that must not exist (else :class:`AlreadyExists`).
+* ``update(kv)`` writes a key that must exist (else :class:`NotFound`). If
+  ``kv.revision`` is set, the write is a compare-and-swap: it succeeds only
+  while the stored revision still equals it, else :class:`Conflict`. Empty
+  revision means "overwrite whatever is there".
+* ``apply(kv)`` creates or overwrites, never a CAS.
+* ``delete(key, revision)``: CAS when a revision is given, like update.
+* ``get`` and ``list`` return the stored revision with each pair; ``list``
+  also returns the datastore revision the listing was taken at.
+* ``watch(opts, revision)`` yields every change strictly after ``revision``
+  (a list's revision, so list + watch misses nothing and repeats nothing).
+  When the datastore no longer has that history it raises
+  :class:`WatchCompacted`, and the caller re-lists (see
+  :mod:`libcalico.watching`, the one loop that does that).
+
+Every write returns the pair as stored, with its new revision, and the value's
+``metadata.resourceVersion`` set to it. Every backend raises only errors from
+:mod:`libcalico.errors`; mapping happens at the backend's edge.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from libcalico.model import KVList, KVPair, ResourceKey, ResourceListOptions
+
+
+class EventType(enum.Enum):
+    ADDED = "added"
+    MODIFIED = "modified"
+    DELETED = "deleted"
+
+
+@dataclass(frozen=True, slots=True)
+class WatchEvent:
+    """One change. ``new`` is set for ADDED/MODIFIED, ``old`` for DELETED (and MODIFIED where known).
+
+    ``revision`` is the datastore revision of the change; resuming a watch from
+    it continues right after this event.
+    """
+
+    type: EventType
+    key: ResourceKey
+    new: KVPair | None
+    old: KVPair | None
+    revision: str
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """A Calico datastore. See the module docstring for the revision semantics."""
+
+    async def create(self, kv: KVPair) -> KVPair:
+        """Store a new key. :class:`AlreadyExists` if it exists."""
+        ...
+
+    async def update(self, kv: KVPair) -> KVPair:
+        """Overwrite an existing key; CAS on ``kv.revision`` when set."""
+        ...
+
+    async def apply(self, kv: KVPair) -> KVPair:
+        """Create or overwrite, unconditionally."""
+        ...
+
+    async def delete(self, key: ResourceKey, revision: str = "") -> KVPair:
+        """Remove a key and return what was stored; CAS on ``revision`` when set."""
+        ...
+
+    async def get(self, key: ResourceKey) -> KVPair:
+        """The stored pair. :class:`NotFound` if absent."""
+        ...
+
+    async def list(self, opts: ResourceListOptions) -> KVList:
+        """All pairs matching ``opts``, sorted by key, with the listing's revision."""
+        ...
+
+    def watch(self, opts: ResourceListOptions, revision: str) -> AsyncIterator[WatchEvent]:
+        """Changes strictly after ``revision``. :class:`WatchCompacted` if that history is gone.
+
+        Close the iterator (``aclose()``) to stop watching.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections. The backend is unusable afterwards."""
+        ...

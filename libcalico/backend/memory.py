@@ -1,0 +1,150 @@
+"""An in-memory datastore, for calculation unit tests only.
+
+It keeps etcd's model: one global revision counter, a mod_revision per key,
+an event history that watches replay from, and an explicit ``compact()`` that
+drops history so a too-old watch gets :class:`WatchCompacted`. Values are
+stored encoded, as etcd stores them, so a caller cannot mutate stored state
+through a reference. It passes the same contract suite as the etcd backend
+(tests/test_backend_contract.py); production code never selects it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from libcalico.api.meta import Resource
+from libcalico.backend import codec
+from libcalico.backend.api import EventType, WatchEvent
+from libcalico.errors import AlreadyExists, Conflict, NotFound, WatchCompacted
+from libcalico.model import KVList, KVPair, ResourceKey, ResourceListOptions
+
+
+@dataclass(slots=True)
+class _Stored:
+    data: bytes
+    mod_revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Change:
+    revision: int
+    key: ResourceKey
+    old: _Stored | None
+    new: _Stored | None
+
+
+class MemoryBackend:
+    def __init__(self) -> None:
+        self._data: dict[str, tuple[ResourceKey, _Stored]] = {}
+        self._revision = 1
+        self._compacted = 0
+        self._history: list[_Change] = []
+        self._changed = asyncio.Condition()
+        self._closed = False
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _pair(self, key: ResourceKey, stored: _Stored) -> KVPair:
+        rev = str(stored.mod_revision)
+        return KVPair(key, codec.decode(key, stored.data, rev), rev)
+
+    async def _write(self, key: ResourceKey, value: Resource | None) -> _Stored | None:
+        self._revision += 1
+        path = key.path()
+        old = self._data.get(path)
+        new = None if value is None else _Stored(codec.encode(value), self._revision)
+        if new is None:
+            self._data.pop(path, None)
+        else:
+            self._data[path] = (key, new)
+        self._history.append(_Change(self._revision, key, old[1] if old else None, new))
+        async with self._changed:
+            self._changed.notify_all()
+        return new
+
+    def _check(self, key: ResourceKey, revision: str) -> _Stored:
+        entry = self._data.get(key.path())
+        if entry is None:
+            raise NotFound(key)
+        if revision and revision != str(entry[1].mod_revision):
+            raise Conflict(key)
+        return entry[1]
+
+    # --- the contract ---------------------------------------------------------------------
+
+    async def create(self, kv: KVPair) -> KVPair:
+        if kv.key.path() in self._data:
+            raise AlreadyExists(kv.key)
+        stored = await self._write(kv.key, kv.value)
+        assert stored is not None
+        return self._pair(kv.key, stored)
+
+    async def update(self, kv: KVPair) -> KVPair:
+        self._check(kv.key, kv.revision)
+        stored = await self._write(kv.key, kv.value)
+        assert stored is not None
+        return self._pair(kv.key, stored)
+
+    async def apply(self, kv: KVPair) -> KVPair:
+        stored = await self._write(kv.key, kv.value)
+        assert stored is not None
+        return self._pair(kv.key, stored)
+
+    async def delete(self, key: ResourceKey, revision: str = "") -> KVPair:
+        old = self._check(key, revision)
+        await self._write(key, None)
+        return self._pair(key, old)
+
+    async def get(self, key: ResourceKey) -> KVPair:
+        return self._pair(key, self._check(key, ""))
+
+    async def list(self, opts: ResourceListOptions) -> KVList:
+        items = [self._pair(k, s) for path, (k, s) in sorted(self._data.items()) if opts.matches(k)]
+        return KVList(items, str(self._revision))
+
+    async def watch(self, opts: ResourceListOptions, revision: str) -> AsyncIterator[WatchEvent]:
+        after = int(revision) if revision else self._revision
+        if after < self._compacted:
+            raise WatchCompacted(revision)
+        while not self._closed:
+            if after < self._compacted:
+                raise WatchCompacted(str(after))
+            pending = [c for c in self._history if c.revision > after]
+            for change in pending:
+                after = change.revision
+                if not opts.matches(change.key):
+                    continue
+                yield self._event(change)
+            if not pending:
+                async with self._changed:
+                    await self._changed.wait_for(lambda: self._closed or self._revision > after)
+
+    def _event(self, change: _Change) -> WatchEvent:
+        old = self._pair(change.key, change.old) if change.old else None
+        new = self._pair(change.key, change.new) if change.new else None
+        if new is None:
+            kind = EventType.DELETED
+        elif old is None:
+            kind = EventType.ADDED
+        else:
+            kind = EventType.MODIFIED
+        return WatchEvent(kind, change.key, new, old, str(change.revision))
+
+    async def close(self) -> None:
+        self._closed = True
+        async with self._changed:
+            self._changed.notify_all()
+
+    # --- test helpers (etcd has these as admin operations) --------------------------------
+
+    @property
+    def revision(self) -> str:
+        return str(self._revision)
+
+    def compact(self, revision: str) -> None:
+        """Forget history up to and including ``revision``, as etcd's compaction does."""
+        rev = int(revision)
+        self._compacted = max(self._compacted, rev)
+        self._history = [c for c in self._history if c.revision > rev]

@@ -1,0 +1,313 @@
+"""Typed CRUD over a backend, with what Calico's clientv3 adds on top of storage.
+
+The backend stores whatever it is given. This layer does what libcalico-go's
+``clientv3`` does before and after a write:
+
+* validation of the whole object (the models), plus the rules that need the
+  datastore: a new IPPool must not overlap another; an IPPool's ``cidr`` and
+  ``blockSize`` never change;
+* defaulting: IPPool ``blockSize`` 26/122, ``nodeSelector`` ``all()``,
+  ``ipipMode``/``vxlanMode`` ``Never``, ``allowedUses`` Workload+Tunnel,
+  ``assignmentMode`` Automatic; policy ``tier`` ``default`` and ``types``
+  from the rules present;
+* metadata: ``uid`` and ``creationTimestamp`` on create (and a create that
+  carries a ``resourceVersion`` is refused, as Calico refuses it); update keeps
+  the stored ``uid``/``creationTimestamp``;
+* ``ensure_initialized``: the ``default`` ClusterInformation, as calicoctl
+  writes before its first write.
+
+Anything rejected here raises before the backend is touched.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import ipaddress
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from libcalico import api
+from libcalico.api import fields
+from libcalico.api.ippool import AllowedUse, AssignmentMode, EncapMode
+from libcalico.api.loading import errored_fields
+from libcalico.api.meta import Resource
+from libcalico.api.policy import PolicyType
+from libcalico.backend.api import Backend
+from libcalico.errors import ErroredField, NotFound, ValidationError
+from libcalico.model import KVPair, ResourceKey, ResourceListOptions
+
+CALICO_VERSION = "v3.31.0-pycalico"
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceList:
+    kind: str
+    items: list[Resource]
+    revision: str
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _revalidate(res: Resource) -> Resource:
+    """Re-run the model's validation (after defaulting or patching)."""
+    try:
+        return type(res).model_validate(res.to_wire())
+    except pydantic.ValidationError as exc:
+        raise ValidationError(errored_fields(exc), context=res.identifier()) from None
+
+
+# --- defaulting ------------------------------------------------------------------------
+
+
+def _default_ippool(pool: api.IPPool) -> api.IPPool:
+    spec = pool.spec.model_copy(update={
+        "block_size": pool.spec.effective_block_size(),
+        "node_selector": pool.spec.node_selector or "all()",
+        "ipip_mode": pool.spec.ipip_mode or EncapMode.NEVER,
+        "vxlan_mode": pool.spec.vxlan_mode or EncapMode.NEVER,
+        "allowed_uses": pool.spec.allowed_uses or [AllowedUse.WORKLOAD, AllowedUse.TUNNEL],
+        "assignment_mode": pool.spec.assignment_mode or AssignmentMode.AUTOMATIC,
+    })
+    return pool.model_copy(update={"spec": spec})
+
+
+def _default_policy_types(ingress: list[Any], egress: list[Any]) -> list[PolicyType]:
+    if egress and not ingress:
+        return [PolicyType.EGRESS]
+    if egress:
+        return [PolicyType.INGRESS, PolicyType.EGRESS]
+    return [PolicyType.INGRESS]
+
+
+def _default_policy(pol: Resource) -> Resource:
+    spec = getattr(pol, "spec")
+    update: dict[str, Any] = {"tier": spec.tier or "default"}
+    if not spec.types:
+        update["types"] = _default_policy_types(spec.ingress, spec.egress)
+    return pol.model_copy(update={"spec": spec.model_copy(update=update)})
+
+
+def apply_defaults(res: Resource) -> Resource:
+    """The object as Calico's client would store it."""
+    if isinstance(res, api.IPPool):
+        return _default_ippool(res)
+    if isinstance(res, (api.NetworkPolicy, api.GlobalNetworkPolicy)):
+        return _default_policy(res)
+    return res
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+class Client:
+    """Typed CRUD with Calico's client-side rules. Wraps one backend."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+
+    async def close(self) -> None:
+        await self.backend.close()
+
+    # --- reads --------------------------------------------------------------------------
+
+    async def get(self, kind: str, name: str, namespace: str = "") -> Resource:
+        value: Resource = (await self.backend.get(_key(kind, name, namespace))).value
+        return value
+
+    async def list(self, kind: str, namespace: str = "", name: str = "") -> ResourceList:
+        cls = _cls(kind)
+        listing = await self.backend.list(ResourceListOptions(cls.KIND, namespace if cls.NAMESPACED else "", name))
+        return ResourceList(cls.KIND, [kv.value for kv in listing.items], listing.revision)
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def create(self, res: Resource) -> Resource:
+        if res.metadata.resource_version:
+            raise ValidationError([ErroredField("metadata.resourceVersion", "field must not be set for a Create request",
+                                                res.metadata.resource_version)], context=res.identifier())
+        res = _revalidate(apply_defaults(res))
+        await self._check_create(res)
+        meta = res.metadata.model_copy(update={"uid": res.metadata.uid or str(uuid.uuid4()),
+                                               "creation_timestamp": res.metadata.creation_timestamp or _now()})
+        res = res.model_copy(update={"metadata": meta})
+        stored: Resource = (await self.backend.create(KVPair(ResourceKey.for_resource(res), res))).value
+        return stored
+
+    async def update(self, res: Resource) -> Resource:
+        """Replace a stored resource; CAS when ``metadata.resourceVersion`` is set."""
+        key = ResourceKey.for_resource(res)
+        current = await self.backend.get(key)
+        res = _revalidate(apply_defaults(res))
+        self._check_update(current.value, res)
+        meta = res.metadata.model_copy(update={
+            "uid": current.value.metadata.uid,
+            "creation_timestamp": current.value.metadata.creation_timestamp,
+        })
+        res = res.model_copy(update={"metadata": meta})
+        stored: Resource = (await self.backend.update(KVPair(key, res, res.metadata.resource_version))).value
+        return stored
+
+    async def apply(self, res: Resource) -> Resource:
+        """Create, or update what is there (at its current revision), as calicoctl apply does."""
+        key = ResourceKey.for_resource(res)
+        try:
+            current = await self.backend.get(key)
+        except NotFound:
+            return await self.create(res.model_copy(update={"metadata": res.metadata.model_copy(
+                update={"resource_version": ""})}))
+        meta = res.metadata.model_copy(update={"resource_version": res.metadata.resource_version or current.revision})
+        return await self.update(res.model_copy(update={"metadata": meta}))
+
+    async def delete(self, kind: str, name: str, namespace: str = "", revision: str = "") -> Resource:
+        value: Resource = (await self.backend.delete(_key(kind, name, namespace), revision)).value
+        return value
+
+    async def patch(self, kind: str, name: str, namespace: str, patch: str, patch_type: str = "strategic") -> Resource:
+        """Apply a merge (``merge``/``strategic``) or JSON (``json``) patch to a stored resource."""
+        current = await self.get(kind, name, namespace)
+        try:
+            doc = json.loads(patch)
+        except json.JSONDecodeError as exc:
+            raise ValidationError([ErroredField("--patch", f"not valid JSON: {exc.msg}", patch)]) from None
+        wire = current.to_wire()
+        if patch_type in ("merge", "strategic"):
+            if not isinstance(doc, dict):
+                raise ValidationError([ErroredField("--patch", "a merge patch must be a JSON object", patch)])
+            patched = _merge_patch(wire, doc)
+        elif patch_type == "json":
+            patched = _json_patch(wire, doc)
+        else:
+            raise ValidationError([ErroredField("--type", "must be one of strategic, merge, json", patch_type)])
+        patched.setdefault("metadata", {})["resourceVersion"] = current.metadata.resource_version
+        for immutable in ("name", "namespace"):
+            if patched["metadata"].get(immutable, "") != wire["metadata"].get(immutable, ""):
+                raise ValidationError([ErroredField(f"metadata.{immutable}", "cannot be changed by a patch")])
+        new = api.parse_resource(patched, where=current.identifier())
+        return await self.update(new)
+
+    # --- cross-resource rules ---------------------------------------------------------------
+
+    async def _check_create(self, res: Resource) -> None:
+        if isinstance(res, api.IPPool):
+            new_net = fields.parse_cidr_or_ip(res.spec.cidr)[1]
+            problems = []
+            for other in (await self.list("IPPool")).items:
+                assert isinstance(other, api.IPPool)
+                if other.name == res.name:
+                    continue
+                other_net = fields.parse_cidr_or_ip(other.spec.cidr)[1]
+                if other_net.version == new_net.version and other_net.overlaps(new_net):  # type: ignore[arg-type]
+                    problems.append(ErroredField(
+                        "spec.cidr",
+                        f"IPPool({res.name}) CIDR overlaps with IPPool({other.name}) CIDR {other.spec.cidr}",
+                        res.spec.cidr))
+            if problems:
+                raise ValidationError(problems, context=res.identifier())
+
+    @staticmethod
+    def _check_update(old: Resource, new: Resource) -> None:
+        if isinstance(old, api.IPPool) and isinstance(new, api.IPPool):
+            problems = []
+            if ipaddress.ip_network(old.spec.cidr) != ipaddress.ip_network(new.spec.cidr):
+                problems.append(ErroredField("spec.cidr", "IPPool CIDR cannot be modified", new.spec.cidr))
+            if old.spec.block_size != new.spec.block_size:
+                problems.append(ErroredField("spec.blockSize", "IPPool BlockSize cannot be modified",
+                                             new.spec.block_size))
+            if problems:
+                raise ValidationError(problems, context=new.identifier())
+
+    # --- initialisation ------------------------------------------------------------------------
+
+    async def ensure_initialized(self) -> api.ClusterInformation:
+        """Make sure the ``default`` ClusterInformation exists and says the datastore is ready."""
+        key = ResourceKey("ClusterInformation", "default")
+        try:
+            current = await self.backend.get(key)
+            info: api.ClusterInformation = current.value
+            if info.spec.datastore_ready is None:
+                info = info.model_copy(update={"spec": info.spec.model_copy(update={"datastore_ready": True})})
+                info = (await self.backend.update(KVPair(key, info, current.revision))).value
+            return info
+        except NotFound:
+            info = api.ClusterInformation.model_validate({
+                "metadata": {"name": "default"},
+                "spec": {"clusterGUID": uuid.uuid4().hex, "clusterType": "pycalico", "calicoVersion": CALICO_VERSION,
+                         "datastoreReady": True},
+            })
+            created: api.ClusterInformation = await self.create(info)
+            return created
+
+
+def _cls(kind: str) -> type[Resource]:
+    cls = api.by_kind(kind)
+    if cls is None:
+        raise ValidationError([ErroredField("kind", "unknown kind", kind)])
+    return cls
+
+
+def _key(kind: str, name: str, namespace: str) -> ResourceKey:
+    cls = _cls(kind)
+    return ResourceKey(cls.KIND, name, namespace if cls.NAMESPACED else "")
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for k, v in patch.items():
+        if v is None:
+            out.pop(k, None)
+        else:
+            out[k] = _merge_patch(out.get(k), v)
+    return out
+
+
+def _json_patch(doc: dict[str, Any], ops: Any) -> dict[str, Any]:
+    """RFC 6902 JSON patch: add, remove, replace, test (move/copy are rarely used with calicoctl)."""
+    if not isinstance(ops, list):
+        raise ValidationError([ErroredField("--patch", "a JSON patch must be a list of operations")])
+    out: Any = copy.deepcopy(doc)
+    for i, op in enumerate(ops):
+        if not isinstance(op, dict) or "op" not in op or "path" not in op:
+            raise ValidationError([ErroredField(f"--patch[{i}]", "each operation needs 'op' and 'path'")])
+        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
+        parent: Any = out
+        try:
+            for p in parts[:-1]:
+                parent = parent[int(p)] if isinstance(parent, list) else parent[p]
+            last = parts[-1] if parts else ""
+            kind = op["op"]
+            if kind in ("add", "replace"):
+                if isinstance(parent, list):
+                    idx = len(parent) if last == "-" else int(last)
+                    if kind == "add":
+                        parent.insert(idx, op["value"])
+                    else:
+                        parent[idx] = op["value"]
+                else:
+                    if kind == "replace" and last not in parent:
+                        raise KeyError(last)
+                    parent[last] = op["value"]
+            elif kind == "remove":
+                if isinstance(parent, list):
+                    del parent[int(last)]
+                else:
+                    del parent[last]
+            elif kind == "test":
+                current = parent[int(last)] if isinstance(parent, list) else parent[last]
+                if current != op["value"]:
+                    raise ValidationError([ErroredField(f"--patch[{i}]", f"test failed at {op['path']}")])
+            else:
+                raise ValidationError([ErroredField(f"--patch[{i}].op", "unsupported operation", kind)])
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise ValidationError([ErroredField(f"--patch[{i}].path", "path does not exist", op["path"])]) from None
+    assert isinstance(out, dict)
+    return out
