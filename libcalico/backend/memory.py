@@ -36,6 +36,8 @@ class _Change:
 
 
 class MemoryBackend:
+    """A datastore held in memory, for unit tests only (see the module docstring)."""
+
     def __init__(self) -> None:
         self._data: dict[str, tuple[ResourceKey, _Stored]] = {}
         self._revision = 1

@@ -1,0 +1,215 @@
+"""The datastore contract, run against every backend (real etcd and memory).
+
+Each test states one rule of libcalico.backend.api. The Kubernetes backend
+must pass this same suite when it lands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from libcalico import api
+from libcalico.backend.api import Backend, EventType, WatchEvent
+from libcalico.backend.etcdv3 import EtcdBackend
+from libcalico.backend.memory import MemoryBackend
+from libcalico.errors import AlreadyExists, Conflict, NotFound, WatchCompacted
+from libcalico.model import KVPair, ResourceKey, ResourceListOptions
+
+
+def pool(name: str, cidr: str = "10.244.0.0/16", **spec: Any) -> KVPair:
+    res = api.IPPool.model_validate({"metadata": {"name": name}, "spec": {"cidr": cidr, **spec}})
+    return KVPair(ResourceKey.for_resource(res), res)
+
+
+def wep(ns: str, name: str) -> KVPair:
+    res = api.WorkloadEndpoint.model_validate(
+        {"metadata": {"name": name, "namespace": ns}, "spec": {"node": "n1", "ipNetworks": ["10.244.0.1/32"]}})
+    return KVPair(ResourceKey.for_resource(res), res)
+
+
+POOLS = ResourceListOptions("IPPool")
+
+
+async def next_event(stream: AsyncIterator[WatchEvent], timeout: float = 10.0) -> WatchEvent:
+    return await asyncio.wait_for(anext(stream), timeout)
+
+
+async def compact(be: Backend, revision: str) -> None:
+    if isinstance(be, MemoryBackend):
+        be.compact(revision)
+    else:
+        assert isinstance(be, EtcdBackend)
+        await be.compact(revision)
+
+
+class TestWrites:
+    async def test_create_returns_the_stored_pair_with_its_revision(self, backend: Backend) -> None:
+        kv = await backend.create(pool("p1"))
+        assert kv.revision
+        assert kv.value.metadata.resource_version == kv.revision
+        got = await backend.get(kv.key)
+        assert got.revision == kv.revision
+        assert got.value.spec.cidr == "10.244.0.0/16"
+
+    async def test_create_of_an_existing_key_is_already_exists(self, backend: Backend) -> None:
+        await backend.create(pool("p1"))
+        with pytest.raises(AlreadyExists, match=r"resource already exists: IPPool\(p1\)"):
+            await backend.create(pool("p1", "10.1.0.0/16"))
+        assert (await backend.get(pool("p1").key)).value.spec.cidr == "10.244.0.0/16"
+
+    async def test_update_with_the_current_revision_succeeds_and_moves_the_revision(self, backend: Backend) -> None:
+        kv = await backend.create(pool("p1"))
+        new = await backend.update(KVPair(kv.key, pool("p1", natOutgoing=True).value, kv.revision))
+        assert int(new.revision) > int(kv.revision)
+        assert (await backend.get(kv.key)).value.spec.nat_outgoing is True
+
+    async def test_update_with_a_stale_revision_is_a_conflict_and_changes_nothing(self, backend: Backend) -> None:
+        kv = await backend.create(pool("p1"))
+        await backend.update(KVPair(kv.key, pool("p1", disabled=True).value, kv.revision))
+        with pytest.raises(Conflict, match=r"update conflict: IPPool\(p1\)"):
+            await backend.update(KVPair(kv.key, pool("p1", natOutgoing=True).value, kv.revision))
+        assert (await backend.get(kv.key)).value.spec.nat_outgoing is False
+
+    async def test_update_without_revision_overwrites_but_needs_the_key(self, backend: Backend) -> None:
+        with pytest.raises(NotFound, match=r"resource does not exist: IPPool\(p1\) with error: <nil>"):
+            await backend.update(pool("p1"))
+        await backend.create(pool("p1"))
+        await backend.update(pool("p1", natOutgoing=True))
+        assert (await backend.get(pool("p1").key)).value.spec.nat_outgoing is True
+
+    async def test_apply_creates_or_overwrites(self, backend: Backend) -> None:
+        a = await backend.apply(pool("p1"))
+        b = await backend.apply(pool("p1", natOutgoing=True))
+        assert int(b.revision) > int(a.revision)
+        assert (await backend.get(a.key)).value.spec.nat_outgoing is True
+
+    async def test_delete_returns_what_was_stored_and_honours_cas(self, backend: Backend) -> None:
+        kv = await backend.create(pool("p1"))
+        newer = await backend.update(KVPair(kv.key, kv.value, kv.revision))
+        with pytest.raises(Conflict):
+            await backend.delete(kv.key, kv.revision)
+        gone = await backend.delete(kv.key, newer.revision)
+        assert gone.value.name == "p1"
+        with pytest.raises(NotFound):
+            await backend.get(kv.key)
+        with pytest.raises(NotFound):
+            await backend.delete(kv.key)
+
+    async def test_concurrent_cas_writers_exactly_one_wins(self, backend: Backend) -> None:
+        kv = await backend.create(pool("p1"))
+
+        async def writer(i: int) -> str:
+            try:
+                await backend.update(KVPair(kv.key, pool("p1", blockSize=20 + i).value, kv.revision))
+                return "won"
+            except Conflict:
+                return "lost"
+
+        outcomes = await asyncio.gather(*(writer(i) for i in range(10)))
+        assert outcomes.count("won") == 1
+        assert outcomes.count("lost") == 9
+        winner = outcomes.index("won")
+        assert (await backend.get(kv.key)).value.spec.block_size == 20 + winner
+
+    async def test_concurrent_creates_exactly_one_wins(self, backend: Backend) -> None:
+        async def creator(i: int) -> str:
+            try:
+                await backend.create(pool("p1", f"10.{i}.0.0/16"))
+                return "won"
+            except AlreadyExists:
+                return "lost"
+
+        outcomes = await asyncio.gather(*(creator(i) for i in range(8)))
+        assert outcomes.count("won") == 1
+
+
+class TestReads:
+    async def test_list_is_sorted_and_carries_the_datastore_revision(self, backend: Backend) -> None:
+        for name in ("c", "a", "b"):
+            last = await backend.create(pool(name, f"10.{ord(name)}.0.0/16"))
+        listing = await backend.list(POOLS)
+        assert [kv.key.name for kv in listing.items] == ["a", "b", "c"]
+        assert int(listing.revision) >= int(last.revision)
+
+    async def test_list_by_name_and_by_namespace(self, backend: Backend) -> None:
+        await backend.create(pool("p1"))
+        await backend.create(pool("p10", "10.10.0.0/16"))
+        assert [kv.key.name for kv in (await backend.list(ResourceListOptions("IPPool", name="p1"))).items] == ["p1"]
+        await backend.create(wep("ns1", "w1"))
+        await backend.create(wep("ns2", "w1"))
+        await backend.create(wep("ns2", "w2"))
+        all_weps = await backend.list(ResourceListOptions("WorkloadEndpoint"))
+        assert [(kv.key.namespace, kv.key.name) for kv in all_weps.items] == [("ns1", "w1"), ("ns2", "w1"),
+                                                                              ("ns2", "w2")]
+        ns2 = await backend.list(ResourceListOptions("WorkloadEndpoint", namespace="ns2"))
+        assert [kv.key.name for kv in ns2.items] == ["w1", "w2"]
+        by_name = await backend.list(ResourceListOptions("WorkloadEndpoint", name="w1"))
+        assert [kv.key.namespace for kv in by_name.items] == ["ns1", "ns2"]
+
+    async def test_list_of_an_empty_kind_is_empty_with_a_revision(self, backend: Backend) -> None:
+        listing = await backend.list(ResourceListOptions("BGPPeer"))
+        assert listing.items == [] and listing.revision
+
+    async def test_kinds_do_not_see_each_other(self, backend: Backend) -> None:
+        await backend.create(pool("x"))
+        assert (await backend.list(ResourceListOptions("BGPPeer"))).items == []
+
+
+class TestWatch:
+    async def test_list_then_watch_misses_nothing_and_repeats_nothing(self, backend: Backend) -> None:
+        await backend.create(pool("before"))
+        listing = await backend.list(POOLS)
+        stream = backend.watch(POOLS, listing.revision)
+        try:
+            created = await backend.create(pool("after", "10.1.0.0/16"))
+            updated = await backend.update(KVPair(created.key, created.value, created.revision))
+            await backend.delete(created.key)
+            e1, e2, e3 = [await next_event(stream) for _ in range(3)]
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        assert (e1.type, e1.key.name, e1.revision) == (EventType.ADDED, "after", created.revision)
+        assert (e2.type, e2.revision) == (EventType.MODIFIED, updated.revision)
+        assert e2.old is not None and e2.old.revision == created.revision
+        assert e3.type is EventType.DELETED and e3.new is None
+        assert e3.old is not None and e3.old.value.name == "after"
+
+    async def test_watch_resumes_from_a_revision(self, backend: Backend) -> None:
+        first = await backend.create(pool("a"))
+        second = await backend.create(pool("b", "10.1.0.0/16"))
+        third = await backend.create(pool("c", "10.2.0.0/16"))
+        stream = backend.watch(POOLS, first.revision)
+        try:
+            events = [await next_event(stream) for _ in range(2)]
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        assert [e.revision for e in events] == [second.revision, third.revision]
+
+    async def test_watch_filters_by_kind_and_namespace(self, backend: Backend) -> None:
+        start = (await backend.list(POOLS)).revision
+        stream = backend.watch(ResourceListOptions("WorkloadEndpoint", namespace="ns2"), start)
+        try:
+            await backend.create(pool("p"))
+            await backend.create(wep("ns1", "w"))
+            await backend.create(wep("ns2", "w"))
+            event = await next_event(stream)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        assert (event.key.kind, event.key.namespace) == ("WorkloadEndpoint", "ns2")
+
+    async def test_watch_from_a_compacted_revision_reports_compaction(self, backend: Backend) -> None:
+        first = await backend.create(pool("a"))
+        for i in range(3):
+            last = await backend.update(pool("a", blockSize=24 + i))
+        await compact(backend, last.revision)
+        stream = backend.watch(POOLS, first.revision)
+        with pytest.raises(WatchCompacted):
+            try:
+                await next_event(stream)
+            finally:
+                with contextlib.suppress(Exception):
+                    await stream.aclose()  # type: ignore[attr-defined]
