@@ -186,7 +186,7 @@ async def execute(opts: Options, items: Sequence[Resource], ds: backend.Datastor
     kinds = {r.KIND for r in items}
     if len(kinds) == 1 or opts.filename is None:
         results.single_kind = next(iter(kinds), "")
-    settled = []
+    settled: list[Resource | None] = []
     for res in items:
         try:
             settled.append(settle_namespace(res, opts))
@@ -201,9 +201,10 @@ async def execute(opts: Options, items: Sequence[Resource], ds: backend.Datastor
                 await c.ensure_initialized()
             except CalicoError:
                 pass  # as calicoctl: a user may lack rights to ClusterInformation
-        for res in settled:
-            if res is None:
+        for maybe in settled:
+            if maybe is None:
                 continue
+            res = maybe
             try:
                 out = await _one(c, res, opts)
             except (AlreadyExists, NotFound) as exc:
@@ -339,9 +340,12 @@ def load_config(opts: Options) -> backend.DatastoreConfig:
         raise CommandError(f"Failed to create Calico API client: {exc}") from None
 
 
-def run(opts: Options, stdin: TextIO = sys.stdin, out: TextIO = sys.stdout) -> None:
+def run(opts: Options, stdin: TextIO | None = None, out: TextIO | None = None) -> None:
     """Run one resource command; raise CommandError for a failure to report."""
     import asyncio
+
+    stdin = stdin or sys.stdin
+    out = out or sys.stdout
 
     if opts.filename is not None:
         items = resources_from_files(opts, stdin)

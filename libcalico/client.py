@@ -203,7 +203,7 @@ class Client:
                 if other.name == res.name:
                     continue
                 other_net = fields.parse_cidr_or_ip(other.spec.cidr)[1]
-                if other_net.version == new_net.version and other_net.overlaps(new_net):  # type: ignore[arg-type]
+                if other_net.version == new_net.version and other_net.overlaps(new_net):
                     problems.append(ErroredField(
                         "spec.cidr",
                         f"IPPool({res.name}) CIDR overlaps with IPPool({other.name}) CIDR {other.spec.cidr}",
@@ -233,7 +233,8 @@ class Client:
             info: api.ClusterInformation = current.value
             if info.spec.datastore_ready is None:
                 info = info.model_copy(update={"spec": info.spec.model_copy(update={"datastore_ready": True})})
-                info = (await self.backend.update(KVPair(key, info, current.revision))).value
+                updated: api.ClusterInformation = (await self.backend.update(KVPair(key, info, current.revision))).value
+                return updated
             return info
         except NotFound:
             info = api.ClusterInformation.model_validate({
@@ -241,7 +242,8 @@ class Client:
                 "spec": {"clusterGUID": uuid.uuid4().hex, "clusterType": "pycalico", "calicoVersion": CALICO_VERSION,
                          "datastoreReady": True},
             })
-            created: api.ClusterInformation = await self.create(info)
+            created = await self.create(info)
+            assert isinstance(created, api.ClusterInformation)
             return created
 
 

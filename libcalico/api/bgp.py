@@ -116,10 +116,10 @@ class BGPConfigurationSpec(CalicoModel):
                 fields.parse_cidr_or_ip(pa.cidr)
             except ValueError:
                 raise fields.field_error(f"prefixAdvertisements[{i}].cidr", "invalid CIDR value.", pa.cidr) from None
-            for c in pa.communities:
-                if not valid_community(c) and c not in defined:
+            for used in pa.communities:
+                if not valid_community(used) and used not in defined:
                     raise fields.field_error(f"prefixAdvertisements[{i}].communities",
-                                             "community used is invalid or not defined.", c)
+                                             "community used is invalid or not defined.", used)
         if self.communities and not self.prefix_advertisements:
             raise fields.field_error("communities", "communities are defined but not used in prefixAdvertisements")
         if self.node_to_node_mesh_enabled is False:
@@ -138,6 +138,13 @@ class BGPConfiguration(Resource):
     spec: BGPConfigurationSpec = Field(default_factory=BGPConfigurationSpec)
 
 
+def _peer_port(text: str) -> int:
+    port = int(text)
+    if port > 65535:
+        raise ValueError(f"peerIP port {port} is out of range (0-65535)")
+    return port
+
+
 def split_ip_port(text: str) -> tuple[str, int | None]:
     """BGPPeer.peerIP: ``<IP>``, ``<IPv4>:<port>`` or ``[<IPv6>]:<port>``."""
     if text.startswith("["):
@@ -145,13 +152,13 @@ def split_ip_port(text: str) -> tuple[str, int | None]:
         if not sep or not port.isdigit():
             raise ValueError("peerIP must be <IP>, <IPv4>:<port> or [<IPv6>]:<port>")
         fields.check_ip(host, version=6)
-        return host, int(port)
+        return host, _peer_port(port)
     if text.count(":") == 1:
         host, _, port = text.partition(":")
         if not port.isdigit():
             raise ValueError("peerIP must be <IP>, <IPv4>:<port> or [<IPv6>]:<port>")
         fields.check_ip(host, version=4)
-        return host, int(port)
+        return host, _peer_port(port)
     fields.check_ip(text)
     return text, None
 

@@ -103,7 +103,7 @@ class IPPoolSpec(CalicoModel):
             raise fields.field_error("ipipMode", "IPIP is not supported on IPv6 pools",
                                      self.ipip_mode.value if self.ipip_mode else None)
         link_local = _LINK_LOCAL_V4 if net.version == 4 else _LINK_LOCAL_V6
-        if net.overlaps(link_local):  # type: ignore[arg-type]
+        if net.overlaps(link_local):
             raise fields.field_error(
                 "cidr", f"IPPool CIDR overlaps with IPv{net.version} link local range {link_local}", self.cidr)
         if self.block_size:

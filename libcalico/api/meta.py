@@ -71,7 +71,7 @@ class Resource(CalicoModel):
     # Names other than DNS-1123 subdomains (policies) override this.
     NAME_CHECK: ClassVar[Any] = staticmethod(fields.check_name)
 
-    api_version: Literal["projectcalico.org/v3"] = API_VERSION
+    api_version: Literal["projectcalico.org/v3"] = "projectcalico.org/v3"
     kind: str = ""
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
 

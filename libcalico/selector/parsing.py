@@ -377,7 +377,10 @@ class _Parser:
             self.take()
             negated = not negated
         node = self.parse_term()
-        return Not(node) if negated else node
+        if not negated:
+            return node
+        # "!(!x)" is x: collapsing it keeps the canonical form a fixed point.
+        return node.operand if isinstance(node, Not) else Not(node)
 
     def parse_term(self) -> Node:
         tok = self.take()
