@@ -6,13 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=0
-for bin in etcd etcdctl bird nft ip tcpdump ping; do
+for bin in etcd etcdctl bird nft ip tcpdump ping openssl; do
   command -v "$bin" >/dev/null 2>&1 || need_apt=1
 done
 if [ "$need_apt" = 1 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends \
-    etcd-server etcd-client bird nftables iproute2 tcpdump iputils-ping >/dev/null
+    etcd-server etcd-client bird nftables iproute2 tcpdump iputils-ping openssl >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
