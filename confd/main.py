@@ -1,21 +1,15 @@
-"""Entry point of ``calico-confd``: BIRD configuration from the datastore.
-
-Only ``--help`` works until its issue lands (issue 7); the command says so
-instead of pretending to run.
-"""
+"""Entry point of ``calico-confd``: BIRD configuration from the datastore. A placeholder until issue 7 lands."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
+from libcalico import placeholder
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="calico-confd", description="pycalico calico-confd: BIRD configuration from the datastore.")
-    parser.parse_args(argv)
-    sys.stderr.write("calico-confd is not implemented yet in pycalico (tracked as issue 7)\n")
-    return 2
+    return placeholder.not_yet("calico-confd", "BIRD configuration from the datastore", "7", argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,21 +1,15 @@
-"""Entry point of ``calico-kube-controllers``: kopf-based Kubernetes controllers.
-
-Only ``--help`` works until its issue lands (issue later); the command says so
-instead of pretending to run.
-"""
+"""Entry point of ``calico-kube-controllers``: kopf-based Kubernetes controllers. A placeholder until issue later lands."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
+from libcalico import placeholder
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="calico-kube-controllers", description="pycalico calico-kube-controllers: kopf-based Kubernetes controllers.")
-    parser.parse_args(argv)
-    sys.stderr.write("calico-kube-controllers is not implemented yet in pycalico (tracked as issue later)\n")
-    return 2
+    return placeholder.not_yet("calico-kube-controllers", "kopf-based Kubernetes controllers", "later", argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

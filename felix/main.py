@@ -1,21 +1,15 @@
-"""Entry point of ``calico-felix``: the node agent (routes, VXLAN/IPIP, natOutgoing, policy).
-
-Only ``--help`` works until its issue lands (issue 6); the command says so
-instead of pretending to run.
-"""
+"""Entry point of ``calico-felix``: the node agent (routes, VXLAN/IPIP, natOutgoing, policy). A placeholder until issue 6 lands."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
+from libcalico import placeholder
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="calico-felix", description="pycalico calico-felix: the node agent (routes, VXLAN/IPIP, natOutgoing, policy).")
-    parser.parse_args(argv)
-    sys.stderr.write("calico-felix is not implemented yet in pycalico (tracked as issue 6)\n")
-    return 2
+    return placeholder.not_yet("calico-felix", "the node agent (routes, VXLAN/IPIP, natOutgoing, policy)", "6", argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,21 +1,15 @@
-"""Entry point of ``calico-lab``: a cluster in a box of network namespaces.
-
-Only ``--help`` works until its issue lands (issue 8); the command says so
-instead of pretending to run.
-"""
+"""Entry point of ``calico-lab``: a cluster in a box of network namespaces. A placeholder until issue 8 lands."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
+from libcalico import placeholder
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="calico-lab", description="pycalico calico-lab: a cluster in a box of network namespaces.")
-    parser.parse_args(argv)
-    sys.stderr.write("calico-lab is not implemented yet in pycalico (tracked as issue 8)\n")
-    return 2
+    return placeholder.not_yet("calico-lab", "a cluster in a box of network namespaces", "8", argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

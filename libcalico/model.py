@@ -26,6 +26,13 @@ from libcalico.api.meta import Resource
 RESOURCE_PREFIX = "/calico/resources/v3/projectcalico.org/"
 
 
+def resource_class(kind: str) -> type[Resource]:
+    cls = registry.by_kind(kind)
+    if cls is None:
+        raise ValueError(f"unknown resource kind: {kind}")
+    return cls
+
+
 @dataclass(frozen=True, slots=True)
 class ResourceKey:
     """One v3 resource: kind, name and (for namespaced kinds) namespace."""
@@ -36,10 +43,7 @@ class ResourceKey:
 
     @property
     def resource_class(self) -> type[Resource]:
-        cls = registry.by_kind(self.kind)
-        if cls is None:
-            raise ValueError(f"unknown resource kind: {self.kind}")
-        return cls
+        return resource_class(self.kind)
 
     @property
     def namespaced(self) -> bool:
@@ -86,10 +90,7 @@ class ResourceListOptions:
 
     @property
     def resource_class(self) -> type[Resource]:
-        cls = registry.by_kind(self.kind)
-        if cls is None:
-            raise ValueError(f"unknown resource kind: {self.kind}")
-        return cls
+        return resource_class(self.kind)
 
     def prefix(self) -> str:
         """The etcd prefix that holds every match (a superset when only name is set)."""

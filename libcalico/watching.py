@@ -14,9 +14,9 @@ calicoctl's watchers) uses :func:`follow`:
 :class:`Syncer` runs one :func:`follow` per resource type and turns their
 progress into Calico's syncer status: ``WaitForDatastore`` until the first
 listing succeeds, ``ResyncInProgress`` until every type has listed, then
-``InSync``. A later outage or re-list does not take the status back out of
-``InSync`` except on an outage (then ``WaitForDatastore`` again, as Calico's
-watchersyncer does), so consumers can keep serving from their caches.
+``InSync``. A re-list after compaction keeps the status at ``InSync`` (the
+consumer's cache stays valid and only differences are emitted); a datastore
+outage sets ``WaitForDatastore`` until that type has listed again.
 """
 
 from __future__ import annotations

@@ -1,21 +1,15 @@
-"""Entry point of ``calico-typha``: the datastore fan-out proxy for Felix.
-
-Only ``--help`` works until its issue lands (issue later); the command says so
-instead of pretending to run.
-"""
+"""Entry point of ``calico-typha``: the datastore fan-out proxy for Felix. A placeholder until issue later lands."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
+from libcalico import placeholder
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="calico-typha", description="pycalico calico-typha: the datastore fan-out proxy for Felix.")
-    parser.parse_args(argv)
-    sys.stderr.write("calico-typha is not implemented yet in pycalico (tracked as issue later)\n")
-    return 2
+    return placeholder.not_yet("calico-typha", "the datastore fan-out proxy for Felix", "later", argv)
 
 
 if __name__ == "__main__":  # pragma: no cover
