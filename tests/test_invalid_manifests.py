@@ -125,6 +125,9 @@ def cases() -> Iterator[tuple[str, dict[str, Any], str]]:
     yield case("WorkloadEndpoint", "spec.interfaceName", "this-is-too-long-for-linux")
     yield case("WorkloadEndpoint", "spec.mac", "ee:ee:ee:ee:ee")
     yield case("WorkloadEndpoint", "spec.ipNATs", [{"internalIP": "10.1.1.1", "externalIP": "172.16.0.1"}])
+    # Field names that start like pydantic's union tags ("int...") must still be named.
+    yield case("WorkloadEndpoint", "spec.ipNATs", [{"internalIP": "bad", "externalIP": "172.16.0.1"}],
+               "spec.ipNATs[0].internalIP")
     for port in BAD_PORTS:
         yield case("NetworkPolicy", "spec.ingress.0.destination.ports", [port])
         yield case("GlobalNetworkPolicy", "spec.egress.0.destination.ports", [port])

@@ -39,6 +39,13 @@ def _path(loc: Iterable[Any]) -> str:
     return out
 
 
+_UNION_TAGS = {"int", "str", "float", "bool", "list", "dict", "none"}
+
+
+def _is_pydantic_tag(part: str) -> bool:
+    return part in _UNION_TAGS or part.startswith(("function-", "lax-", "json-or-python[", "union["))
+
+
 def _reason(err: Any) -> str:
     msg = str(err.get("msg", ""))
     if err["type"] in _PYDANTIC_REASONS:
@@ -62,9 +69,9 @@ def errored_fields(exc: pydantic.ValidationError) -> list[ErroredField]:
     out: list[ErroredField] = []
     for err in exc.errors():
         loc = list(err["loc"])
-        # Drop pydantic's union/function tags that are not field names.
-        loc = [p for p in loc if isinstance(p, int) or not str(p).startswith(("function-", "lax-", "int", "str"))
-               or str(p) in ("interfaceName",)]
+        # Drop pydantic's union-member and validator tags ("int", "function-before[...]"):
+        # they are not field names.
+        loc = [p for p in loc if isinstance(p, int) or not _is_pydantic_tag(str(p))]
         value = _scalar(err.get("input"))
         if err["type"] == "calico_field":
             ctx = err.get("ctx") or {}
