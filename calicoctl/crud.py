@@ -13,6 +13,7 @@ invalid one.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -317,8 +318,6 @@ def print_get(opts: Options, r: Results, ds: backend.DatastoreConfig, out: TextI
         raise CommandError(f"unrecognized output format '{fmt}'")
     print_ns = opts.all_namespaces or bool(opts.namespace)
     needs_asn = any(kind == "Node" for kind, _, _ in objs)
-    import asyncio
-
     ctx = resources.Context(default_asn=asyncio.run(default_asn(ds)) if needs_asn and fmt == "wide" else "64512")
     for kind, items, _ in objs:
         info = resources.BY_KIND[kind]
@@ -342,8 +341,6 @@ def load_config(opts: Options) -> backend.DatastoreConfig:
 
 def run(opts: Options, stdin: TextIO | None = None, out: TextIO | None = None) -> None:
     """Run one resource command; raise CommandError for a failure to report."""
-    import asyncio
-
     stdin = stdin or sys.stdin
     out = out or sys.stdout
 
