@@ -1,22 +1,36 @@
 """Shared fixtures: a real etcd per session, a clean keyspace per test, and backends.
 
 ``backend`` is parametrised over every backend that must pass the datastore
-contract: the real etcd and the in-memory one. The Kubernetes backend joins the
-parameter list with its issue.
+contract: the real etcd, the in-memory one, and the Kubernetes backend against
+the extended kmock API server (:mod:`tests.kube_api`) with our CRDs installed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from pathlib import Path
+
+from libcalico.backend.api import Backend
 from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
+from libcalico.backend.kubernetes import KubeConfig, KubernetesBackend
 from libcalico.backend.memory import MemoryBackend
 from tests.etcd_server import EtcdServer
+from tests.kube_api import RunningAPI, running_api
+
+REPO = Path(__file__).resolve().parent.parent
+CRDS_V1 = REPO / "crds" / "v1"
+CRDS_V3 = REPO / "crds" / "v3"
+
+# How a test compacts a backend's history: etcd and memory can do it themselves; for the
+# Kubernetes backend, the API server behind it does (registered by the backend fixture).
+KUBE_APIS: dict[int, RunningAPI] = {}
 
 
 @pytest.fixture(scope="session")
@@ -51,17 +65,39 @@ def etcd_env(etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch, tmp_path: object
     return env
 
 
-@pytest.fixture(params=["etcd", "memory"])
-async def backend(request: pytest.FixtureRequest) -> AsyncIterator[EtcdBackend | MemoryBackend]:
+@pytest.fixture
+async def kube_api(tmp_path: Path) -> AsyncIterator[RunningAPI]:
+    """A Kubernetes API server (extended kmock) with the crd.projectcalico.org/v1 CRDs installed."""
+    async with running_api(tmp_path, CRDS_V1) as running:
+        yield running
+
+
+@pytest.fixture
+async def kube_api_v3(tmp_path: Path) -> AsyncIterator[RunningAPI]:
+    """The same, in Calico's no-API-server mode: the projectcalico.org/v3 CRDs only."""
+    async with running_api(tmp_path, CRDS_V3) as running:
+        yield running
+
+
+@pytest.fixture(params=["etcd", "memory", "kubernetes"])
+async def backend(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
+    be: Backend
+    stack = contextlib.AsyncExitStack()
     if request.param == "etcd":
         server: EtcdServer = request.getfixturevalue("etcd")
-        be: EtcdBackend | MemoryBackend = EtcdBackend(EtcdConfig(endpoints=(server.endpoint,), timeout=5))
-    else:
+        be = EtcdBackend(EtcdConfig(endpoints=(server.endpoint,), timeout=5))
+    elif request.param == "memory":
         be = MemoryBackend()
+    else:
+        api = await stack.enter_async_context(running_api(request.getfixturevalue("tmp_path"), CRDS_V1))
+        be = KubernetesBackend(KubeConfig(kubeconfig=str(api.kubeconfig)))
+        KUBE_APIS[id(be)] = api
     try:
         yield be
     finally:
+        KUBE_APIS.pop(id(be), None)
         await be.close()
+        await stack.aclose()
 
 
 def _library_task(task: asyncio.Task[object]) -> bool:

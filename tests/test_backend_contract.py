@@ -1,7 +1,8 @@
-"""The datastore contract, run against every backend (real etcd and memory).
+"""The datastore contract, run against every backend: real etcd, memory, Kubernetes.
 
-Each test states one rule of libcalico.backend.api. The Kubernetes backend
-must pass this same suite when it lands.
+Each test states one rule of libcalico.backend.api. The namespaced kind used
+here is NetworkPolicy: a stored kind on every backend (WorkloadEndpoints are
+derived from Pods on Kubernetes; tests/test_kubernetes_backend.py covers them).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import pytest
 from libcalico import api
 from libcalico.backend.api import Backend, EventType, WatchEvent
 from libcalico.backend.etcdv3 import EtcdBackend
+from libcalico.backend.kubernetes import KubernetesBackend
 from libcalico.backend.memory import MemoryBackend
 from libcalico.errors import AlreadyExists, Conflict, NotFound, WatchCompacted
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
+from tests.conftest import KUBE_APIS
 
 
 def pool(name: str, cidr: str = "10.244.0.0/16", **spec: Any) -> KVPair:
@@ -27,8 +30,9 @@ def pool(name: str, cidr: str = "10.244.0.0/16", **spec: Any) -> KVPair:
 
 
 def wep(ns: str, name: str) -> KVPair:
-    res = api.WorkloadEndpoint.model_validate(
-        {"metadata": {"name": name, "namespace": ns}, "spec": {"node": "n1", "ipNetworks": ["10.244.0.1/32"]}})
+    """A namespaced resource (named for the endpoint it guards)."""
+    res = api.NetworkPolicy.model_validate(
+        {"metadata": {"name": name, "namespace": ns}, "spec": {"selector": "all()", "order": 10}})
     return KVPair(ResourceKey.for_resource(res), res)
 
 
@@ -42,6 +46,8 @@ async def next_event(stream: AsyncIterator[WatchEvent], timeout: float = 10.0) -
 async def compact(be: Backend, revision: str) -> None:
     if isinstance(be, MemoryBackend):
         be.compact(revision)
+    elif isinstance(be, KubernetesBackend):
+        KUBE_APIS[id(be)].api.compact(int(revision))
     else:
         assert isinstance(be, EtcdBackend)
         await be.compact(revision)
@@ -143,12 +149,12 @@ class TestReads:
         await backend.create(wep("ns1", "w1"))
         await backend.create(wep("ns2", "w1"))
         await backend.create(wep("ns2", "w2"))
-        all_weps = await backend.list(ResourceListOptions("WorkloadEndpoint"))
+        all_weps = await backend.list(ResourceListOptions("NetworkPolicy"))
         assert [(kv.key.namespace, kv.key.name) for kv in all_weps.items] == [("ns1", "w1"), ("ns2", "w1"),
                                                                               ("ns2", "w2")]
-        ns2 = await backend.list(ResourceListOptions("WorkloadEndpoint", namespace="ns2"))
+        ns2 = await backend.list(ResourceListOptions("NetworkPolicy", namespace="ns2"))
         assert [kv.key.name for kv in ns2.items] == ["w1", "w2"]
-        by_name = await backend.list(ResourceListOptions("WorkloadEndpoint", name="w1"))
+        by_name = await backend.list(ResourceListOptions("NetworkPolicy", name="w1"))
         assert [kv.key.namespace for kv in by_name.items] == ["ns1", "ns2"]
 
     async def test_list_of_an_empty_kind_is_empty_with_a_revision(self, backend: Backend) -> None:
@@ -191,7 +197,7 @@ class TestWatch:
 
     async def test_watch_filters_by_kind_and_namespace(self, backend: Backend) -> None:
         start = (await backend.list(POOLS)).revision
-        stream = backend.watch(ResourceListOptions("WorkloadEndpoint", namespace="ns2"), start)
+        stream = backend.watch(ResourceListOptions("NetworkPolicy", namespace="ns2"), start)
         try:
             await backend.create(pool("p"))
             await backend.create(wep("ns1", "w"))
@@ -199,7 +205,7 @@ class TestWatch:
             event = await next_event(stream)
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
-        assert (event.key.kind, event.key.namespace) == ("WorkloadEndpoint", "ns2")
+        assert (event.key.kind, event.key.namespace) == ("NetworkPolicy", "ns2")
 
     async def test_watch_from_a_compacted_revision_reports_compaction(self, backend: Backend) -> None:
         first = await backend.create(pool("a"))

@@ -213,8 +213,13 @@ class TestConfiguration:
         r = calicoctl(env, "get", "ippool", "-c", str(bad))
         assert r.returncode == 1 and "spec.datastoreTyp (unknown field)" in r.stderr
 
-    @pytest.mark.parametrize("dtype", ["kubernetes", "consul"])
-    def test_unsupported_datastore_types_say_so(self, etcd_env: dict[str, str], dtype: str) -> None:
-        r = calicoctl({**etcd_env, "DATASTORE_TYPE": dtype}, "get", "ippool")
+    def test_unsupported_datastore_types_say_so(self, etcd_env: dict[str, str]) -> None:
+        r = calicoctl({**etcd_env, "DATASTORE_TYPE": "consul"}, "get", "ippool")
         assert r.returncode == 1
-        assert ("not available yet" if dtype == "kubernetes" else "must be etcdv3 or kubernetes") in r.stderr
+        assert "must be etcdv3 or kubernetes" in r.stderr
+
+    def test_kubernetes_without_a_kubeconfig_outside_a_cluster_says_so(self, etcd_env: dict[str, str]) -> None:
+        env = {k: v for k, v in etcd_env.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
+        r = calicoctl({**env, "DATASTORE_TYPE": "kubernetes"}, "get", "ippool")
+        assert r.returncode == 1
+        assert "cannot load the Kubernetes client configuration (in-cluster)" in r.stderr

@@ -1,7 +1,7 @@
 """Datastore backends behind one contract (:mod:`libcalico.backend.api`).
 
 ``connect(config)`` picks the backend for a :class:`DatastoreConfig`:
-``etcdv3`` today; ``kubernetes`` arrives with its own issue and plugs in here.
+``etcdv3`` or ``kubernetes`` (KUBECONFIG, else the in-cluster service account).
 """
 
 from __future__ import annotations
@@ -17,9 +17,12 @@ def connect(config: DatastoreConfig) -> Backend:
         from libcalico.backend.etcdv3 import EtcdBackend
 
         return EtcdBackend(config.etcd)
-    raise OperationNotSupported(
-        "connect", f"datastore type {config.datastore_type!r}",
-        "the Kubernetes datastore backend is not available yet; use DATASTORE_TYPE=etcdv3")
+    if config.datastore_type == "kubernetes":
+        from libcalico.backend.kubernetes import KubeConfig, KubernetesBackend
+
+        return KubernetesBackend(KubeConfig(config.kubeconfig, config.k8s_api_endpoint, config.api_group))
+    raise OperationNotSupported("connect", f"datastore type {config.datastore_type!r}",
+                                "use DATASTORE_TYPE=etcdv3 or kubernetes")
 
 
 __all__ = ["Backend", "DatastoreConfig", "EventType", "WatchEvent", "connect"]

@@ -13,7 +13,7 @@ whole configuration, a ``CalicoAPIConfig`` document::
 Otherwise the environment is read: ``DATASTORE_TYPE`` (``etcdv3`` default,
 or ``kubernetes``), ``ETCD_ENDPOINTS``, ``ETCD_CA_CERT_FILE``,
 ``ETCD_CERT_FILE``, ``ETCD_KEY_FILE``, ``ETCD_USERNAME``, ``ETCD_PASSWORD``,
-``KUBECONFIG``. Calico also accepts each variable with a ``CALICO_`` prefix;
+``KUBECONFIG``, ``K8S_API_ENDPOINT``, ``CALICO_API_GROUP``. Calico also accepts each variable with a ``CALICO_`` prefix;
 so do we.
 """
 
@@ -41,6 +41,7 @@ _SPEC_FIELDS = {
     "etcdPassword": "ETCD_PASSWORD",
     "kubeconfig": "KUBECONFIG",
     "k8sAPIEndpoint": "K8S_API_ENDPOINT",
+    "calicoAPIGroup": "CALICO_API_GROUP",
 }
 
 
@@ -51,6 +52,7 @@ class DatastoreConfig:
     kubeconfig: str = ""
     k8s_api_endpoint: str = ""
     source: str = "environment"
+    api_group: str = ""  # CALICO_API_GROUP; "" = discover (Kubernetes datastore only)
 
 
 def _from_values(values: Mapping[str, str], source: str) -> DatastoreConfig:
@@ -69,14 +71,19 @@ def _from_values(values: Mapping[str, str], source: str) -> DatastoreConfig:
         password=values.get("ETCD_PASSWORD", ""),
     )
     kubeconfig = values.get("KUBECONFIG", "")
-    return DatastoreConfig(dtype, etcd, kubeconfig, values.get("K8S_API_ENDPOINT", ""), source)
+    api_group = values.get("CALICO_API_GROUP", "").strip()
+    if api_group and api_group not in ("crd.projectcalico.org/v1", "projectcalico.org/v3"):
+        raise ValidationError([ErroredField("calicoAPIGroup", "must be crd.projectcalico.org/v1 or "
+                                                              "projectcalico.org/v3", api_group)],
+                              context=f"datastore configuration from {source}")
+    return DatastoreConfig(dtype, etcd, kubeconfig, values.get("K8S_API_ENDPOINT", ""), source, api_group)
 
 
 def from_environment(env: Mapping[str, str] | None = None) -> DatastoreConfig:
     env = os.environ if env is None else env
     values: dict[str, str] = {}
     for name in _SPEC_FIELDS.values():
-        value = env.get(name) or env.get(f"CALICO_{name}")
+        value = env.get(name) or (env.get(f"CALICO_{name}") if not name.startswith("CALICO_") else None)
         if value:
             values[name] = value
     return _from_values(values, "environment")
