@@ -16,8 +16,9 @@ with one that follows the API conventions. What was added, each with a test in
   resourceVersion (in the body, the patch, or DeleteOptions.preconditions)
   that is not the current one gets ``409 Conflict``; preconditions.uid too.
 * **PUT** replaces an object (``404`` if it does not exist, as for custom
-  resources); ``/status`` PUT and PATCH change only ``.status``, other writes
-  leave ``.status`` alone where the resource has a status subresource.
+  resources); ``/status`` PUT and PATCH change only ``.status`` (for pods also
+  labels and annotations, as podStatusStrategy allows), other writes leave
+  ``.status`` alone where the resource has a status subresource.
 * **Create answers 201** with the stored object; a duplicate name gets
   ``409 AlreadyExists``; a missing name gets ``422 Invalid``.
 * **Watch honours resourceVersion**: events after that version are replayed
@@ -301,7 +302,8 @@ class _Watcher:
     name: str | None
     labels: Callable[[dict[str, str]], bool]
     fields: Callable[[dict[str, str]], bool]
-    queue: asyncio.Queue[Change] = field(default_factory=asyncio.Queue)
+    # None: end the stream; "expired": send 410 Expired, then end it.
+    queue: asyncio.Queue[Change | str | None] = field(default_factory=asyncio.Queue)
 
     def matches(self, obj: JSON | None) -> bool:
         if obj is None:
@@ -373,6 +375,13 @@ class KubeAPI(kmock.KubernetesScaffold):
         """Forget history up to ``revision``: a watch from before it gets 410 Expired."""
         self.history = [c for c in self.history if c.rv > revision]
         self.oldest = max(self.oldest, revision)
+
+    def drop_watches(self, expired: bool = False) -> None:
+        """End every open watch stream, as an API server restart (or its watch timeout) does;
+        with ``expired``, first send the in-stream ``410 Expired`` ERROR event that a watcher
+        gets when it has fallen behind what the server still keeps."""
+        for w in self.watchers:
+            w.queue.put_nowait("expired" if expired else None)
 
     def get_object(self, api_version: str, plural: str, name: str, namespace: str = "") -> JSON | None:
         group, _, version = api_version.rpartition("/")
@@ -628,6 +637,14 @@ class KubeAPI(kmock.KubernetesScaffold):
                 merged["status"] = new["status"]
             else:
                 merged.pop("status", None)
+            if s.group == "" and s.plural == "pods":
+                # podStatusStrategy keeps the old spec but takes metadata changes: this is how
+                # Calico's CNI plugin records pod IPs with only the pods/status permission.
+                for k in ("labels", "annotations"):
+                    if k in new.get("metadata", {}):
+                        merged["metadata"][k] = new["metadata"][k]
+                    else:
+                        merged["metadata"].pop(k, None)
             new = merged
         elif s.status_subresource:
             new = dict(new)
@@ -797,13 +814,20 @@ class KubeAPI(kmock.KubernetesScaffold):
                             break
                         wait = left if wait is None else min(wait, left)
                     try:
-                        change = await asyncio.wait_for(watcher.queue.get(), wait)
+                        got = await asyncio.wait_for(watcher.queue.get(), wait)
                     except TimeoutError:
                         if bookmarks:
                             await send({"type": "BOOKMARK", "object": {
                                 "kind": s.kind, "apiVersion": s.api_version,
                                 "metadata": {"resourceVersion": str(max(sent_upto, self.revision))}}})
                         continue
+                    if got is None:
+                        break
+                    if isinstance(got, str):
+                        await send({"type": "ERROR", "object": status(
+                            410, "Expired", f"too old resource version: {sent_upto} ({self.oldest})")})
+                        break
+                    change = got
                 if change.rv <= sent_upto:
                     continue
                 sent_upto = change.rv
@@ -859,4 +883,4 @@ async def running_api(tmp: Path, crd_dir: Path | None = None) -> AsyncIterator[R
         if crd_dir is not None:
             api.install_crds(sorted(crd_dir.glob("*.yaml")))
         url = str(server.url).rstrip("/")
-        yield RunningAPI(api, url, kubeconfig(url, tmp / "kubeconfig"))
+        yield RunningAPI(api, url, kubeconfig(url, tmp / f"kubeconfig-{server.port}"))
