@@ -734,7 +734,10 @@ class KubeAPI(kmock.KubernetesScaffold):
                 return current
             new = copy.deepcopy(current)
             new["metadata"]["deletionTimestamp"] = _now()
-            return self._store(s, key, current, new, None)
+            self._bump(new)
+            self.objects[key] = new
+            self._record(s, "MODIFIED", new, current)
+            return new
         gone = copy.deepcopy(current)
         self._bump(gone)
         del self.objects[key]
