@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,11 @@ def pod(name: str, ns: str = "default", node: str = "worker1", ip: str = "10.244
                                      "ports": [{"name": "http", "containerPort": 80}]}]}}
 
 
+# The machine image ships kubectl (1.32 here); a machine without it skips, saying why.
+needs_kubectl = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+
+
+@needs_kubectl
 class TestKubectlPath:
     async def test_kubectl_apply_of_the_example_then_calicoctl_get_ippool_wide(self, kube_api_v3: RunningAPI) -> None:
         """Calico's no-API-server mode: projectcalico.org/v3 CRDs, so the v3 example applies as is."""
@@ -139,6 +145,7 @@ class TestKubectlPath:
         assert len([line for line in lines if line.strip()]) == 2
 
 
+@needs_kubectl
 class TestWorkloadEndpointsFromPods:
     async def test_conversion_follows_calico(self, kube_api: RunningAPI) -> None:
         await kubectl_apply(kube_api, pod("web-0", ns="shop", labels={"app": "web"}, sa="web-sa"))
@@ -204,6 +211,7 @@ class TestWorkloadEndpointsFromPods:
         assert deleted.type is EventType.DELETED and deleted.old is not None
 
 
+@needs_kubectl
 class TestNodesFromKubernetesNodes:
     async def test_node_annotations_become_the_calico_node_and_updates_write_them_back(
             self, kube_api: RunningAPI) -> None:
@@ -236,6 +244,7 @@ class TestNodesFromKubernetesNodes:
             await be.close()
 
 
+@needs_kubectl
 class TestKubernetesNetworkPolicy:
     async def test_a_kubernetes_policy_appears_as_knp_default_and_is_read_only(self, kube_api: RunningAPI) -> None:
         await kubectl_apply(kube_api, {
@@ -265,6 +274,7 @@ class TestKubernetesNetworkPolicy:
             await be.close()
 
 
+@needs_kubectl
 class TestGroupsAndResync:
     async def test_the_v3_group_is_discovered_when_only_it_is_served(self, kube_api_v3: RunningAPI,
                                                                       kube_api: RunningAPI) -> None:
