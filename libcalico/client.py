@@ -31,7 +31,7 @@ from typing import Any
 
 import pydantic
 
-from libcalico import api
+from libcalico import api, patching
 from libcalico.api import fields
 from libcalico.api.ippool import AllowedUse, AssignmentMode, EncapMode
 from libcalico.api.loading import errored_fields
@@ -180,7 +180,7 @@ class Client:
         if patch_type in ("merge", "strategic"):
             if not isinstance(doc, dict):
                 raise ValidationError([ErroredField("--patch", "a merge patch must be a JSON object", patch)])
-            patched = _merge_patch(wire, doc)
+            patched = patching.merge_patch(wire, doc)
         elif patch_type == "json":
             patched = _json_patch(wire, doc)
         else:
@@ -259,57 +259,20 @@ def _key(kind: str, name: str, namespace: str) -> ResourceKey:
     return ResourceKey(cls.KIND, name, namespace if cls.NAMESPACED else "")
 
 
-def _merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for k, v in patch.items():
-        if v is None:
-            out.pop(k, None)
-        else:
-            out[k] = _merge_patch(out.get(k), v)
-    return out
-
-
 def _json_patch(doc: dict[str, Any], ops: Any) -> dict[str, Any]:
-    """RFC 6902 JSON patch: add, remove, replace, test (move/copy are rarely used with calicoctl)."""
-    if not isinstance(ops, list):
-        raise ValidationError([ErroredField("--patch", "a JSON patch must be a list of operations")])
-    out: Any = copy.deepcopy(doc)
-    for i, op in enumerate(ops):
-        if not isinstance(op, dict) or "op" not in op or "path" not in op:
-            raise ValidationError([ErroredField(f"--patch[{i}]", "each operation needs 'op' and 'path'")])
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        parent: Any = out
-        try:
-            for p in parts[:-1]:
-                parent = parent[int(p)] if isinstance(parent, list) else parent[p]
-            last = parts[-1] if parts else ""
-            kind = op["op"]
-            if kind in ("add", "replace"):
-                if isinstance(parent, list):
-                    idx = len(parent) if last == "-" else int(last)
-                    if kind == "add":
-                        parent.insert(idx, op["value"])
-                    else:
-                        parent[idx] = op["value"]
-                else:
-                    if kind == "replace" and last not in parent:
-                        raise KeyError(last)
-                    parent[last] = op["value"]
-            elif kind == "remove":
-                if isinstance(parent, list):
-                    del parent[int(last)]
-                else:
-                    del parent[last]
-            elif kind == "test":
-                current = parent[int(last)] if isinstance(parent, list) else parent[last]
-                if current != op["value"]:
-                    raise ValidationError([ErroredField(f"--patch[{i}]", f"test failed at {op['path']}")])
-            else:
-                raise ValidationError([ErroredField(f"--patch[{i}].op", "unsupported operation", kind)])
-        except (KeyError, IndexError, ValueError, TypeError):
-            raise ValidationError([ErroredField(f"--patch[{i}].path", "path does not exist", op["path"])]) from None
-    assert isinstance(out, dict)
+    """RFC 6902 JSON patch, errors named after the failing operation as calicoctl's flags."""
+    try:
+        out = patching.json_patch(doc, ops)
+    except patching.PatchError as exc:
+        if exc.index is None:
+            raise ValidationError([ErroredField("--patch", str(exc))]) from None
+        if str(exc).startswith("path does not exist"):
+            raise ValidationError([ErroredField(f"--patch[{exc.index}].path", "path does not exist",
+                                                exc.path)]) from None
+        if str(exc).startswith("unsupported operation"):
+            raise ValidationError([ErroredField(f"--patch[{exc.index}].op", "unsupported operation",
+                                                ops[exc.index].get("op"))]) from None
+        raise ValidationError([ErroredField(f"--patch[{exc.index}]", str(exc))]) from None
+    if not isinstance(out, dict):
+        raise ValidationError([ErroredField("--patch", "the patched document is not an object")])
     return out

@@ -33,7 +33,8 @@ with one that follows the API conventions. What was added, each with a test in
   matching is reported as DELETED, one that starts matching as ADDED.
 * **Patches**: JSON merge patch, JSON patch (RFC 6902) and strategic merge
   patch (applied as a merge patch: enough for the maps these tests patch; lists
-  are replaced, not merged by key).
+  are replaced, not merged by key). The patch functions are
+  :mod:`libcalico.patching`'s (JSON patch is the ``jsonpatch`` library's).
 * **List** answers carry ``kind: <Kind>List``, ``apiVersion`` and the current
   ``resourceVersion``.
 * **CRDs**: creating an ``apiextensions.k8s.io/v1`` CustomResourceDefinition
@@ -65,6 +66,8 @@ import attrs
 import kmock
 import yaml
 from kmock._internal import rendering
+
+from libcalico.patching import PatchError, json_patch, merge_patch
 
 JSON = dict[str, Any]
 
@@ -173,64 +176,6 @@ def _fields(obj: JSON) -> dict[str, str]:
 
 
 # --- patches -----------------------------------------------------------------------------------
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def _pointer(path: str) -> list[str]:
-    if path == "":
-        return []
-    if not path.startswith("/"):
-        raise ValueError(f"invalid JSON pointer {path!r}")
-    return [p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/")]
-
-
-def json_patch(doc: Any, ops: list[JSON]) -> Any:
-    """RFC 6902 JSON patch; ValueError when an operation does not apply."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        parts = _pointer(op["path"])
-        parent: Any = doc
-        for p in parts[:-1]:
-            parent = parent[int(p)] if isinstance(parent, list) else parent[p]
-        last = parts[-1] if parts else ""
-        kind = op["op"]
-        if kind in ("add", "replace"):
-            if isinstance(parent, list):
-                idx = len(parent) if last == "-" else int(last)
-                if kind == "add":
-                    parent.insert(idx, op["value"])
-                else:
-                    parent[idx] = op["value"]
-            else:
-                if kind == "replace" and last not in parent:
-                    raise ValueError(f"replace: {op['path']} does not exist")
-                parent[last] = op["value"]
-        elif kind == "remove":
-            if isinstance(parent, list):
-                del parent[int(last)]
-            elif last in parent:
-                del parent[last]
-            else:
-                raise ValueError(f"remove: {op['path']} does not exist")
-        elif kind == "test":
-            here = parent[int(last)] if isinstance(parent, list) else parent.get(last)
-            if here != op.get("value"):
-                raise ValueError(f"test failed at {op['path']}")
-        else:
-            raise ValueError(f"unsupported JSON patch op {kind!r}")
-    return doc
-
 
 # --- structural schema checks (custom resources) ------------------------------------------------
 
@@ -703,7 +648,7 @@ class KubeAPI(kmock.KubernetesScaffold):
                 raise APIError(400, "BadRequest", "a JSON patch must be a list of operations")
             try:
                 new = json_patch(current, patch)
-            except (ValueError, KeyError, IndexError, TypeError) as exc:
+            except PatchError as exc:
                 raise APIError(422, "Invalid", f"the JSON patch does not apply: {exc}") from None
             rv = None if new["metadata"].get("resourceVersion") == current["metadata"]["resourceVersion"] \
                 else new["metadata"].get("resourceVersion")

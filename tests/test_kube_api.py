@@ -16,7 +16,8 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.kube_api import RunningAPI, check_schema, json_patch, merge_patch, parse_selector
+from libcalico.patching import json_patch, merge_patch
+from tests.kube_api import RunningAPI, check_schema, parse_selector
 
 T = TypeVar("T")
 GROUP, VERSION, PLURAL = "crd.projectcalico.org", "v1", "ippools"
