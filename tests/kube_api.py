@@ -620,24 +620,25 @@ class KubeAPI(kmock.KubernetesScaffold):
             self._record(s, "MODIFIED", new, current)
         return new
 
-    def _replace(self, s: Served, request: rendering.Request, body: JSON) -> JSON:
+    def _existing(self, s: Served, request: rendering.Request) -> tuple[tuple[str, str, str, str, str], JSON]:
+        """The key and stored object a named request is about; 404 if there is none."""
         assert request.name is not None
         key = self._key(s, request.namespace, request.name)
         current = self.objects.get(key)
         if current is None:
             raise self._not_found(s, request.name)
+        return key, current
+
+    def _replace(self, s: Served, request: rendering.Request, body: JSON) -> JSON:
+        key, current = self._existing(s, request)
         meta = body.get("metadata", {})
-        if meta.get("name") not in (None, request.name):
+        if meta.get("name") not in (None, key[-1]):
             raise APIError(400, "BadRequest", "the name of the object does not match the name on the URL")
         self._check_preconditions(s, current, meta.get("resourceVersion"), meta.get("uid"))
         return self._store(s, key, current, body, request.subresource, request)
 
     def _patch(self, s: Served, request: rendering.Request) -> JSON:
-        assert request.name is not None
-        key = self._key(s, request.namespace, request.name)
-        current = self.objects.get(key)
-        if current is None:
-            raise self._not_found(s, request.name)
+        key, current = self._existing(s, request)
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
         try:
             patch = json.loads(request.text)
@@ -666,11 +667,7 @@ class KubeAPI(kmock.KubernetesScaffold):
         return self._store(s, key, current, new, request.subresource, request)
 
     def _delete(self, s: Served, request: rendering.Request) -> JSON:
-        assert request.name is not None
-        key = self._key(s, request.namespace, request.name)
-        current = self.objects.get(key)
-        if current is None:
-            raise self._not_found(s, request.name)
+        key, current = self._existing(s, request)
         options = request.data if isinstance(request.data, dict) else {}
         pre = options.get("preconditions") or {}
         self._check_preconditions(s, current, pre.get("resourceVersion"), pre.get("uid"))
