@@ -85,7 +85,7 @@ class _Source:
     list: Callable[..., Awaitable[Any]]         # the client's list function (also used to watch)
     list_args: Callable[[str], tuple[tuple[Any, ...], JSON]]  # namespace -> (args, kwargs)
     convert: Callable[[JSON], JSON | None]      # Kubernetes object -> v3 wire, None = not a Calico object
-    get: Callable[[str, str], Awaitable[Any]] | None = None  # (namespace, name) -> object
+    get: Callable[[str, str], Awaitable[Any]] | None = None  # (namespace, name) -> object: cheaper than a list
 
 
 @dataclass
@@ -197,8 +197,7 @@ class KubernetesBackend:
             def pod_wep(pod: JSON) -> JSON | None:
                 return conversion.pod_to_wire(pod) if conversion.pod_is_workload(pod) else None
 
-            return [_Source("pods", True, pods, pod_args, pod_wep,
-                            lambda ns, name: core.read_namespaced_pod(name, ns))]
+            return [_Source("pods", True, pods, pod_args, pod_wep)]
         cls = resource_class(kind)
         custom = k8s.CustomObjectsApi(api)
         group, version = self._group.split("/")
@@ -251,6 +250,16 @@ class KubernetesBackend:
             pod = await self._pod_for(key)
             wire = conversion.pod_to_wire(pod) if conversion.pod_is_workload(pod) else None
             if wire is None or wire["metadata"]["name"] != key.name:
+                raise NotFound(key)
+            return self._pair(key.kind, wire)
+        sources = await self._sources(key.kind)
+        if len(sources) == 1 and sources[0].get is not None:
+            try:
+                obj = self._plain(await sources[0].get(key.namespace, key.name))
+            except Exception as exc:
+                raise _map_error(exc, key, f"get {sources[0].what}") from None
+            wire = sources[0].convert(obj)
+            if wire is None:
                 raise NotFound(key)
             return self._pair(key.kind, wire)
         listing = await self.list(ResourceListOptions(key.kind, key.namespace, key.name))
