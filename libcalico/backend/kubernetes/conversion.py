@@ -174,7 +174,8 @@ def node_patch(wire: JSON) -> JSON:
     wg = spec.get("wireguard") or {}
     ann: dict[str, str | None] = {}
     pairs = ((NODE_IPV4_ADDRESS, bgp.get("ipv4Address")), (NODE_IPV6_ADDRESS, bgp.get("ipv6Address")),
-             (NODE_RR_CLUSTER_ID, bgp.get("routeReflectorClusterID")), (NODE_IPIP_TUNNEL, bgp.get("ipv4IPIPTunnelAddr")),
+             (NODE_RR_CLUSTER_ID, bgp.get("routeReflectorClusterID")),
+             (NODE_IPIP_TUNNEL, bgp.get("ipv4IPIPTunnelAddr")),
              (NODE_ASN, str(bgp["asNumber"]) if bgp.get("asNumber") is not None else None),
              (NODE_VXLAN_TUNNEL, spec.get("ipv4VXLANTunnelAddr")), (NODE_VXLAN_MAC, spec.get("vxlanTunnelMACAddr")),
              (NODE_VXLAN_TUNNEL_V6, spec.get("ipv6VXLANTunnelAddr")),
