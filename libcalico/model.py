@@ -7,9 +7,14 @@ pycalico look alike)::
     /calico/resources/v3/projectcalico.org/<plural>/<name>
     /calico/resources/v3/projectcalico.org/<plural>/<namespace>/<name>
 
+IPAM's kinds live where Calico keeps them::
+
+    /calico/ipam/v2/assignment/ipv4/block/10.244.56.64-26     IPAMBlock 10-244-56-64-26
+    /calico/ipam/v2/host/<node>/ipv4/block/10.244.56.64-26    BlockAffinity <node>-10-244-56-64-26
+    /calico/ipam/v2/handle/<handle id>                        IPAMHandle
+    /calico/ipam/v2/config                                    IPAMConfig default
+
 The Kubernetes backend maps the same keys to CRDs (or to Pods and Nodes).
-IPAM keys (blocks, affinities, handles) join this module with the IPAM issue;
-the contract does not change for them.
 
 A revision is an opaque string: etcd's mod_revision, Kubernetes'
 resourceVersion. Callers only ever hand back a revision they were given.
@@ -20,10 +25,51 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import ipaddress
+
 from libcalico.api import registry
+from libcalico.api.ipam import name_to_cidr, split_affinity_name
 from libcalico.api.meta import Resource
 
 RESOURCE_PREFIX = "/calico/resources/v3/projectcalico.org/"
+IPAM_PREFIX = "/calico/ipam/v2/"
+_BLOCKS = IPAM_PREFIX + "assignment/"
+_AFFINITIES = IPAM_PREFIX + "host/"
+_HANDLES = IPAM_PREFIX + "handle/"
+_CONFIG = IPAM_PREFIX + "config"
+
+
+def _block_path(cidr: str) -> str:
+    version = ipaddress.ip_network(cidr).version
+    return f"ipv{version}/block/{cidr.replace('/', '-')}"
+
+
+def _ipam_path(kind: str, name: str) -> str | None:
+    if kind == "IPAMBlock":
+        cidr = name_to_cidr(name)
+        return f"{_BLOCKS}{_block_path(cidr)}" if cidr else f"{_BLOCKS}invalid/{name}"
+    if kind == "BlockAffinity":
+        split = split_affinity_name(name)
+        return f"{_AFFINITIES}{split[0]}/{_block_path(split[1])}" if split else f"{_AFFINITIES}invalid/{name}"
+    if kind == "IPAMHandle":
+        return f"{_HANDLES}{name}"
+    if kind == "IPAMConfig":
+        return _CONFIG
+    return None
+
+
+def _ipam_key(path: str) -> tuple[str, str] | None:
+    """(kind, name) for an IPAM path."""
+    parts = path.split("/")
+    if path.startswith(_BLOCKS) and len(parts) == 8 and parts[6] == "block":
+        return "IPAMBlock", parts[7].replace(".", "-").replace(":", "-")
+    if path.startswith(_AFFINITIES) and len(parts) == 9 and parts[7] == "block":
+        return "BlockAffinity", f"{parts[5]}-{parts[8].replace('.', '-').replace(':', '-')}"
+    if path.startswith(_HANDLES) and len(parts) == 6:
+        return "IPAMHandle", parts[5]
+    if path == _CONFIG:
+        return "IPAMConfig", "default"
+    return None
 
 
 def resource_class(kind: str) -> type[Resource]:
@@ -51,6 +97,9 @@ class ResourceKey:
 
     def path(self) -> str:
         cls = self.resource_class
+        ipam = _ipam_path(cls.KIND, self.name)
+        if ipam is not None:
+            return ipam
         if cls.NAMESPACED:
             return f"{RESOURCE_PREFIX}{cls.PLURAL}/{self.namespace}/{self.name}"
         return f"{RESOURCE_PREFIX}{cls.PLURAL}/{self.name}"
@@ -66,7 +115,10 @@ class ResourceKey:
 
     @classmethod
     def from_path(cls, path: str) -> ResourceKey | None:
-        """The key for an etcd path, or None if the path is not a v3 resource we know."""
+        """The key for an etcd path, or None if the path is not a resource we know."""
+        if path.startswith(IPAM_PREFIX):
+            found = _ipam_key(path)
+            return cls(*found) if found else None
         if not path.startswith(RESOURCE_PREFIX):
             return None
         parts = path[len(RESOURCE_PREFIX):].split("/")
@@ -95,6 +147,10 @@ class ResourceListOptions:
     def prefix(self) -> str:
         """The etcd prefix that holds every match (a superset when only name is set)."""
         cls = self.resource_class
+        ipam = {"IPAMBlock": _BLOCKS, "BlockAffinity": _AFFINITIES, "IPAMHandle": _HANDLES,
+                "IPAMConfig": _CONFIG}.get(cls.KIND)
+        if ipam is not None:
+            return ipam
         base = f"{RESOURCE_PREFIX}{cls.PLURAL}/"
         if cls.NAMESPACED:
             if self.namespace and self.name:

@@ -18,6 +18,7 @@ from libcalico.api.endpoints import (
     WorkloadEndpointSpec,
 )
 from libcalico.api.felixconfig import FelixConfiguration, FelixConfigurationSpec
+from libcalico.api.ipam import BlockAffinity, IPAMBlock, IPAMConfig, IPAMHandle
 from libcalico.api.ippool import IPPool, IPPoolSpec
 from libcalico.api.loading import load_documents, load_resources, parse_resource
 from libcalico.api.meta import API_VERSION, ObjectMeta, Resource
@@ -25,7 +26,7 @@ from libcalico.api.policy import GlobalNetworkPolicy, GlobalNetworkPolicySpec, N
 from libcalico.api.registry import KINDS, by_kind, by_plural
 
 __all__ = [
-    "API_VERSION", "KINDS", "BGPConfiguration", "BGPConfigurationSpec", "BGPPeer", "BGPPeerSpec",
+    "API_VERSION", "KINDS", "BlockAffinity", "IPAMBlock", "IPAMConfig", "IPAMHandle", "BGPConfiguration", "BGPConfigurationSpec", "BGPPeer", "BGPPeerSpec",
     "ClusterInformation", "ClusterInformationSpec", "FelixConfiguration", "FelixConfigurationSpec",
     "GlobalNetworkPolicy", "GlobalNetworkPolicySpec", "HostEndpoint", "HostEndpointSpec", "IPPool", "IPPoolSpec",
     "NetworkPolicy", "NetworkPolicySpec", "Node", "NodeBGPSpec", "NodeSpec", "ObjectMeta", "Resource",

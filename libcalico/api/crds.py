@@ -75,7 +75,7 @@ _API_VERSION_DOC = ("APIVersion defines the versioned schema of this representat
                     "reject unrecognized values.")
 _KIND_DOC = ("Kind is a string value representing the REST resource this object represents. "
              "In CamelCase.")
-_KEEP = ("type", "description", "enum", "format", "minimum", "maximum", "minLength", "maxLength",
+_KEEP = ("type", "nullable", "description", "enum", "format", "minimum", "maximum", "minLength", "maxLength",
          "minItems", "maxItems")
 _K8S_FORMATS = frozenset({"int32", "int64", "float", "double", "byte", "date", "date-time", "int-or-string"})
 
@@ -102,6 +102,8 @@ def structural(schema: dict[str, Any], defs: dict[str, Any], depth: int = 0) -> 
                 one = dict(resolved[0])
                 if "description" in schema:
                     one["description"] = schema["description"]
+                if len(options) < len(schema[union]) and "default" not in schema:
+                    one["nullable"] = True  # null is a value here (a free ordinal), not "unset"
                 return one
             if types <= {"integer", "string"}:
                 out: dict[str, Any] = {"x-kubernetes-int-or-string": True}

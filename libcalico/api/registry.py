@@ -10,6 +10,7 @@ from __future__ import annotations
 from libcalico.api.bgp import BGPConfiguration, BGPPeer
 from libcalico.api.endpoints import ClusterInformation, HostEndpoint, Node, WorkloadEndpoint
 from libcalico.api.felixconfig import FelixConfiguration
+from libcalico.api.ipam import IPAM_KINDS
 from libcalico.api.ippool import IPPool
 from libcalico.api.meta import Resource
 from libcalico.api.policy import GlobalNetworkPolicy, NetworkPolicy
@@ -27,6 +28,7 @@ KINDS: dict[str, type[Resource]] = {
         FelixConfiguration,
         HostEndpoint,
         ClusterInformation,
+        *IPAM_KINDS,
     )
 }
 _BY_LOWER = {k.lower(): cls for k, cls in KINDS.items()}

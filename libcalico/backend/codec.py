@@ -3,14 +3,21 @@
 As Calico's etcdv3 backend does: the v3 object as JSON, without
 ``metadata.resourceVersion`` (the key's mod_revision is the revision; storing
 it as well would let the two disagree). Decoding puts the revision back.
+
+IPAM's kinds are stored as Calico stores them under ``/calico/ipam/v2``: the
+bare model (a block's cidr, affinity, allocations...; an affinity's state; a
+handle's per-block counts), with what the key already says (names, node)
+left out and put back from the key on decode.
 """
 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pydantic
 
+from libcalico.api.ipam import split_affinity_name
 from libcalico.api.meta import Resource
 from libcalico.errors import CalicoError
 from libcalico.model import ResourceKey
@@ -20,7 +27,56 @@ class CorruptEntry(CalicoError):
     """A stored value that does not decode into its kind (written by something else?)."""
 
 
+def _ipam_encode(value: Resource) -> dict[str, Any] | None:
+    spec = value.to_wire().get("spec", {})
+    if value.KIND == "IPAMBlock":
+        return {"cidr": spec["cidr"], "affinity": spec.get("affinity"),
+                "allocations": spec.get("allocations", []), "unallocated": spec.get("unallocated", []),
+                "attributes": [{"handle_id": a.get("handle_id"), "secondary": a.get("secondary") or None}
+                               for a in spec.get("attributes", [])],
+                "sequenceNumber": spec.get("sequenceNumber", 0), "deleted": spec.get("deleted", False),
+                **({"strictAffinity": True} if spec.get("strictAffinity") else {})}
+    if value.KIND == "BlockAffinity":
+        return {"state": spec.get("state", "pending"), "deleted": spec.get("deleted") == "true"}
+    if value.KIND == "IPAMHandle":
+        return {"block": spec.get("block", {}), "deleted": spec.get("deleted", False)}
+    if value.KIND == "IPAMConfig":
+        out: dict[str, Any] = {"strict_affinity": spec.get("strictAffinity", False),
+                               "auto_allocate_blocks": spec.get("autoAllocateBlocks", True)}
+        if spec.get("maxBlocksPerHost"):
+            out["maxBlocksPerHost"] = spec["maxBlocksPerHost"]
+        return out
+    return None
+
+
+def _ipam_decode(key: ResourceKey, raw: dict[str, Any]) -> dict[str, Any] | None:
+    spec: dict[str, Any]
+    if key.kind == "IPAMBlock":
+        spec = {k: raw[k] for k in ("cidr", "affinity", "allocations", "unallocated", "sequenceNumber", "deleted",
+                                    "strictAffinity") if raw.get(k) is not None}
+        spec["attributes"] = [{"handle_id": a.get("handle_id"), "secondary": a.get("secondary") or {}}
+                              for a in raw.get("attributes") or []]
+    elif key.kind == "BlockAffinity":
+        split = split_affinity_name(key.name)
+        if split is None:
+            raise ValueError(f"not an affinity name: {key.name}")
+        spec = {"state": raw.get("state", "pending"), "node": split[0], "cidr": split[1],
+                "deleted": "true" if raw.get("deleted") else "false"}
+    elif key.kind == "IPAMHandle":
+        spec = {"handleID": key.name, "block": raw.get("block") or {}, "deleted": bool(raw.get("deleted"))}
+    elif key.kind == "IPAMConfig":
+        spec = {"strictAffinity": bool(raw.get("strict_affinity")),
+                "autoAllocateBlocks": raw.get("auto_allocate_blocks", True),
+                "maxBlocksPerHost": raw.get("maxBlocksPerHost", 0)}
+    else:
+        return None
+    return {"kind": key.kind, "metadata": {"name": key.name}, "spec": spec}
+
+
 def encode(value: Resource) -> bytes:
+    ipam = _ipam_encode(value)
+    if ipam is not None:
+        return json.dumps(ipam, separators=(",", ":")).encode()
     wire = value.to_wire()
     wire.get("metadata", {}).pop("resourceVersion", None)
     return json.dumps(wire, separators=(",", ":"), sort_keys=False).encode()
@@ -29,6 +85,7 @@ def encode(value: Resource) -> bytes:
 def decode(key: ResourceKey, data: bytes, revision: str) -> Resource:
     try:
         raw = json.loads(data)
+        raw = _ipam_decode(key, raw) or raw
         raw.setdefault("metadata", {})["resourceVersion"] = revision
         raw.setdefault("kind", key.kind)
         raw.setdefault("apiVersion", "projectcalico.org/v3")

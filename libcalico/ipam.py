@@ -1,0 +1,536 @@
+"""IP address management with block affinity, as Calico's IPAM does it.
+
+Pools are carved into blocks of ``blockSize`` (a /26 is 64 addresses). A node
+claims a block (a BlockAffinity, then the IPAMBlock with ``affinity:
+host:<node>``) and allocates from its own blocks first; it claims another only
+when its blocks are full; when its pools have no free block left it borrows
+free addresses from other nodes' blocks, unless ``strictAffinity`` is set.
+Which pools: the requested ones, else every enabled pool whose nodeSelector
+matches the node and that allows the use (Workload, Tunnel).
+
+Every allocation belongs to a *handle* (``k8s-pod-network.<containerID>`` for
+pods, ``ipip-tunnel-addr-<node>`` for tunnels) and carries attributes
+(namespace, pod, node). The handle counts its addresses per block, so release
+by handle touches only those blocks.
+
+Every write is a compare-and-swap on the revision that was read, retried on
+:class:`~libcalico.errors.Conflict` only and a bounded number of times; an
+object in memory is replaced only by what a successful write returned. As in
+Calico, a handle is incremented before the block is written and decremented
+if the block write fails, so a crash can only leave a handle that counts too
+much: ``calicoctl ipam check`` finds that, ``ipam release`` repairs it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from libcalico import api
+from libcalico.api.ipam import (AllocationAttribute, BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
+                                IPAMConfig, IPAMConfigSpec, IPAMHandle, IPAMHandleSpec, affinity_name, cidr_to_name)
+from libcalico.backend.api import Backend
+from libcalico.errors import AlreadyExists, CalicoError, Conflict, NotFound
+from libcalico.model import KVPair, ResourceKey, ResourceListOptions
+from libcalico.selector import parse
+
+log = logging.getLogger(__name__)
+
+RETRIES = 100  # Calico's ipamEtcdRetries
+ATTR_NAMESPACE = "namespace"
+ATTR_POD = "pod"
+ATTR_NODE = "node"
+ATTR_TYPE = "type"
+IPIP_TUNNEL_TYPE = "ipipTunnelAddress"
+VXLAN_TUNNEL_TYPE = "vxlanTunnelAddress"
+
+
+class IPAMError(CalicoError):
+    """An allocation that cannot be made (no pools, pools full, strict affinity...)."""
+
+
+def pod_handle(container_id: str) -> str:
+    return f"k8s-pod-network.{container_id}".lower()
+
+
+def tunnel_handle(node: str, kind: str) -> str:
+    return f"{kind}-tunnel-addr-{node}".lower()
+
+
+@dataclass(frozen=True)
+class Allocation:
+    ip: str
+    handle_id: str | None
+    attrs: dict[str, str]
+    block: str
+
+
+@dataclass
+class BlockUsage:
+    cidr: str
+    affinity: str | None
+    size: int
+    used: int
+    allocations: list[Allocation] = field(default_factory=list)
+
+
+def _key(kind: str, name: str) -> ResourceKey:
+    return ResourceKey(kind, name)
+
+
+def block_key(cidr: str) -> ResourceKey:
+    return _key("IPAMBlock", cidr_to_name(cidr))
+
+
+def new_block(cidr: str, node: str | None, strict: bool = False) -> IPAMBlock:
+    size = ipaddress.ip_network(cidr).num_addresses
+    return IPAMBlock(metadata=api.ObjectMeta(name=cidr_to_name(cidr)), spec=IPAMBlockSpec(
+        cidr=cidr, affinity=f"host:{node}" if node else None, allocations=[None] * size,
+        unallocated=list(range(size)), strict_affinity=strict))
+
+
+def _blocks_of(pool: ipaddress.IPv4Network | ipaddress.IPv6Network, block_size: int,
+               start: int) -> Iterator[str]:
+    """Every block of a pool, starting at ``start`` and wrapping round."""
+    count = 2 ** (block_size - pool.prefixlen)
+    step = 2 ** (pool.max_prefixlen - block_size)
+    base = int(pool.network_address)
+    for i in range(count):
+        idx = (start + i) % count
+        yield str(ipaddress.ip_network((base + idx * step, block_size)))
+
+
+class IPAM:
+    """Allocation and release on any :class:`~libcalico.backend.api.Backend`."""
+
+    def __init__(self, backend: Backend, retries: int = RETRIES) -> None:
+        self._be = backend
+        self._retries = retries
+
+    # --- configuration and pools ------------------------------------------------------------
+
+    async def config(self) -> IPAMConfigSpec:
+        try:
+            value = (await self._be.get(_key("IPAMConfig", "default"))).value
+            assert isinstance(value, IPAMConfig)
+            return value.spec
+        except NotFound:
+            return IPAMConfigSpec()
+
+    async def set_config(self, spec: IPAMConfigSpec) -> None:
+        await self._be.apply(KVPair(_key("IPAMConfig", "default"),
+                                    IPAMConfig(metadata=api.ObjectMeta(name="default"), spec=spec)))
+
+    async def _node_labels(self, node: str) -> dict[str, str]:
+        try:
+            value = (await self._be.get(ResourceKey("Node", node))).value
+            return dict(value.metadata.labels)
+        except NotFound:
+            return {}
+
+    async def pools_for(self, node: str, version: int = 4, requested: Sequence[str] = (),
+                        use: str = "Workload") -> list[api.IPPool]:
+        """The pools an allocation for ``node`` may use, in Calico's order (requested order, else by CIDR)."""
+        pools = [kv.value for kv in (await self._be.list(ResourceListOptions("IPPool"))).items]
+        pools = [p for p in pools if ipaddress.ip_network(p.spec.cidr).version == version]
+        if requested:
+            chosen = []
+            for want in requested:
+                match = [p for p in pools if want in (p.metadata.name, p.spec.cidr)]
+                if not match:
+                    raise IPAMError(f"the given pool ({want}) does not exist")
+                if match[0].spec.disabled:
+                    raise IPAMError(f"the given pool ({want}) is disabled")
+                chosen.append(match[0])
+            return chosen
+        labels = await self._node_labels(node)
+        out = []
+        for p in sorted(pools, key=lambda p: ipaddress.ip_network(p.spec.cidr)):
+            uses = [u.value if hasattr(u, "value") else u for u in p.spec.allowed_uses] or ["Workload", "Tunnel"]
+            if p.spec.disabled or use not in uses:
+                continue
+            if parse(p.spec.node_selector or "all()").evaluate(labels):
+                out.append(p)
+        return out
+
+    # --- assignment ------------------------------------------------------------------------
+
+    async def auto_assign(self, node: str, handle_id: str | None, attrs: dict[str, str], num: int = 1,
+                          pools: Sequence[str] = (), version: int = 4, use: str = "Workload") -> list[str]:
+        """Assign ``num`` addresses to ``node``; return them (as plain addresses)."""
+        if num < 1:
+            return []
+        chosen = await self.pools_for(node, version, pools, use)
+        if not chosen:
+            raise IPAMError(f"no configured Calico pools for node {node}")
+        cfg = await self.config()
+        got: list[str] = []
+        # 1. The node's own blocks.
+        for cidr in await self.affine_blocks(node, chosen):
+            got += await self._assign_from_block(cidr, num - len(got), handle_id, attrs, node, affine_only=True)
+            if len(got) == num:
+                return got
+        # 2. New blocks for the node.
+        while len(got) < num and cfg.auto_allocate_blocks:
+            if cfg.max_blocks_per_host and len(await self.affine_blocks(node, chosen)) >= cfg.max_blocks_per_host:
+                break
+            claimed = await self.claim_block(node, chosen, cfg.strict_affinity)
+            if claimed is None:
+                break
+            got += await self._assign_from_block(claimed, num - len(got), handle_id, attrs, node, affine_only=True)
+        # 3. Borrow from other blocks in the pools.
+        if len(got) < num and not cfg.strict_affinity:
+            nets = [ipaddress.ip_network(p.spec.cidr) for p in chosen]
+            for kv in (await self._be.list(ResourceListOptions("IPAMBlock"))).items:
+                net = ipaddress.ip_network(kv.value.spec.cidr)
+                if kv.value.spec.strict_affinity or not any(net.subnet_of(n) for n in nets):  # type: ignore[arg-type]
+                    continue
+                got += await self._assign_from_block(kv.value.spec.cidr, num - len(got), handle_id, attrs, node,
+                                                     affine_only=False)
+                if len(got) == num:
+                    break
+        if len(got) < num:
+            if got:
+                await self.release_ips(got)
+            why = "strict affinity is on and the node's blocks are full" if cfg.strict_affinity else \
+                "no free addresses left in the pools"
+            raise IPAMError(f"cannot assign {num} address(es) to node {node}: {why} "
+                            f"(pools: {', '.join(p.spec.cidr for p in chosen)})")
+        return got
+
+    async def affine_blocks(self, node: str, pools: Sequence[api.IPPool] | None = None) -> list[str]:
+        """CIDRs of the node's confirmed blocks (within ``pools`` if given), sorted."""
+        nets = [ipaddress.ip_network(p.spec.cidr) for p in pools] if pools is not None else None
+        out = []
+        for kv in (await self._be.list(ResourceListOptions("BlockAffinity"))).items:
+            spec = kv.value.spec
+            if spec.node != node or spec.state != "confirmed" or spec.deleted == "true":
+                continue
+            net = ipaddress.ip_network(spec.cidr)
+            if nets is None or any(net.subnet_of(n) for n in nets):  # type: ignore[arg-type]
+                out.append(spec.cidr)
+        return sorted(out, key=ipaddress.ip_network)
+
+    async def claim_block(self, node: str, pools: Sequence[api.IPPool], strict: bool = False) -> str | None:
+        """Claim a free block for ``node`` (affinity pending -> block -> affinity confirmed)."""
+        taken = {kv.value.spec.cidr for kv in (await self._be.list(ResourceListOptions("IPAMBlock"))).items}
+        start = zlib.crc32(node.encode())
+        for pool in pools:
+            net = ipaddress.ip_network(pool.spec.cidr)
+            for cidr in _blocks_of(net, pool.spec.block_size, start):
+                if cidr in taken:
+                    continue
+                if await self._claim(node, cidr, strict):
+                    return cidr
+                taken.add(cidr)
+        return None
+
+    async def _claim(self, node: str, cidr: str, strict: bool) -> bool:
+        aff_key = _key("BlockAffinity", affinity_name(node, cidr))
+        affinity = BlockAffinity(metadata=api.ObjectMeta(name=aff_key.name),
+                                 spec=BlockAffinitySpec(node=node, cidr=cidr, state="pending"))
+        try:
+            pending = await self._be.create(KVPair(aff_key, affinity))
+        except AlreadyExists:
+            pending = await self._be.get(aff_key)
+        try:
+            await self._be.create(KVPair(block_key(cidr), new_block(cidr, node, strict)))
+        except AlreadyExists:
+            # Someone else's block (or ours from an earlier, interrupted claim).
+            existing = await self._be.get(block_key(cidr))
+            if existing.value.spec.affinity != f"host:{node}":
+                await self._delete_quietly(aff_key, pending.revision)
+                return False
+        confirmed = affinity.model_copy(update={"spec": affinity.spec.model_copy(update={"state": "confirmed"})})
+        for _ in range(self._retries):
+            try:
+                await self._be.update(KVPair(aff_key, confirmed, pending.revision))
+                break
+            except Conflict:  # a concurrent claim of the same block by this node
+                pending = await self._be.get(aff_key)
+                if pending.value.spec.state == "confirmed":
+                    break
+        else:
+            raise Conflict(aff_key)
+        log.info("node %s claimed block %s", node, cidr)
+        return True
+
+    async def _delete_quietly(self, key: ResourceKey, revision: str = "") -> None:
+        try:
+            await self._be.delete(key, revision)
+        except (NotFound, Conflict):
+            pass
+
+    async def _assign_from_block(self, cidr: str, num: int, handle_id: str | None, attrs: dict[str, str],
+                                 node: str, affine_only: bool) -> list[str]:
+        if num < 1:
+            return []
+        key = block_key(cidr)
+        for _ in range(self._retries):
+            try:
+                kv = await self._be.get(key)
+            except NotFound:
+                return []
+            spec: IPAMBlockSpec = kv.value.spec
+            if affine_only and spec.affinity != f"host:{node}":
+                return []
+            ordinals = spec.unallocated[:num]
+            if not ordinals:
+                return []
+            if handle_id:
+                await self._change_handle(handle_id, cidr, len(ordinals))
+            attributes = list(spec.attributes)
+            attr = AllocationAttribute(handle_id=handle_id, secondary=dict(attrs))
+            if attr in attributes:
+                index = attributes.index(attr)
+            else:
+                attributes.append(attr)
+                index = len(attributes) - 1
+            allocations = list(spec.allocations)
+            for o in ordinals:
+                allocations[o] = index
+            new_spec = spec.model_copy(update={"allocations": allocations, "unallocated": spec.unallocated[num:],
+                                               "attributes": attributes,
+                                               "sequence_number": spec.sequence_number + 1})
+            try:
+                await self._be.update(KVPair(key, kv.value.model_copy(update={"spec": new_spec}), kv.revision))
+            except Conflict:
+                if handle_id:
+                    await self._change_handle(handle_id, cidr, -len(ordinals))
+                continue
+            base = ipaddress.ip_network(cidr).network_address
+            return [str(base + o) for o in ordinals]
+        raise Conflict(key)
+
+    async def assign_ip(self, ip: str, handle_id: str | None, attrs: dict[str, str], node: str) -> None:
+        """Assign one given address (its block is claimed for ``node`` if it does not exist)."""
+        addr = ipaddress.ip_address(ip)
+        pools = [kv.value for kv in (await self._be.list(ResourceListOptions("IPPool"))).items
+                 if addr in ipaddress.ip_network(kv.value.spec.cidr)]
+        if not pools:
+            raise IPAMError(f"the address {ip} is not in any configured pool")
+        cidr = str(ipaddress.ip_network((int(addr), pools[0].spec.block_size), strict=False))
+        try:
+            await self._be.get(block_key(cidr))
+        except NotFound:
+            await self._claim(node, cidr, False)
+        key = block_key(cidr)
+        for _ in range(self._retries):
+            kv = await self._be.get(key)
+            spec: IPAMBlockSpec = kv.value.spec
+            ordinal = int(addr) - int(ipaddress.ip_network(cidr).network_address)
+            if spec.allocations[ordinal] is not None:
+                raise AlreadyExists(f"IP {ip}", "the address is already in use")
+            if handle_id:
+                await self._change_handle(handle_id, cidr, 1)
+            attributes = list(spec.attributes)
+            attr = AllocationAttribute(handle_id=handle_id, secondary=dict(attrs))
+            if attr not in attributes:
+                attributes.append(attr)
+            allocations = list(spec.allocations)
+            allocations[ordinal] = attributes.index(attr)
+            new_spec = spec.model_copy(update={
+                "allocations": allocations, "unallocated": [o for o in spec.unallocated if o != ordinal],
+                "attributes": attributes, "sequence_number": spec.sequence_number + 1})
+            try:
+                await self._be.update(KVPair(key, kv.value.model_copy(update={"spec": new_spec}), kv.revision))
+                return
+            except Conflict:
+                if handle_id:
+                    await self._change_handle(handle_id, cidr, -1)
+        raise Conflict(key)
+
+    # --- handles ---------------------------------------------------------------------------
+
+    async def _change_handle(self, handle_id: str, cidr: str, delta: int) -> None:
+        key = _key("IPAMHandle", handle_id.lower())
+        for _ in range(self._retries):
+            try:
+                kv = await self._be.get(key)
+            except NotFound:
+                if delta <= 0:
+                    return
+                handle = IPAMHandle(metadata=api.ObjectMeta(name=key.name),
+                                    spec=IPAMHandleSpec(handle_id=handle_id, block={cidr: delta}))
+                try:
+                    await self._be.create(KVPair(key, handle))
+                    return
+                except AlreadyExists:
+                    continue
+            spec: IPAMHandleSpec = kv.value.spec
+            blocks = dict(spec.block)
+            blocks[cidr] = blocks.get(cidr, 0) + delta
+            if blocks[cidr] <= 0:
+                del blocks[cidr]
+            try:
+                if not blocks:
+                    await self._be.delete(key, kv.revision)
+                else:
+                    new = kv.value.model_copy(update={"spec": spec.model_copy(update={"block": blocks})})
+                    await self._be.update(KVPair(key, new, kv.revision))
+                return
+            except (Conflict, NotFound):
+                continue
+        raise Conflict(key)
+
+    # --- release ---------------------------------------------------------------------------
+
+    async def release_ips(self, ips: Sequence[str]) -> list[str]:
+        """Release addresses; return those that were not allocated."""
+        blocks = [kv.value.spec.cidr for kv in (await self._be.list(ResourceListOptions("IPAMBlock"))).items]
+        by_block: dict[str, list[int]] = {}
+        unallocated: list[str] = []
+        for ip in ips:
+            addr = ipaddress.ip_address(ip)
+            for cidr in blocks:
+                net = ipaddress.ip_network(cidr)
+                if addr in net:
+                    by_block.setdefault(cidr, []).append(int(addr) - int(net.network_address))
+                    break
+            else:
+                unallocated.append(ip)
+        for cidr, ordinals in by_block.items():
+            freed = await self._release_in_block(cidr, lambda o, a, ords=set(ordinals): o in ords)
+            base = ipaddress.ip_network(cidr).network_address
+            unallocated += [str(base + o) for o in ordinals if o not in freed]
+        return unallocated
+
+    async def release_by_handle(self, handle_id: str) -> int:
+        """Release every address of a handle (idempotent); return how many were released."""
+        key = _key("IPAMHandle", handle_id.lower())
+        try:
+            kv = await self._be.get(key)
+        except NotFound:
+            return 0
+        released = 0
+        for cidr in list(kv.value.spec.block):
+            freed = await self._release_in_block(cidr, lambda o, a: a is not None and a.handle_id == handle_id,
+                                                 adjust_handles=False)
+            released += len(freed)
+        await self._delete_quietly(key)
+        return released
+
+    async def _release_in_block(self, cidr: str, which: object, adjust_handles: bool = True) -> set[int]:
+        """Free the ordinals of a block for which ``which(ordinal, attribute)`` is true."""
+        key = block_key(cidr)
+        select = which  # a callable (ordinal, AllocationAttribute | None) -> bool
+        for _ in range(self._retries):
+            try:
+                kv = await self._be.get(key)
+            except NotFound:
+                return set()
+            spec: IPAMBlockSpec = kv.value.spec
+            freed: dict[int, str | None] = {}
+            allocations = list(spec.allocations)
+            for o, idx in enumerate(allocations):
+                attr = spec.attributes[idx] if idx is not None else None
+                if idx is not None and select(o, attr):  # type: ignore[operator]
+                    freed[o] = attr.handle_id if attr else None
+                    allocations[o] = None
+            if not freed:
+                return set()
+            # Drop attributes nothing refers to any more, and renumber.
+            used = sorted({i for i in allocations if i is not None})
+            renumber = {old: new for new, old in enumerate(used)}
+            new_spec = spec.model_copy(update={
+                "allocations": [renumber[i] if i is not None else None for i in allocations],
+                "attributes": [spec.attributes[i] for i in used],
+                "unallocated": spec.unallocated + sorted(freed),
+                "sequence_number": spec.sequence_number + 1})
+            try:
+                if not used and spec.affinity is None:
+                    await self._be.delete(key, kv.revision)
+                else:
+                    await self._be.update(KVPair(key, kv.value.model_copy(update={"spec": new_spec}), kv.revision))
+            except (Conflict, NotFound):
+                continue
+            if adjust_handles:
+                counts: dict[str, int] = {}
+                for h in freed.values():
+                    if h:
+                        counts[h] = counts.get(h, 0) + 1
+                for h, n in counts.items():
+                    await self._change_handle(h, cidr, -n)
+            return set(freed)
+        raise Conflict(key)
+
+    async def release_host_affinities(self, node: str) -> None:
+        """Drop a node's affinities; its empty blocks go, blocks still in use lose their affinity."""
+        for kv in (await self._be.list(ResourceListOptions("BlockAffinity"))).items:
+            if kv.value.spec.node != node:
+                continue
+            cidr = kv.value.spec.cidr
+            for _ in range(self._retries):
+                try:
+                    bkv = await self._be.get(block_key(cidr))
+                except NotFound:
+                    break
+                spec: IPAMBlockSpec = bkv.value.spec
+                try:
+                    if all(a is None for a in spec.allocations):
+                        await self._be.delete(bkv.key, bkv.revision)
+                    else:
+                        new = spec.model_copy(update={"affinity": None})
+                        await self._be.update(KVPair(bkv.key, bkv.value.model_copy(update={"spec": new}),
+                                                     bkv.revision))
+                    break
+                except (Conflict, NotFound):
+                    continue
+            await self._delete_quietly(kv.key)
+
+    # --- reads -----------------------------------------------------------------------------
+
+    async def blocks(self) -> list[BlockUsage]:
+        out = []
+        for kv in (await self._be.list(ResourceListOptions("IPAMBlock"))).items:
+            spec: IPAMBlockSpec = kv.value.spec
+            base = ipaddress.ip_network(spec.cidr).network_address
+            allocs = [Allocation(str(base + o), spec.attributes[i].handle_id, dict(spec.attributes[i].secondary),
+                                 spec.cidr) for o, i in enumerate(spec.allocations) if i is not None]
+            out.append(BlockUsage(spec.cidr, spec.affinity, len(spec.allocations), len(allocs), allocs))
+        return sorted(out, key=lambda b: ipaddress.ip_network(b.cidr))
+
+    async def allocation(self, ip: str) -> Allocation | None:
+        addr = ipaddress.ip_address(ip)
+        for b in await self.blocks():
+            if addr in ipaddress.ip_network(b.cidr):
+                return next((a for a in b.allocations if a.ip == str(addr)), None)
+        return None
+
+    async def handles(self) -> dict[str, dict[str, int]]:
+        return {kv.value.spec.handle_id: dict(kv.value.spec.block)
+                for kv in (await self._be.list(ResourceListOptions("IPAMHandle"))).items}
+
+    # --- tunnel addresses --------------------------------------------------------------------
+
+    async def ensure_tunnel_address(self, node: str, kind: str) -> str:
+        """The node's IPIP (``ipip``) or VXLAN (``vxlan``) tunnel address, allocated from its block
+        and recorded on the Node (``ipv4IPIPTunnelAddr`` / ``ipv4VXLANTunnelAddr``)."""
+        if kind not in ("ipip", "vxlan"):
+            raise ValueError(f"tunnel kind must be ipip or vxlan, not {kind!r}")
+        handle = tunnel_handle(node, kind)
+        for _ in range(self._retries):
+            kv = await self._be.get(ResourceKey("Node", node))
+            nspec = kv.value.spec
+            current = (nspec.bgp.ipv4_ipip_tunnel_addr if kind == "ipip" and nspec.bgp
+                       else nspec.ipv4_vxlan_tunnel_addr if kind == "vxlan" else "")
+            if current:
+                found = await self.allocation(current)
+                if found is not None and found.handle_id == handle:
+                    return current
+            ttype = IPIP_TUNNEL_TYPE if kind == "ipip" else VXLAN_TUNNEL_TYPE
+            [ip] = await self.auto_assign(node, handle, {ATTR_NODE: node, ATTR_TYPE: ttype}, use="Tunnel")
+            if kind == "ipip":
+                bgp = nspec.bgp or api.NodeBGPSpec(ipv4_ipip_tunnel_addr=ip)
+                new_spec = nspec.model_copy(update={"bgp": bgp.model_copy(update={"ipv4_ipip_tunnel_addr": ip})})
+            else:
+                new_spec = nspec.model_copy(update={"ipv4_vxlan_tunnel_addr": ip})
+            try:
+                await self._be.update(KVPair(kv.key, kv.value.model_copy(update={"spec": new_spec}), kv.revision))
+                return ip
+            except Conflict:
+                await self.release_ips([ip])
+        raise Conflict(ResourceKey("Node", node))
