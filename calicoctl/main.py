@@ -2,8 +2,9 @@
 
 Commands and flags follow Calico's calicoctl (cobra era): ``create``,
 ``apply``, ``replace``, ``delete``, ``get``, ``patch``, ``validate`` and
-``version``. Errors go to stderr without a prefix and exit with 1, as
-calicoctl's main does. The node/ipam commands join with their issues.
+``version``, and ``ipam show|check|release|configure`` (:mod:`calicoctl.ipam`).
+Errors go to stderr without a prefix and exit with 1, as calicoctl's main
+does. The node commands join with their issue.
 """
 
 from __future__ import annotations
@@ -70,8 +71,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
     p.add_argument("-n", "--namespace", default="")
 
+    ipam = sub.add_parser("ipam", help="IP address management.")
+    isub = ipam.add_subparsers(dest="ipam_command", metavar="SUBCOMMAND")
+    p = isub.add_parser("show", help="Show details of Calico IP address usage.")
+    p.add_argument("--ip", default="", help="Report whether this specific IP address is in use.")
+    p.add_argument("--show-blocks", action="store_true", help="Show detailed information for IP blocks as well as pools.")
+    p.add_argument("--show-configuration", action="store_true", help="Show current Calico IPAM configuration.")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
+    p = isub.add_parser("check", help="Check the integrity of the IPAM datastructures.")
+    p.add_argument("--show-all-ips", action="store_true", help="Print all IPs that are checked.")
+    p.add_argument("--show-problem-ips", action="store_true", help="Print all IPs that are leaked or not allocated.")
+    p.add_argument("-o", "--output", default="", help="Path to output report file.")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
+    p = isub.add_parser("release", help="Release a Calico assigned IP address.")
+    p.add_argument("--ip", action="append", default=[], help="IP address to release.")
+    p.add_argument("--from-report", action="append", default=[], help="Release IPs from a report (ipam check -o).")
+    p.add_argument("--force", action="store_true", help="Force release of leaked addresses.")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
+    p = isub.add_parser("configure", help="Configure IPAM.")
+    p.add_argument("--strictaffinity", default=None, help="Set StrictAffinity to true/false.")
+    p.add_argument("--max-blocks-per-host", type=int, default=None, help="Maximum blocks a host may claim.")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
+
     sub.add_parser("version", help="Display the version of this binary.")
     return parser
+
+
+def run_ipam(ns: argparse.Namespace) -> int:
+    from calicoctl import ipam
+    from libcalico.backend import config as dsconfig
+
+    action = ns.ipam_command
+    if action is None:
+        sys.stderr.write("calicoctl ipam: choose one of show, check, release, configure\n")
+        return 1
+    if action == "release" and not ns.ip and not ns.from_report:
+        sys.stderr.write("calicoctl ipam release: give --ip=<IP> or --from-report=<REPORT>\n")
+        return 1
+    kwargs: dict[str, object] = {
+        "show": lambda: {"show_blocks": ns.show_blocks, "ip": ns.ip, "show_configuration": ns.show_configuration},
+        "check": lambda: {"show_all_ips": ns.show_all_ips, "show_problem_ips": ns.show_problem_ips,
+                          "output": ns.output},
+        "release": lambda: {"ips": ns.ip, "from_report": ns.from_report, "force": ns.force},
+        "configure": lambda: {"strict_affinity": ns.strictaffinity, "max_blocks_per_host": ns.max_blocks_per_host},
+    }[action]()
+    try:
+        return ipam.run(action, dsconfig.load(ns.config), **kwargs)
+    except ipam.IPAMCommandError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return 1
 
 
 def options_from(ns: argparse.Namespace) -> crud.Options:
@@ -100,6 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help()
         return 1
+    if ns.command == "ipam":
+        try:
+            return run_ipam(ns)
+        except CalicoError as exc:
+            sys.stderr.write(f"{exc}\n")
+            return 1
     if ns.command == "version":
         sys.stdout.write(f"Client Version:    {CALICO_VERSION}\nRelease:           pycalico\n")
         return 0

@@ -84,3 +84,20 @@ def to_yaml(obj: Any) -> str:
 
 def to_json(obj: Any) -> str:
     return json.dumps(obj, indent=2, ensure_ascii=False)
+
+
+def box_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right_aligned: set[int] | None = None) -> str:
+    """A boxed table as calicoctl's ``ipam show`` and ``node status`` draw them (olekukonko/tablewriter):
+    ``+---+`` rules, headers centred (extra space on the right), cells left-aligned unless right-aligned."""
+    right = right_aligned or set()
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    rule = "+" + "+".join("-" * (w + 2) for w in widths) + "+\n"
+
+    def centred(text: str, width: int) -> str:
+        left = (width - len(text)) // 2
+        return " " * left + text + " " * (width - len(text) - left)
+
+    head = "|" + "|".join(f" {centred(h, w)} " for h, w in zip(headers, widths, strict=True)) + "|\n"
+    body = "".join("|" + "|".join(f" {c.rjust(w) if i in right else c.ljust(w)} "
+                                  for i, (c, w) in enumerate(zip(r, widths, strict=True))) + "|\n" for r in rows)
+    return rule + head + rule + body + rule
