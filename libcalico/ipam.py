@@ -500,6 +500,23 @@ class IPAM:
                 return next((a for a in b.allocations if a.ip == str(addr)), None)
         return None
 
+    async def ips_by_handle(self, handle_id: str) -> list[str]:
+        """The addresses a handle holds, in block order (empty if the handle does not exist)."""
+        try:
+            kv = await self._be.get(_key("IPAMHandle", handle_id.lower()))
+        except NotFound:
+            return []
+        out: list[str] = []
+        for cidr in sorted(kv.value.spec.block, key=ipaddress.ip_network):
+            try:
+                spec: IPAMBlockSpec = (await self._be.get(block_key(cidr))).value.spec
+            except NotFound:
+                continue
+            base = ipaddress.ip_network(cidr).network_address
+            out += [str(base + o) for o, i in enumerate(spec.allocations)
+                    if i is not None and spec.attributes[i].handle_id == handle_id]
+        return out
+
     async def handles(self) -> dict[str, dict[str, int]]:
         return {kv.value.spec.handle_id: dict(kv.value.spec.block)
                 for kv in (await self._be.list(ResourceListOptions("IPAMHandle"))).items}

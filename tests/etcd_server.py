@@ -24,7 +24,8 @@ def free_port() -> int:
 
 
 class EtcdServer:
-    def __init__(self, *, client_port: int | None = None, extra_args: list[str] | None = None) -> None:
+    def __init__(self, *, client_port: int | None = None, extra_args: list[str] | None = None,
+                 netns: str = "") -> None:
         self.binary = shutil.which("etcd") or "/usr/bin/etcd"
         self.client_port = client_port or free_port()
         self.peer_port = free_port()
@@ -32,6 +33,7 @@ class EtcdServer:
         self.extra_args = extra_args or []
         self.proc: subprocess.Popen[bytes] | None = None
         self.scheme = "http"
+        self.netns = netns  # run inside this network namespace (its own 127.0.0.1)
 
     @property
     def endpoint(self) -> str:
@@ -51,6 +53,8 @@ class EtcdServer:
             *self.extra_args,
         ]
         self.log = open(os.path.join(self.dir, "etcd.log"), "wb")
+        if self.netns:
+            args = ["ip", "netns", "exec", self.netns, *args]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)
         self.wait_healthy(timeout)
 
@@ -59,6 +63,14 @@ class EtcdServer:
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"etcd exited early; see {self.dir}/etcd.log")
+            if self.netns:
+                r = subprocess.run(["ip", "netns", "exec", self.netns, "etcdctl", f"--endpoints={self.endpoint}",
+                                    "endpoint", "health"], capture_output=True, text=True,
+                                   env={**os.environ, "ETCDCTL_API": "3"}, timeout=10)
+                if r.returncode == 0:
+                    return
+                time.sleep(0.1)
+                continue
             try:
                 with socket.create_connection(("127.0.0.1", self.client_port), timeout=0.2):
                     pass

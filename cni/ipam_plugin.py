@@ -1,0 +1,68 @@
+"""The ``calico-ipam`` CNI plugin: addresses from Calico's IPAM (libcalico.ipam).
+
+ADD assigns one IPv4 address (``assign_ipv4``, from ``ipv4_pools`` if given)
+to the handle ``<network name>.<container id>`` with the pod's namespace, name
+and node as attributes, and answers ``{"ips": [{"address": "a.b.c.d/32"}]}``.
+A repeated ADD for the same container answers the addresses it already holds.
+DEL releases by handle and is idempotent. CHECK verifies the handle holds
+addresses.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cni.config import PLUGIN_FAILURE, CNIError, Invocation
+from libcalico import backend
+from libcalico.errors import CalicoError
+from libcalico.ipam import IPAM, IPAMError
+
+
+def handle_id(inv: Invocation) -> str:
+    return f"{inv.conf.name}.{inv.container_id}".lower()
+
+
+def ip_entries(ips: list[str], version: str, interface: int | None = None) -> list[dict[str, Any]]:
+    out = []
+    for ip in ips:
+        entry: dict[str, Any] = {"address": f"{ip}/32" if ":" not in ip else f"{ip}/128"}
+        if version in ("0.3.0", "0.3.1", "0.4.0"):
+            entry["version"] = "6" if ":" in ip else "4"
+        if interface is not None:
+            entry["interface"] = interface
+        out.append(entry)
+    return out
+
+
+async def run(inv: Invocation) -> dict[str, Any] | None:
+    conf = inv.conf
+    if conf.ipam is None:
+        raise CNIError(7, "invalid network config: ipam: the calico-ipam plugin needs an ipam section")
+    be = backend.connect(conf.datastore(inv.env))
+    ipam = IPAM(be)
+    node = conf.node_name()
+    handle = handle_id(inv)
+    try:
+        if inv.command == "DEL":
+            await ipam.release_by_handle(handle)
+            return None
+        if inv.command == "CHECK":
+            if not await ipam.ips_by_handle(handle):
+                raise CNIError(PLUGIN_FAILURE, f"no addresses are allocated to {handle}")
+            return None
+        if conf.ipam.assign_ipv6:
+            raise CNIError(2, "assign_ipv6 is not supported by this calico-ipam yet")
+        ips = await ipam.ips_by_handle(handle)
+        if not ips and conf.ipam.assign_ipv4:
+            attrs = {"node": node}
+            if inv.pod_name:
+                attrs.update({"namespace": inv.pod_namespace, "pod": inv.pod_name})
+            try:
+                ips = await ipam.auto_assign(node, handle, attrs, pools=conf.ipam.ipv4_pools)
+            except IPAMError as exc:
+                raise CNIError(PLUGIN_FAILURE, f"failed to request IPv4 address: {exc}") from None
+        return {"cniVersion": conf.cni_version, "ips": ip_entries(ips, conf.cni_version), "dns": {}}
+    except CalicoError as exc:
+        raise CNIError(PLUGIN_FAILURE, str(exc)) from None
+    finally:
+        await be.close()
