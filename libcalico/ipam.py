@@ -23,6 +23,9 @@ much: ``calicoctl ipam check`` finds that, ``ipam release`` repairs it.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import ipaddress
 import logging
 import zlib
@@ -35,7 +38,8 @@ from libcalico.api.ipam import (AllocationAttribute, BlockAffinity, BlockAffinit
 from libcalico.backend.api import Backend
 from libcalico.errors import AlreadyExists, CalicoError, Conflict, NotFound
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
-from libcalico.selector import parse
+from libcalico.selector import Selector, parse
+from libcalico.watching import Syncer, SyncStatus, Update
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,11 @@ class BlockUsage:
     allocations: list[Allocation] = field(default_factory=list)
 
 
+@functools.lru_cache(maxsize=256)
+def _selector(text: str) -> Selector:
+    return parse(text)
+
+
 def _key(kind: str, name: str) -> ResourceKey:
     return ResourceKey(kind, name)
 
@@ -103,16 +112,82 @@ def _blocks_of(pool: ipaddress.IPv4Network | ipaddress.IPv6Network, block_size: 
         yield str(ipaddress.ip_network((base + idx * step, block_size)))
 
 
+class WatchedInputs:
+    """Pools, the IPAM configuration and nodes' labels, kept current by a watch (the syncer).
+
+    A long-running allocator (a controller, a daemon) runs this so that each
+    assignment reads its inputs from memory instead of three datastore reads.
+    Until the syncer is in sync, and whenever it falls out of sync, IPAM reads
+    the datastore as a one-shot caller (the CNI plugin) always does.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._syncer = Syncer(backend, [ResourceListOptions("IPPool"), ResourceListOptions("IPAMConfig"),
+                                        ResourceListOptions("Node")], self)
+        self.pools: dict[str, api.IPPool] = {}
+        self.config: IPAMConfigSpec = IPAMConfigSpec()
+        self.labels: dict[str, dict[str, str]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def in_sync(self) -> bool:
+        return self._syncer.status is SyncStatus.IN_SYNC
+
+    def on_status(self, status: SyncStatus) -> None:
+        log.debug("IPAM inputs: %s", status.value)
+
+    def on_updates(self, updates: list[Update]) -> None:
+        for u in updates:
+            value = u.kv.value
+            if u.key.kind == "IPPool":
+                if value is None:
+                    self.pools.pop(u.key.name, None)
+                else:
+                    self.pools[u.key.name] = value
+            elif u.key.kind == "IPAMConfig":
+                self.config = value.spec if value is not None else IPAMConfigSpec()
+            elif u.key.kind == "Node":
+                if value is None:
+                    self.labels.pop(u.key.name, None)
+                else:
+                    self.labels[u.key.name] = dict(value.metadata.labels)
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._syncer.run(), name="ipam-inputs")
+
+    async def wait_in_sync(self, timeout: float = 30.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not self.in_sync:
+                await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
 class IPAM:
     """Allocation and release on any :class:`~libcalico.backend.api.Backend`."""
 
-    def __init__(self, backend: Backend, retries: int = RETRIES) -> None:
+    def __init__(self, backend: Backend, retries: int = RETRIES, inputs: WatchedInputs | None = None) -> None:
         self._be = backend
         self._retries = retries
+        self._inputs = inputs
+        # One assignment at a time per node within this process, as Calico's host-wide IPAM lock
+        # serialises its CNI invocations: callers on one node would only fight over the same block.
+        self._node_locks: dict[str, asyncio.Lock] = {}
+        # What this instance last wrote or read, to try a compare-and-swap without reading first.
+        # A stale entry costs one Conflict (then a fresh read), never a wrong write.
+        self._blocks: dict[str, KVPair] = {}
+        self._affine: dict[str, list[str]] = {}
 
     # --- configuration and pools ------------------------------------------------------------
 
     async def config(self) -> IPAMConfigSpec:
+        if self._inputs is not None and self._inputs.in_sync:
+            return self._inputs.config
         try:
             value = (await self._be.get(_key("IPAMConfig", "default"))).value
             assert isinstance(value, IPAMConfig)
@@ -125,6 +200,8 @@ class IPAM:
                                     IPAMConfig(metadata=api.ObjectMeta(name="default"), spec=spec)))
 
     async def _node_labels(self, node: str) -> dict[str, str]:
+        if self._inputs is not None and self._inputs.in_sync:
+            return self._inputs.labels.get(node, {})
         try:
             value = (await self._be.get(ResourceKey("Node", node))).value
             return dict(value.metadata.labels)
@@ -134,7 +211,13 @@ class IPAM:
     async def pools_for(self, node: str, version: int = 4, requested: Sequence[str] = (),
                         use: str = "Workload") -> list[api.IPPool]:
         """The pools an allocation for ``node`` may use, in Calico's order (requested order, else by CIDR)."""
-        pools = [kv.value for kv in (await self._be.list(ResourceListOptions("IPPool"))).items]
+        if self._inputs is not None and self._inputs.in_sync:
+            pools = list(self._inputs.pools.values())
+            labels = self._inputs.labels.get(node, {})
+        else:
+            listing, labels = await asyncio.gather(self._be.list(ResourceListOptions("IPPool")),
+                                                   self._node_labels(node))
+            pools = [kv.value for kv in listing.items]
         pools = [p for p in pools if ipaddress.ip_network(p.spec.cidr).version == version]
         if requested:
             chosen = []
@@ -146,13 +229,12 @@ class IPAM:
                     raise IPAMError(f"the given pool ({want}) is disabled")
                 chosen.append(match[0])
             return chosen
-        labels = await self._node_labels(node)
         out = []
         for p in sorted(pools, key=lambda p: ipaddress.ip_network(p.spec.cidr)):
             uses = [u.value if hasattr(u, "value") else u for u in p.spec.allowed_uses] or ["Workload", "Tunnel"]
             if p.spec.disabled or use not in uses:
                 continue
-            if parse(p.spec.node_selector or "all()").evaluate(labels):
+            if _selector(p.spec.node_selector or "all()").evaluate(labels):
                 out.append(p)
         return out
 
@@ -163,16 +245,30 @@ class IPAM:
         """Assign ``num`` addresses to ``node``; return them (as plain addresses)."""
         if num < 1:
             return []
-        chosen = await self.pools_for(node, version, pools, use)
+        async with self._node_locks.setdefault(node, asyncio.Lock()):
+            return await self._auto_assign(node, handle_id, attrs, num, pools, version, use)
+
+    async def _auto_assign(self, node: str, handle_id: str | None, attrs: dict[str, str], num: int,
+                           pools: Sequence[str], version: int, use: str) -> list[str]:
+        chosen, cfg = await asyncio.gather(self.pools_for(node, version, pools, use), self.config())
         if not chosen:
             raise IPAMError(f"no configured Calico pools for node {node}")
-        cfg = await self.config()
         got: list[str] = []
-        # 1. The node's own blocks.
-        for cidr in await self.affine_blocks(node, chosen):
+        # 1. The node's own blocks (as last seen by this instance, else as listed now).
+        nets = [ipaddress.ip_network(p.spec.cidr) for p in chosen]
+        affine = self._affine.get(node)
+        if affine is None:
+            affine = self._affine[node] = await self.affine_blocks(node)
+        for cidr in affine:
+            if not any(ipaddress.ip_network(cidr).subnet_of(n) for n in nets):  # type: ignore[arg-type]
+                continue
             got += await self._assign_from_block(cidr, num - len(got), handle_id, attrs, node, affine_only=True)
             if len(got) == num:
                 return got
+        # Full (as far as this instance knows) or gone: read them again once the node has claimed
+        # another block, in case addresses were released meanwhile.
+        for cidr in self._affine.pop(node, []):
+            self._blocks.pop(cidr, None)
         # 2. New blocks for the node.
         while len(got) < num and cfg.auto_allocate_blocks:
             if cfg.max_blocks_per_host and len(await self.affine_blocks(node, chosen)) >= cfg.max_blocks_per_host:
@@ -205,7 +301,7 @@ class IPAM:
         """CIDRs of the node's confirmed blocks (within ``pools`` if given), sorted."""
         nets = [ipaddress.ip_network(p.spec.cidr) for p in pools] if pools is not None else None
         out = []
-        for kv in (await self._be.list(ResourceListOptions("BlockAffinity"))).items:
+        for kv in (await self._be.list(ResourceListOptions("BlockAffinity", node=node))).items:
             spec = kv.value.spec
             if spec.node != node or spec.state != "confirmed" or spec.deleted == "true":
                 continue
@@ -256,6 +352,7 @@ class IPAM:
         else:
             raise Conflict(aff_key)
         log.info("node %s claimed block %s", node, cidr)
+        self._affine.pop(node, None)
         return True
 
     async def _delete_quietly(self, key: ResourceKey, revision: str = "") -> None:
@@ -270,10 +367,13 @@ class IPAM:
             return []
         key = block_key(cidr)
         for _ in range(self._retries):
-            try:
-                kv = await self._be.get(key)
-            except NotFound:
-                return []
+            kv_or_none = self._blocks.get(cidr)
+            if kv_or_none is None:
+                try:
+                    kv_or_none = self._blocks[cidr] = await self._be.get(key)
+                except NotFound:
+                    return []
+            kv = kv_or_none
             spec: IPAMBlockSpec = kv.value.spec
             if affine_only and spec.affinity != f"host:{node}":
                 return []
@@ -283,11 +383,10 @@ class IPAM:
             if handle_id:
                 await self._change_handle(handle_id, cidr, len(ordinals))
             attributes = list(spec.attributes)
-            attr = AllocationAttribute(handle_id=handle_id, secondary=dict(attrs))
-            if attr in attributes:
-                index = attributes.index(attr)
-            else:
-                attributes.append(attr)
+            index = next((i for i, a in enumerate(attributes)
+                          if a.handle_id == handle_id and a.secondary == attrs), -1)
+            if index < 0:
+                attributes.append(AllocationAttribute(handle_id=handle_id, secondary=dict(attrs)))
                 index = len(attributes) - 1
             allocations = list(spec.allocations)
             for o in ordinals:
@@ -296,11 +395,14 @@ class IPAM:
                                                "attributes": attributes,
                                                "sequence_number": spec.sequence_number + 1})
             try:
-                await self._be.update(KVPair(key, kv.value.model_copy(update={"spec": new_spec}), kv.revision))
-            except Conflict:
+                stored = await self._be.update(KVPair(key, kv.value.model_copy(update={"spec": new_spec}),
+                                                      kv.revision))
+            except (Conflict, NotFound):
+                self._blocks.pop(cidr, None)
                 if handle_id:
                     await self._change_handle(handle_id, cidr, -len(ordinals))
                 continue
+            self._blocks[cidr] = stored
             base = ipaddress.ip_network(cidr).network_address
             return [str(base + o) for o in ordinals]
         raise Conflict(key)
@@ -347,14 +449,20 @@ class IPAM:
 
     async def _change_handle(self, handle_id: str, cidr: str, delta: int) -> None:
         key = _key("IPAMHandle", handle_id.lower())
+        if delta > 0:  # most handles are new: try to create first, one round trip
+            handle = IPAMHandle(metadata=api.ObjectMeta(name=key.name),
+                                spec=IPAMHandleSpec(handle_id=handle_id, block={cidr: delta}))
+            try:
+                await self._be.create(KVPair(key, handle))
+                return
+            except AlreadyExists:
+                pass
         for _ in range(self._retries):
             try:
                 kv = await self._be.get(key)
             except NotFound:
                 if delta <= 0:
                     return
-                handle = IPAMHandle(metadata=api.ObjectMeta(name=key.name),
-                                    spec=IPAMHandleSpec(handle_id=handle_id, block={cidr: delta}))
                 try:
                     await self._be.create(KVPair(key, handle))
                     return
@@ -416,6 +524,7 @@ class IPAM:
     async def _release_in_block(self, cidr: str, which: object, adjust_handles: bool = True) -> set[int]:
         """Free the ordinals of a block for which ``which(ordinal, attribute)`` is true."""
         key = block_key(cidr)
+        self._blocks.pop(cidr, None)
         select = which  # a callable (ordinal, AllocationAttribute | None) -> bool
         for _ in range(self._retries):
             try:
@@ -459,6 +568,8 @@ class IPAM:
 
     async def release_host_affinities(self, node: str) -> None:
         """Drop a node's affinities; its empty blocks go, blocks still in use lose their affinity."""
+        self._affine.pop(node, None)
+        self._blocks.clear()
         for kv in (await self._be.list(ResourceListOptions("BlockAffinity"))).items:
             if kv.value.spec.node != node:
                 continue

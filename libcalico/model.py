@@ -25,8 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import ipaddress
-
 from libcalico.api import registry
 from libcalico.api.ipam import name_to_cidr, split_affinity_name
 from libcalico.api.meta import Resource
@@ -40,7 +38,7 @@ _CONFIG = IPAM_PREFIX + "config"
 
 
 def _block_path(cidr: str) -> str:
-    version = ipaddress.ip_network(cidr).version
+    version = 6 if ":" in cidr else 4
     return f"ipv{version}/block/{cidr.replace('/', '-')}"
 
 
@@ -134,11 +132,16 @@ class ResourceKey:
 
 @dataclass(frozen=True, slots=True)
 class ResourceListOptions:
-    """Select resources of one kind; narrow by namespace and/or name ("" = any)."""
+    """Select resources of one kind; narrow by namespace and/or name ("" = any).
+
+    ``node`` narrows BlockAffinities to one node's, as Calico's
+    BlockAffinityListOptions.Host does (on etcd, the node's own key prefix).
+    """
 
     kind: str
     namespace: str = ""
     name: str = ""
+    node: str = ""
 
     @property
     def resource_class(self) -> type[Resource]:
@@ -150,7 +153,7 @@ class ResourceListOptions:
         ipam = {"IPAMBlock": _BLOCKS, "BlockAffinity": _AFFINITIES, "IPAMHandle": _HANDLES,
                 "IPAMConfig": _CONFIG}.get(cls.KIND)
         if ipam is not None:
-            return ipam
+            return f"{ipam}{self.node}/" if self.node and cls.KIND == "BlockAffinity" else ipam
         base = f"{RESOURCE_PREFIX}{cls.PLURAL}/"
         if cls.NAMESPACED:
             if self.namespace and self.name:
@@ -163,6 +166,10 @@ class ResourceListOptions:
             return False
         if self.namespace and key.namespace != self.namespace:
             return False
+        if self.node and key.kind == "BlockAffinity":
+            split = split_affinity_name(key.name)
+            if split is None or split[0] != self.node:
+                return False
         return not self.name or key.name == self.name
 
 

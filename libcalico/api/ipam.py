@@ -37,6 +37,10 @@ def name_to_cidr(name: str) -> str | None:
     if not length.isdigit():
         return None
     parts = head.split("-")
+    if len(parts) == 4 and all(p.isdigit() and int(p) < 256 for p in parts) and int(length) <= 32:
+        host = (int(parts[0]) << 24) | (int(parts[1]) << 16) | (int(parts[2]) << 8) | int(parts[3])
+        if host & ((1 << (32 - int(length))) - 1) == 0:  # a network address, as a block's is
+            return f"{'.'.join(str(int(p)) for p in parts)}/{length}"
     text = ".".join(parts) + f"/{length}" if len(parts) == 4 else head.replace("-", ":") + f"/{length}"
     try:
         return str(ipaddress.ip_network(text))

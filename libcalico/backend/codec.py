@@ -28,14 +28,18 @@ class CorruptEntry(CalicoError):
 
 
 def _ipam_encode(value: Resource) -> dict[str, Any] | None:
-    spec = value.to_wire().get("spec", {})
     if value.KIND == "IPAMBlock":
-        return {"cidr": spec["cidr"], "affinity": spec.get("affinity"),
-                "allocations": spec.get("allocations", []), "unallocated": spec.get("unallocated", []),
-                "attributes": [{"handle_id": a.get("handle_id"), "secondary": a.get("secondary") or None}
-                               for a in spec.get("attributes", [])],
-                "sequenceNumber": spec.get("sequenceNumber", 0), "deleted": spec.get("deleted", False),
-                **({"strictAffinity": True} if spec.get("strictAffinity") else {})}
+        # Blocks are written on every allocation: build the JSON from the fields directly.
+        b = getattr(value, "spec")
+        return {"cidr": b.cidr, "affinity": b.affinity, "allocations": list(b.allocations),
+                "unallocated": list(b.unallocated),
+                "attributes": [{"handle_id": a.handle_id, "secondary": dict(a.secondary) or None}
+                               for a in b.attributes],
+                "sequenceNumber": b.sequence_number, "deleted": b.deleted,
+                **({"strictAffinity": True} if b.strict_affinity else {})}
+    if value.KIND not in ("BlockAffinity", "IPAMHandle", "IPAMConfig"):
+        return None
+    spec = value.to_wire().get("spec", {})
     if value.KIND == "BlockAffinity":
         return {"state": spec.get("state", "pending"), "deleted": spec.get("deleted") == "true"}
     if value.KIND == "IPAMHandle":
