@@ -5,17 +5,38 @@ to the handle ``<network name>.<container id>`` with the pod's namespace, name
 and node as attributes, and answers ``{"ips": [{"address": "a.b.c.d/32"}]}``.
 A repeated ADD for the same container answers the addresses it already holds.
 DEL releases by handle and is idempotent. CHECK verifies the handle holds
-addresses.
+addresses. ADD and DEL hold the host-wide lock ``/var/run/calico/ipam.lock``,
+as Calico's plugin does, so concurrent pods on one node do not fight over the
+node's block.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import os
+from collections.abc import AsyncIterator
 from typing import Any
 
 from cni.config import PLUGIN_FAILURE, CNIError, Invocation
 from libcalico import backend
 from libcalico.errors import CalicoError
 from libcalico.ipam import IPAM, IPAMError
+
+
+LOCK_FILE = "/var/run/calico/ipam.lock"
+
+
+@contextlib.asynccontextmanager
+async def host_lock(path: str = LOCK_FILE) -> AsyncIterator[None]:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def handle_id(inv: Invocation) -> str:
@@ -44,7 +65,8 @@ async def run(inv: Invocation) -> dict[str, Any] | None:
     handle = handle_id(inv)
     try:
         if inv.command == "DEL":
-            await ipam.release_by_handle(handle)
+            async with host_lock():
+                await ipam.release_by_handle(handle)
             return None
         if inv.command == "CHECK":
             if not await ipam.ips_by_handle(handle):
@@ -58,7 +80,8 @@ async def run(inv: Invocation) -> dict[str, Any] | None:
             if inv.pod_name:
                 attrs.update({"namespace": inv.pod_namespace, "pod": inv.pod_name})
             try:
-                ips = await ipam.auto_assign(node, handle, attrs, pools=conf.ipam.ipv4_pools)
+                async with host_lock():
+                    ips = await ipam.auto_assign(node, handle, attrs, pools=conf.ipam.ipv4_pools)
             except IPAMError as exc:
                 raise CNIError(PLUGIN_FAILURE, f"failed to request IPv4 address: {exc}") from None
         return {"cniVersion": conf.cni_version, "ips": ip_entries(ips, conf.cni_version), "dns": {}}
