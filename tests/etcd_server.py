@@ -25,7 +25,7 @@ def free_port() -> int:
 
 class EtcdServer:
     def __init__(self, *, client_port: int | None = None, extra_args: list[str] | None = None,
-                 netns: str = "") -> None:
+                 netns: str = "", host: str = "127.0.0.1") -> None:
         self.binary = shutil.which("etcd") or "/usr/bin/etcd"
         self.client_port = client_port or free_port()
         self.peer_port = free_port()
@@ -34,10 +34,11 @@ class EtcdServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.scheme = "http"
         self.netns = netns  # run inside this network namespace (its own 127.0.0.1)
+        self.host = host
 
     @property
     def endpoint(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     def start(self, timeout: float = 20.0) -> None:
         args = [
@@ -46,9 +47,9 @@ class EtcdServer:
             "--data-dir", os.path.join(self.dir, "data"),
             "--listen-client-urls", self.endpoint,
             "--advertise-client-urls", self.endpoint,
-            "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
-            "--initial-cluster", f"pycalico-test=http://127.0.0.1:{self.peer_port}",
+            "--listen-peer-urls", f"http://{self.host}:{self.peer_port}",
+            "--initial-advertise-peer-urls", f"http://{self.host}:{self.peer_port}",
+            "--initial-cluster", f"pycalico-test=http://{self.host}:{self.peer_port}",
             "--log-level", "error",
             *self.extra_args,
         ]

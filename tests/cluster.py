@@ -1,0 +1,180 @@
+"""A small Calico cluster of network namespaces for tests: underlay, etcd, nodes, Felix, pods.
+
+The underlay is a bridge in its own namespace (``under``), like the seed's
+192.168.3.0/24 network; etcd listens there on 192.168.3.1, which is also the
+nodes' default gateway (a dead end: nothing routes further). Each node is a
+namespace with ``ens192`` on the bridge. Pods are made through the real CNI
+plugin running inside their node; Felix runs inside its node. An "external
+server" is one more namespace on the bridge. Everything is removed on exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.etcd_server import EtcdServer
+from tests.netns import Namespaces
+
+BIN = os.path.dirname(shutil.which("calico") or "/usr/local/bin/calico")
+GATEWAY = "192.168.3.1"
+
+
+def wait_until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@dataclass
+class ClusterNode:
+    name: str
+    ns: str
+    ip: str
+    felix: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+
+@dataclass
+class Cluster:
+    ns: Namespaces
+    tmp: Path
+    under: str = ""
+    etcd: EtcdServer | None = None
+    nodes: dict[str, ClusterNode] = field(default_factory=dict)
+    _port: int = 2
+
+    # --- setup ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.under = self.ns.add("under")
+        self.ns.run(self.under, "ip", "link", "add", "br0", "type", "bridge")
+        self.ns.run(self.under, "ip", "addr", "add", f"{GATEWAY}/24", "dev", "br0")
+        self.ns.run(self.under, "ip", "link", "set", "br0", "up")
+        self.etcd = EtcdServer(netns=self.under, host=GATEWAY)
+        self.etcd.start()
+
+    def env(self, **extra: str) -> dict[str, str]:
+        assert self.etcd is not None
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "DATASTORE_", "CNI_", "FELIX_",
+                                                                         "KUBE"))}
+        env.update({"ETCD_ENDPOINTS": self.etcd.endpoint, "DATASTORE_TYPE": "etcdv3", "CNI_PATH": BIN})
+        env.update(extra)
+        return env
+
+    def calicoctl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        return self.ns.run(self.under, "calicoctl", *args, env=self.env(), stdin=stdin, check=check).stdout
+
+    def attach(self, ns: str, ip: str, ifname: str = "ens192") -> None:
+        """Plug a namespace into the underlay bridge with ``ip``/24."""
+        self._port += 1
+        port = f"p{self._port}"
+        subprocess.run(["ip", "link", "add", ifname, "netns", ns, "type", "veth", "peer", "name", port, "netns",
+                        self.under], check=True)
+        self.ns.run(self.under, "ip", "link", "set", port, "master", "br0", "up")
+        self.ns.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", ifname)
+        self.ns.run(ns, "ip", "link", "set", ifname, "up")
+
+    def add_node(self, name: str, ip: str) -> ClusterNode:
+        ns = self.ns.add(name)
+        self.attach(ns, ip)
+        self.ns.run(ns, "ip", "route", "add", "default", "via", GATEWAY)
+        self.ns.run(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        node = {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": name},
+                "spec": {"bgp": {"ipv4Address": f"{ip}/24"}}}
+        self.calicoctl("apply", "-f", "-", stdin=json.dumps(node))
+        self.nodes[name] = ClusterNode(name, ns, ip)
+        return self.nodes[name]
+
+    def start_felix(self, name: str) -> None:
+        node = self.nodes[name]
+        node.log = self.tmp / f"felix-{name}.log"
+        env = self.env(FELIX_FELIXHOSTNAME=name, FELIX_ROUTEREFRESHINTERVAL="5", FELIX_LOGSEVERITYSCREEN="INFO")
+        with open(node.log, "ab") as log:
+            node.felix = subprocess.Popen(["ip", "netns", "exec", node.ns, "calico-felix"], env=env, stdout=log,
+                                          stderr=subprocess.STDOUT)
+        wait_until(lambda: self.health(name, "readiness") == 204, f"Felix on {name} to be ready", 60)
+
+    def stop_felix(self, name: str, kill: bool = False) -> None:
+        node = self.nodes[name]
+        if node.felix is not None:
+            if kill:
+                node.felix.kill()
+            else:
+                node.felix.terminate()
+            node.felix.wait(30)
+            node.felix = None
+
+    def health(self, name: str, what: str) -> int:
+        code = ("import urllib.request,sys\n"
+                "try:\n  r=urllib.request.urlopen('http://127.0.0.1:9099/%s',timeout=2); print(r.status)\n"
+                "except urllib.error.HTTPError as e: print(e.code)\n"
+                "except Exception: print(0)\n" % what)
+        out = self.ns.run(self.nodes[name].ns, "python3", "-c", code, check=False).stdout.strip()
+        return int(out or 0)
+
+    def metrics(self, name: str) -> str:
+        code = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9091/metrics').read().decode())"
+        return self.ns.run(self.nodes[name].ns, "python3", "-c", code).stdout
+
+    # --- pods -------------------------------------------------------------------------------
+
+    def cni(self, node: str, command: str, pod: str, netns: str = "", **conf: Any) -> dict[str, Any] | None:
+        assert self.etcd is not None
+        netconf = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": node,
+                   "mtu": 1400, "etcd_endpoints": self.etcd.endpoint, "datastore_type": "etcdv3",
+                   "ipam": {"type": "calico-ipam"}, **conf}
+        env = self.env(CNI_COMMAND=command, CNI_CONTAINERID=f"c-{pod}", CNI_IFNAME="eth0",
+                       CNI_NETNS=f"/var/run/netns/{netns}" if netns else "",
+                       CNI_ARGS=f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}")
+        r = self.ns.run(self.nodes[node].ns, "calico", env=env, stdin=json.dumps(netconf), check=False, timeout=120)
+        if r.returncode != 0:
+            raise AssertionError(f"CNI {command} of {pod} on {node} failed: {r.stdout} {r.stderr}")
+        return json.loads(r.stdout) if r.stdout.strip() else None
+
+    def add_pod(self, node: str, pod: str) -> tuple[str, str]:
+        """Make a pod on ``node``; return (its namespace, its address)."""
+        netns = self.ns.add(pod)
+        result = self.cni(node, "ADD", pod, netns)
+        assert result is not None
+        return netns, result["ips"][0]["address"].split("/")[0]
+
+    def routes(self, node: str) -> str:
+        return self.ns.run(self.nodes[node].ns, "ip", "route").stdout
+
+    def stop(self) -> None:
+        for n in list(self.nodes):
+            try:
+                self.stop_felix(n, kill=True)
+            except Exception:
+                pass
+        if self.etcd is not None:
+            self.etcd.cleanup()
+
+
+def capture(ns: Namespaces, netns: str, iface: str, bpf: str, count: int = 1) -> subprocess.Popen[str]:
+    """Start tcpdump in a namespace; read its stdout after ``wait``."""
+    proc = subprocess.Popen(["ip", "netns", "exec", netns, "tcpdump", "-l", "-n", "-e", "-i", iface, "-c", str(count),
+                             bpf], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    # tcpdump says "listening on ..." once the capture is open.
+    seen = ""
+    for _ in range(5):
+        line = proc.stderr.readline()
+        seen += line
+        if "listening" in line:
+            return proc
+        if not line:
+            break
+    proc.kill()
+    raise AssertionError(f"tcpdump did not start: {seen}")

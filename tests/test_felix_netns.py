@@ -1,0 +1,130 @@
+"""Felix on a real kernel: three nodes, pods made by the CNI plugin, VXLAN, natOutgoing, resync.
+
+See tests/cluster.py for the topology (namespaces only, nothing touches the host).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Cluster, capture, wait_until
+from tests.netns import Namespaces
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+POOL = {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "default-ipv4-ippool"},
+        "spec": {"cidr": "10.244.0.0/16", "blockSize": 26, "vxlanMode": "Always", "natOutgoing": True,
+                 "nodeSelector": "all()"}}
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with Namespaces("fx") as ns:
+        c = Cluster(ns, tmp_path)
+        try:
+            c.start()
+            c.calicoctl("apply", "-f", "-", stdin=json.dumps(POOL))
+            for i, name in enumerate(("node1", "node2", "node3")):
+                c.add_node(name, f"192.168.3.11{i + 1}")
+            for name in c.nodes:
+                c.start_felix(name)
+            yield c
+        finally:
+            c.stop()
+
+
+def block_of(ip: str) -> str:
+    a, b, c, d = (int(x) for x in ip.split("."))
+    return f"{a}.{b}.{c}.{d & ~63}/26"
+
+
+def test_pods_on_different_nodes_talk_over_vxlan_and_the_underlay_sees_udp_4789(cluster: Cluster) -> None:
+    pa, ip_a = cluster.add_pod("node1", "pod-a")
+    pb, ip_b = cluster.add_pod("node2", "pod-b")
+    # node1 routes pod-b's block through its VTEP; node2 holds a blackhole for its own block.
+    wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_b))} via \S+ dev vxlan\.calico proto 80 onlink",
+                                 cluster.routes("node1"), re.M) is not None, "node1's route to node2's block")
+    assert re.search(rf"^blackhole {re.escape(block_of(ip_b))} proto 80", cluster.routes("node2"), re.M)
+    wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_a))} via \S+ dev vxlan\.calico",
+                                 cluster.routes("node2"), re.M) is not None, "node2's route back")
+    link = json.loads(cluster.ns.run(cluster.nodes["node1"].ns, "ip", "-d", "-j", "link", "show",
+                                     "vxlan.calico").stdout)[0]
+    assert link["linkinfo"]["info_data"]["id"] == 4096 and link["linkinfo"]["info_data"]["port"] == 4789
+
+    tap = capture(cluster.ns, cluster.under, "br0", "udp port 4789", count=1)
+    ping = cluster.ns.run(pa, "ping", "-c", "3", "-W", "3", ip_b, check=False)
+    assert ping.returncode == 0, ping.stdout + ping.stderr
+    out, _ = tap.communicate(timeout=30)
+    assert "192.168.3.111" in out and "192.168.3.112.4789" in out, out  # outer: node to node, VXLAN port
+
+    # Same node: no encapsulation at all.
+    pc, ip_c = cluster.add_pod("node1", "pod-c")
+    wait_until(lambda: f"{ip_c} dev " in cluster.routes("node1"), "pod-c's route")
+    assert cluster.ns.run(pa, "ping", "-c", "1", "-W", "3", ip_c, check=False).returncode == 0
+
+
+def test_nat_outgoing_hides_the_pod_behind_its_node_and_can_be_switched_off(cluster: Cluster) -> None:
+    ext = cluster.ns.add("ext")
+    cluster.attach(ext, "192.168.3.200")
+    pa, ip_a = cluster.add_pod("node1", "pod-a")
+    wait_until(lambda: "calico-nat" in cluster.ns.run(cluster.nodes["node1"].ns, "nft", "list", "tables").stdout,
+               "the natOutgoing table")
+    tap = capture(cluster.ns, ext, "ens192", "icmp", count=1)
+    assert cluster.ns.run(pa, "ping", "-c", "1", "-W", "3", "192.168.3.200", check=False).returncode == 0
+    out, _ = tap.communicate(timeout=30)
+    assert "192.168.3.111 > 192.168.3.200" in out, out
+
+    cluster.calicoctl("patch", "ippool", "default-ipv4-ippool", "-p", '{"spec": {"natOutgoing": false}}')
+    wait_until(lambda: "calico-nat" not in cluster.ns.run(cluster.nodes["node1"].ns, "nft", "list",
+                                                          "tables").stdout, "the natOutgoing table to go")
+    tap = capture(cluster.ns, ext, "ens192", "icmp", count=1)
+    cluster.ns.run(pa, "ping", "-c", "1", "-W", "2", "192.168.3.200", check=False)  # no way back: may fail
+    out, _ = tap.communicate(timeout=30)
+    assert f"{ip_a} > 192.168.3.200" in out, out
+
+
+def test_routes_follow_pods_and_survive_a_felix_restart_without_stale_or_foreign_damage(cluster: Cluster) -> None:
+    pa, ip_a = cluster.add_pod("node1", "pod-a")
+    pb, ip_b = cluster.add_pod("node2", "pod-b")
+    pd, ip_d = cluster.add_pod("node1", "pod-d")
+    node1 = cluster.nodes["node1"].ns
+    wait_until(lambda: block_of(ip_b) in cluster.routes("node1"), "route to node2's block")
+    cluster.ns.run(node1, "ip", "route", "add", "10.99.0.0/24", "via", "192.168.3.1")  # someone else's route
+
+    # Felix dies; the dataplane keeps working meanwhile; a pod goes while it is down.
+    cluster.stop_felix("node1", kill=True)
+    assert cluster.ns.run(pa, "ping", "-c", "2", "-W", "3", ip_b, check=False).returncode == 0
+    cluster.cni("node1", "DEL", "pod-d", pd)
+    cluster.ns.run(node1, "ip", "route", "add", "blackhole", "10.244.250.0/26", "proto", "80")  # stale, Felix's
+    cluster.start_felix("node1")
+    wait_until(lambda: "10.244.250.0/26" not in cluster.routes("node1"), "the stale Felix route to go")
+    routes = cluster.routes("node1")
+    assert "10.99.0.0/24 via 192.168.3.1" in routes  # foreign route untouched
+    assert f"{ip_d} " not in routes
+    assert cluster.ns.run(pa, "ping", "-c", "2", "-W", "3", ip_b, check=False).returncode == 0
+
+    # Deleting a pod removes its route.
+    cluster.cni("node1", "DEL", "pod-a", pa)
+    wait_until(lambda: f"{ip_a} " not in cluster.routes("node1"), "pod-a's route to go")
+
+
+def test_health_and_metrics(cluster: Cluster) -> None:
+    cluster.add_pod("node1", "pod-a")
+    assert cluster.health("node1", "readiness") == 204
+    assert cluster.health("node1", "liveness") == 204
+    assert cluster.health("node1", "nope") == 404
+
+    def local_endpoints() -> bool:
+        text = cluster.metrics("node1")
+        return "felix_active_local_endpoints 1.0" in text and "felix_cluster_num_hosts 3.0" in text
+    wait_until(local_endpoints, "felix_active_local_endpoints to count the pod")
+    text = cluster.metrics("node1")
+    assert "felix_resync_state 3.0" in text
+    assert "felix_int_dataplane_apply_time_seconds_count" in text
+    assert "felix_int_dataplane_failures_total 0.0" in text
