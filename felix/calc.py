@@ -61,7 +61,8 @@ class Desired:
     routes: dict[str, Route] = field(default_factory=dict)
     vxlan: VTEP | None = None                 # this node's VTEP, when any pool uses VXLAN
     remote_vteps: list[VTEP] = field(default_factory=list)
-    ipip_address: str = ""                    # this node's tunl0 address, when IPIP is on
+    ipip: bool = False                        # some pool uses IPIP
+    ipip_address: str = ""                    # this node's tunl0 address (once allocated)
     nat_sources: list[str] = field(default_factory=list)   # pools with natOutgoing
     all_pools: list[str] = field(default_factory=list)
     local_endpoints: int = 0
@@ -124,7 +125,8 @@ def calculate(state: ClusterState, me: str, *, interface_prefix: str = "cali",
     _, my_subnet = _node_ip(my_node)
     if any(_mode(p.spec.vxlan_mode) != "Never" for p in pools):
         out.vxlan = _vtep(me, my_node)
-    if any(_mode(p.spec.ipip_mode) != "Never" for p in pools) and my_node is not None and my_node.spec.bgp:
+    out.ipip = any(_mode(p.spec.ipip_mode) != "Never" for p in pools)
+    if out.ipip and my_node is not None and my_node.spec.bgp:
         out.ipip_address = my_node.spec.bgp.ipv4_ipip_tunnel_addr
 
     # Local workloads.

@@ -17,7 +17,9 @@ worker thread, outside the event loop.
 Felix also gives the node its VXLAN tunnel address (from the node's IPAM
 block) and VTEP MAC, on its Node, when a pool uses VXLAN: the other nodes
 build their routes from them. Health on :9099 (``/liveness``, ``/readiness``:
-ready after the first in-sync apply), Prometheus metrics on :9091 with Felix's
+ready after the first in-sync apply, and not while the dataplane cannot do
+what is configured, e.g. IPIP on a kernel without the ipip module; the 503's
+body says why), Prometheus metrics on :9091 with Felix's
 names. SIGTERM and SIGINT stop it cleanly.
 """
 
@@ -34,6 +36,7 @@ import prometheus_client as prom
 
 from felix import calc
 from felix.config import FelixSettings, settings
+from felix.dataplane.ipip import IPIPDevice
 from felix.dataplane.nat import NATOutgoing
 from felix.dataplane.routes import RouteTable
 from felix.dataplane.vxlan import VXLANDevice
@@ -75,6 +78,8 @@ class Felix:
         self.routes = RouteTable((cfg.interface_prefix,))
         self.vxlan = VXLANDevice(vni=cfg.vxlan_vni, port=cfg.vxlan_port, mtu=cfg.vxlan_mtu)
         self.nat = NATOutgoing()
+        self.ipip = IPIPDevice()
+        self.problems: list[str] = []  # shown by /readiness; Felix is not ready while there are any
         self.syncer = Syncer(be, [ResourceListOptions(k) for k in
                                   ("IPPool", "Node", "IPAMBlock", "WorkloadEndpoint", "FelixConfiguration")], self)
 
@@ -107,11 +112,18 @@ class Felix:
     # --- the node's own VTEP -----------------------------------------------------------------
 
     async def ensure_vtep(self) -> None:
-        """Give this node a VXLAN tunnel address and MAC when a pool uses VXLAN."""
+        """Give this node its tunnel addresses (IPIP, VXLAN) and VTEP MAC when pools use them,
+        as calico-node's tunnel address allocation does."""
         me = self.cfg.hostname
-        wants = any(calc._mode(p.spec.vxlan_mode) != "Never" for p in self.state.pools.values())
         node = self.state.nodes.get(me)
-        if not wants or node is None:
+        if node is None:
+            return
+        if any(calc._mode(p.spec.ipip_mode) != "Never" for p in self.state.pools.values()) and not (
+                node.spec.bgp and node.spec.bgp.ipv4_ipip_tunnel_addr):
+            ip = await IPAM(self.be).ensure_tunnel_address(me, "ipip")
+            log.info("IPIP tunnel address of %s: %s", me, ip)
+        wants = any(calc._mode(p.spec.vxlan_mode) != "Never" for p in self.state.pools.values())
+        if not wants:
             return
         if not node.spec.ipv4_vxlan_tunnel_addr:
             ip = await IPAM(self.be).ensure_tunnel_address(me, "vxlan")
@@ -133,6 +145,10 @@ class Felix:
                         node=self.felix_configs.get(f"node.{self.cfg.hostname}")) if self.felix_configs else self.cfg
 
     def _apply_sync(self, desired: calc.Desired, force_nat: bool) -> None:
+        problem = self.ipip.apply(desired.ipip, desired.ipip_address)
+        if problem and problem not in self.problems:
+            log.error("%s", problem)
+        self.problems = [problem] if problem else []
         self.vxlan.apply(desired.vxlan, desired.remote_vteps)
         stats = self.routes.apply(desired.routes)
         self.nat.apply(desired.nat_sources, desired.all_pools, force=force_nat)
@@ -192,9 +208,12 @@ class Felix:
         try:
             line = (await asyncio.wait_for(reader.readline(), 5)).decode(errors="replace")
             path = line.split(" ")[1] if len(line.split(" ")) > 1 else "/"
-            ok = {"/liveness": True, "/readiness": self.ready and self.status is SyncStatus.IN_SYNC}.get(path)
+            ready = self.ready and self.status is SyncStatus.IN_SYNC and not self.problems
+            ok = {"/liveness": True, "/readiness": ready}.get(path)
             code = "404 Not Found" if ok is None else ("204 No Content" if ok else "503 Service Unavailable")
-            writer.write(f"HTTP/1.1 {code}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+            body = "\n".join(self.problems).encode() if path == "/readiness" and not ok else b""
+            writer.write(f"HTTP/1.1 {code}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                         + body)
             await writer.drain()
         except (OSError, TimeoutError, IndexError):
             pass

@@ -57,3 +57,15 @@ class Namespaces:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.cleanup()
+
+
+def kernel_supports(kind: str) -> bool:
+    """Whether this kernel can make a link of ``kind`` (ipip, vxlan...), tried in a throwaway namespace."""
+    name = f"pcprobe{os.getpid() % 100000}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        r = subprocess.run(["ip", "netns", "exec", name, "ip", "link", "add", "probe0", "type", kind],
+                           capture_output=True)
+        return r.returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)

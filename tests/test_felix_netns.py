@@ -10,11 +10,14 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.cluster import Cluster, capture, wait_until
-from tests.netns import Namespaces
+from tests.netns import Namespaces, kernel_supports
+
+NO_IPIP = "this kernel lacks the ipip module (the VM tier of issue 9 runs IPIP for real)"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
@@ -128,3 +131,46 @@ def test_health_and_metrics(cluster: Cluster) -> None:
     assert "felix_resync_state 3.0" in text
     assert "felix_int_dataplane_apply_time_seconds_count" in text
     assert "felix_int_dataplane_failures_total 0.0" in text
+
+
+def _set_pool(cluster: Cluster, **spec: Any) -> None:
+    cluster.calicoctl("patch", "ippool", "default-ipv4-ippool", "-p", json.dumps({"spec": spec}))
+
+
+@pytest.mark.skipif(kernel_supports("ipip"), reason="this kernel has ipip: the missing-module report cannot happen")
+def test_ipip_on_a_kernel_without_the_module_is_reported_not_faked(cluster: Cluster) -> None:
+    _set_pool(cluster, vxlanMode="Never", ipipMode="Always")
+    wait_until(lambda: cluster.health("node1", "readiness") == 503, "Felix to report IPIP as impossible")
+    body = cluster.ns.run(cluster.nodes["node1"].ns, "python3", "-c", (
+        "import urllib.request\ntry: urllib.request.urlopen('http://127.0.0.1:9099/readiness')\n"
+        "except urllib.error.HTTPError as e: print(e.read().decode())")).stdout
+    assert "no ipip module" in body
+    assert "no ipip module" in (cluster.nodes["node1"].log or Path("/dev/null")).read_text()
+    assert cluster.health("node1", "liveness") == 204
+
+
+@pytest.mark.skipif(not kernel_supports("ipip"), reason=NO_IPIP)
+def test_ipip_pods_talk_through_tunl0(cluster: Cluster) -> None:
+    _set_pool(cluster, vxlanMode="Never", ipipMode="Always")
+    pa, ip_a = cluster.add_pod("node1", "pod-a")
+    pb, ip_b = cluster.add_pod("node2", "pod-b")
+    wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_b))} via 192.168.3.112 dev tunl0 proto 80 onlink",
+                                 cluster.routes("node1"), re.M) is not None, "node1's IPIP route")
+    assert cluster.ns.run(pa, "ping", "-c", "2", "-W", "3", ip_b, check=False).returncode == 0
+
+
+def test_changing_the_encapsulation_at_run_time_reprograms_without_restart(cluster: Cluster) -> None:
+    pa, ip_a = cluster.add_pod("node1", "pod-a")
+    pb, ip_b = cluster.add_pod("node2", "pod-b")
+    wait_until(lambda: "vxlan.calico" in cluster.routes("node1"), "VXLAN routes")
+    _set_pool(cluster, vxlanMode="CrossSubnet")  # all nodes share 192.168.3.0/24: direct routes
+    wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_b))} via 192.168.3.112 dev ens192 proto 80",
+                                 cluster.routes("node1"), re.M) is not None, "a direct route in the subnet")
+    tap = capture(cluster.ns, cluster.under, "br0", f"icmp and host {ip_b}", count=1)
+    assert cluster.ns.run(pa, "ping", "-c", "2", "-W", "3", ip_b, check=False).returncode == 0
+    out, _ = tap.communicate(timeout=30)
+    assert f"{ip_a} > {ip_b}" in out, out  # plain pod addresses on the wire: no encapsulation
+    _set_pool(cluster, vxlanMode="Never")
+    wait_until(lambda: cluster.ns.run(cluster.nodes["node1"].ns, "ip", "link", "show", "vxlan.calico",
+                                      check=False).returncode != 0, "the VXLAN device to go")
+    assert block_of(ip_b) not in cluster.routes("node1")  # unencapsulated: BIRD's routes, not Felix's
