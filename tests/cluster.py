@@ -75,20 +75,27 @@ class Cluster:
     def calicoctl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
         return self.ns.run(self.under, "calicoctl", *args, env=self.env(), stdin=stdin, check=check).stdout
 
-    def attach(self, ns: str, ip: str, ifname: str = "ens192") -> None:
-        """Plug a namespace into the underlay bridge with ``ip``/24."""
+    def add_subnet(self, bridge: str, gateway_cidr: str) -> None:
+        """A second underlay subnet on its own bridge; ``under`` routes between them (the router)."""
+        self.ns.run(self.under, "ip", "link", "add", bridge, "type", "bridge")
+        self.ns.run(self.under, "ip", "addr", "add", gateway_cidr, "dev", bridge)
+        self.ns.run(self.under, "ip", "link", "set", bridge, "up")
+        self.ns.run(self.under, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    def attach(self, ns: str, ip: str, ifname: str = "ens192", bridge: str = "br0") -> None:
+        """Plug a namespace into an underlay bridge with ``ip``/24."""
         self._port += 1
         port = f"p{self._port}"
         subprocess.run(["ip", "link", "add", ifname, "netns", ns, "type", "veth", "peer", "name", port, "netns",
                         self.under], check=True)
-        self.ns.run(self.under, "ip", "link", "set", port, "master", "br0", "up")
+        self.ns.run(self.under, "ip", "link", "set", port, "master", bridge, "up")
         self.ns.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", ifname)
         self.ns.run(ns, "ip", "link", "set", ifname, "up")
 
-    def add_node(self, name: str, ip: str) -> ClusterNode:
+    def add_node(self, name: str, ip: str, bridge: str = "br0", gateway: str = GATEWAY) -> ClusterNode:
         ns = self.ns.add(name)
-        self.attach(ns, ip)
-        self.ns.run(ns, "ip", "route", "add", "default", "via", GATEWAY)
+        self.attach(ns, ip, bridge=bridge)
+        self.ns.run(ns, "ip", "route", "add", "default", "via", gateway)
         self.ns.run(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         node = {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": name},
                 "spec": {"bgp": {"ipv4Address": f"{ip}/24"}}}

@@ -174,3 +174,40 @@ def test_changing_the_encapsulation_at_run_time_reprograms_without_restart(clust
     wait_until(lambda: cluster.ns.run(cluster.nodes["node1"].ns, "ip", "link", "show", "vxlan.calico",
                                       check=False).returncode != 0, "the VXLAN device to go")
     assert block_of(ip_b) not in cluster.routes("node1")  # unencapsulated: BIRD's routes, not Felix's
+
+
+def test_cross_subnet_encapsulates_only_between_subnets(tmp_path: Path) -> None:
+    """The seed's CrossSubnet story: node1 and node2 share 192.168.3.0/24, node3 sits behind a router
+    on 192.168.4.0/24. Pod traffic inside the subnet is plain; across the router it is VXLAN."""
+    with Namespaces("xs") as ns:
+        c = Cluster(ns, tmp_path)
+        try:
+            c.start()
+            c.add_subnet("br1", "192.168.4.1/24")
+            c.calicoctl("apply", "-f", "-", stdin=json.dumps(
+                {**POOL, "spec": {**POOL["spec"], "vxlanMode": "CrossSubnet"}}))
+            c.add_node("node1", "192.168.3.111")
+            c.add_node("node2", "192.168.3.112")
+            c.add_node("node3", "192.168.4.113", bridge="br1", gateway="192.168.4.1")
+            for name in c.nodes:
+                c.start_felix(name)
+            pa, ip_a = c.add_pod("node1", "pod-a")
+            _, ip_b = c.add_pod("node2", "pod-b")
+            _, ip_c = c.add_pod("node3", "pod-c")
+            wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_b))} via 192.168.3.112 dev ens192 proto 80",
+                                         c.routes("node1"), re.M) is not None, "the in-subnet direct route")
+            wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_c))} via \S+ dev vxlan\.calico proto 80 onlink",
+                                         c.routes("node1"), re.M) is not None, "the cross-subnet VXLAN route")
+            wait_until(lambda: block_of(ip_a) in c.routes("node3"), "node3's route back")
+
+            plain = capture(ns, c.under, "br0", f"icmp and host {ip_b}")
+            assert ns.run(pa, "ping", "-c", "2", "-W", "3", ip_b, check=False).returncode == 0
+            out, _ = plain.communicate(timeout=30)
+            assert f"{ip_a} > {ip_b}" in out, out
+
+            tunnel = capture(ns, c.under, "br0", "udp port 4789")
+            assert ns.run(pa, "ping", "-c", "2", "-W", "3", ip_c, check=False).returncode == 0
+            out, _ = tunnel.communicate(timeout=30)
+            assert "192.168.3.111" in out and "192.168.4.113.4789" in out, out
+        finally:
+            c.stop()
