@@ -17,14 +17,12 @@ counted, not failed: the next apply after the CNI plugin made it programs it.
 
 from __future__ import annotations
 
-import socket
 from dataclasses import dataclass
-from typing import Any
 
 from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 from felix.calc import PROTO_BOOT, PROTO_FELIX, VXLAN_DEVICE, Route
+from felix.dataplane import rtnl
 
 MAIN_TABLE = 254
 RTN_UNICAST, RTN_BLACKHOLE = 1, 6
@@ -39,73 +37,61 @@ class RouteStats:
     pending: int = 0
 
 
-def _cidr(msg: Any) -> str:
-    dst = msg.get_attr("RTA_DST") or "0.0.0.0"
-    return f"{dst}/{msg['dst_len']}"
+class RouteError(RuntimeError):
+    pass
 
 
 class RouteTable:
     def __init__(self, interface_prefixes: tuple[str, ...] = ("cali",)) -> None:
         self.prefixes = interface_prefixes
 
-    def _ours(self, msg: Any, links: dict[int, str]) -> bool:
-        if msg["table"] != MAIN_TABLE:
-            return False
-        if msg["proto"] == PROTO_FELIX:
+    def _ours(self, r: rtnl.KernelRoute, links: dict[int, str]) -> bool:
+        if r.proto == PROTO_FELIX:
             return True
-        name = links.get(msg.get_attr("RTA_OIF") or -1, "")
-        return msg["proto"] == PROTO_BOOT and (name.startswith(self.prefixes) or name == VXLAN_DEVICE)
+        name = links.get(r.oif, "")
+        return r.proto == PROTO_BOOT and (name.startswith(self.prefixes) or name == VXLAN_DEVICE)
 
     @staticmethod
-    def _matches(msg: Any, want: Route, oif: int | None) -> bool:
+    def _op(want: Route, oif: int) -> rtnl.RouteOp:
         if want.kind == "blackhole":
-            return bool(msg["type"] == RTN_BLACKHOLE and msg["proto"] == want.proto)
-        return bool(msg["type"] == RTN_UNICAST and msg["proto"] == want.proto
-                    and (oif is None or msg.get_attr("RTA_OIF") == oif)
-                    and (msg.get_attr("RTA_GATEWAY") or "") == want.gateway
-                    and bool(msg["flags"] & RTNH_F_ONLINK) == want.onlink)
+            return rtnl.RouteOp("replace", want.dst, type=RTN_BLACKHOLE, proto=want.proto)
+        return rtnl.RouteOp("replace", want.dst, type=RTN_UNICAST, proto=want.proto,
+                            scope=SCOPE_LINK if want.kind == "local" else SCOPE_UNIVERSE,
+                            flags=RTNH_F_ONLINK if want.onlink else 0, oif=oif, gateway=want.gateway)
+
+    @staticmethod
+    def _same(have: rtnl.KernelRoute, want: rtnl.RouteOp) -> bool:
+        if want.type == RTN_BLACKHOLE:
+            return have.type == RTN_BLACKHOLE and have.proto == want.proto
+        return (have.type == want.type and have.proto == want.proto and have.gateway == want.gateway
+                and (not want.oif or have.oif == want.oif)
+                and bool(have.flags & RTNH_F_ONLINK) == bool(want.flags & RTNH_F_ONLINK))
 
     def apply(self, desired: dict[str, Route]) -> RouteStats:
         stats = RouteStats()
         with IPRoute() as ipr:
             links = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-            by_name = {name: idx for idx, name in links.items()}
-            ours: dict[str, Any] = {}
-            present: dict[str, Any] = {}
-            for msg in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
-                cidr = _cidr(msg)
-                present[cidr] = msg
-                if self._ours(msg, links):
-                    ours[cidr] = msg
-            for cidr, msg in ours.items():
-                if cidr not in desired:
-                    try:
-                        ipr.route("del", dst=cidr, table=MAIN_TABLE, proto=msg["proto"], type=msg["type"],
-                                  oif=msg.get_attr("RTA_OIF"))
-                        stats.removed += 1
-                    except NetlinkError as exc:
-                        if exc.code != 3:  # ESRCH: gone already
-                            raise
-            for cidr, want in sorted(desired.items()):
-                oif = by_name.get(want.ifname) if want.ifname else None
-                if want.ifname and oif is None:
+        by_name = {name: idx for idx, name in links.items()}
+        with rtnl.RouteSocket() as sock:
+            present = {r.dst: r for r in sock.dump(MAIN_TABLE)}
+            ops: list[rtnl.RouteOp] = []
+            for dst, r in present.items():
+                if dst not in desired and self._ours(r, links):
+                    ops.append(rtnl.RouteOp("delete", dst, type=r.type, proto=r.proto, oif=r.oif))
+                    stats.removed += 1
+            for dst, want in sorted(desired.items()):
+                oif = by_name.get(want.ifname, 0) if want.ifname else 0
+                if want.ifname and not oif:
                     stats.pending += 1
                     continue
-                current = present.get(cidr)
-                if current is not None and self._matches(current, want, oif):
+                op = self._op(want, oif)
+                have = present.get(dst)
+                if have is not None and self._same(have, op):
                     continue
-                kwargs: dict[str, Any] = {"dst": cidr, "table": MAIN_TABLE, "proto": want.proto}
-                if want.kind == "blackhole":
-                    kwargs["type"] = "blackhole"
-                else:
-                    if oif is not None:
-                        kwargs["oif"] = oif
-                    if want.gateway:
-                        kwargs["gateway"] = want.gateway
-                    if want.onlink:
-                        kwargs["flags"] = RTNH_F_ONLINK
-                    if want.kind == "local":
-                        kwargs["scope"] = SCOPE_LINK
-                ipr.route("replace", **kwargs)
+                ops.append(op)
                 stats.added += 1
+            failed = sock.write(ops, MAIN_TABLE)
+        if failed:
+            sample = ", ".join(f"{d} (errno {e})" for d, e in list(failed.items())[:5])
+            raise RouteError(f"the kernel refused {len(failed)} route change(s): {sample}")
         return stats
