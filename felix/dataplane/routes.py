@@ -77,7 +77,8 @@ class RouteTable:
             ops: list[rtnl.RouteOp] = []
             for dst, r in present.items():
                 if dst not in desired and self._ours(r, links):
-                    ops.append(rtnl.RouteOp("delete", dst, type=r.type, proto=r.proto, oif=r.oif))
+                    ops.append(rtnl.RouteOp("delete", dst, type=r.type, proto=r.proto, oif=r.oif,
+                                            scope=rtnl.RT_SCOPE_NOWHERE))
                     stats.removed += 1
             for dst, want in sorted(desired.items()):
                 oif = by_name.get(want.ifname, 0) if want.ifname else 0

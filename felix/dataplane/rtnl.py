@@ -33,6 +33,7 @@ NLM_F_REPLACE, NLM_F_CREATE = 0x100, 0x400
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 MAIN_TABLE = 254
 RT_TABLE_UNSPEC = 0
+RT_SCOPE_NOWHERE = 255  # in a delete: match a route of any scope (as ``ip route del`` sends)
 
 _NLMSGHDR = struct.Struct("=IHHII")
 _RTMSG = struct.Struct("=BBBBBBBBI")
