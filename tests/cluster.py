@@ -112,15 +112,18 @@ class Cluster:
                                           stderr=subprocess.STDOUT)
         wait_until(lambda: self.health(name, "readiness") == 204, f"Felix on {name} to be ready", 60)
 
-    def stop_felix(self, name: str, kill: bool = False) -> None:
+    def stop_felix(self, name: str, kill: bool = False) -> int | None:
+        """Stop Felix (SIGTERM, or SIGKILL); return its exit code."""
         node = self.nodes[name]
+        code = None
         if node.felix is not None:
             if kill:
                 node.felix.kill()
             else:
                 node.felix.terminate()
-            node.felix.wait(30)
+            code = node.felix.wait(30)
             node.felix = None
+        return code
 
     def health(self, name: str, what: str) -> int:
         code = ("import urllib.request,sys\n"

@@ -131,6 +131,8 @@ def test_health_and_metrics(cluster: Cluster) -> None:
     assert "felix_resync_state 3.0" in text
     assert "felix_int_dataplane_apply_time_seconds_count" in text
     assert "felix_int_dataplane_failures_total 0.0" in text
+    assert cluster.stop_felix("node1") == 0  # SIGTERM: a clean exit
+    assert "shutting down" in (cluster.nodes["node1"].log or Path("/dev/null")).read_text()
 
 
 def _set_pool(cluster: Cluster, **spec: Any) -> None:

@@ -139,6 +139,9 @@ def _mapped(what: str) -> Iterator[None]:
         raise DatastoreUnavailable(f"etcd {what} failed: {detail or type(exc).__name__}") from None
 
 
+LIST_PAGE = 500  # keys per Range request when listing
+
+
 def _range_end(prefix: bytes) -> bytes:
     """The end of the key range that holds every key starting with ``prefix``."""
     end = bytearray(prefix)
@@ -252,17 +255,27 @@ class EtcdBackend:
         stub = await self._stub()
         prefix = opts.prefix().encode()
         if opts.name and (opts.namespace or not opts.resource_class.NAMESPACED):
-            req = rpc.RangeRequest(key=prefix)  # an exact key
+            resp = await self._call("list", stub.Range(rpc.RangeRequest(key=prefix), **self._kw()))  # one key
+            kvs, revision = list(resp.kvs), resp.header.revision
         else:
-            req = rpc.RangeRequest(key=prefix, range_end=_range_end(prefix),
-                                   sort_order=rpc.RangeRequest.ASCEND, sort_target=rpc.RangeRequest.KEY)
-        resp = await self._call("list", stub.Range(req, **self._kw()))
+            # Pages of LIST_PAGE keys, all read at the first page's revision: one consistent
+            # snapshot, and no response over gRPC's 4 MiB message limit however many objects.
+            kvs, revision, start, end = [], 0, prefix, _range_end(prefix)
+            while True:
+                req = rpc.RangeRequest(key=start, range_end=end, limit=LIST_PAGE, revision=revision,
+                                       sort_order=rpc.RangeRequest.ASCEND, sort_target=rpc.RangeRequest.KEY)
+                resp = await self._call("list", stub.Range(req, **self._kw()))
+                revision = revision or resp.header.revision
+                kvs += resp.kvs
+                if not resp.more or not resp.kvs:
+                    break
+                start = resp.kvs[-1].key + b"\0"
         items = []
-        for kv in resp.kvs:
+        for kv in kvs:
             key = ResourceKey.from_path(kv.key.decode())
             if key is not None and opts.matches(key):
                 items.append(self._decode(key, kv))
-        return KVList(items, str(resp.header.revision))
+        return KVList(items, str(revision))
 
     async def watch(self, opts: ResourceListOptions, revision: str) -> AsyncIterator[WatchEvent]:
         prefix = opts.prefix().encode()
