@@ -1,0 +1,122 @@
+"""calico-confd: follow the datastore, keep BIRD's config current, reload BIRD when it changes.
+
+Inputs (through the one syncer): BGPConfiguration, BGPPeer, Node, IPPool and
+the IPAM blocks affine to this node. Updates only mark the config dirty; once
+in sync, the config is rendered (:mod:`confd.render`), written through
+:mod:`confd.writer` (stage, ``bird -p -c``, swap) and BIRD reconfigured, only
+when a file changed. ``-onetime`` lists everything once, writes, and exits, as
+Calico's ``confd -onetime`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from pathlib import Path
+from typing import Any
+
+from confd import render, writer
+from libcalico import backend
+from libcalico.backend.api import Backend
+from libcalico.backend.config import DatastoreConfig
+from libcalico.model import ResourceListOptions
+from libcalico.watching import Syncer, SyncStatus, Update, UpdateType
+
+log = logging.getLogger("confd")
+KINDS = ("BGPConfiguration", "BGPPeer", "Node", "IPPool", "IPAMBlock")
+
+
+class Confd:
+    def __init__(self, node: str, outdir: Path, cmds: writer.Commands) -> None:
+        self.inputs = render.Inputs(node)
+        self.block_owner: dict[str, str] = {}
+        self.outdir, self.cmds = outdir, cmds
+        self.dirty = asyncio.Event()
+        self.status = SyncStatus.WAIT_FOR_DATASTORE
+        self.renders = 0
+
+    def on_status(self, status: SyncStatus) -> None:
+        self.status = status
+        self.dirty.set()
+
+    def on_updates(self, updates: list[Update]) -> None:
+        for u in updates:
+            key, value = u.key, u.kv.value
+            if key.kind == "IPAMBlock":
+                if value is None:
+                    self.block_owner.pop(key.name, None)
+                else:
+                    self.block_owner[value.spec.cidr] = (value.spec.affinity or "").removeprefix("host:")
+                continue
+            tables: dict[str, dict[str, Any]] = {
+                "BGPConfiguration": self.inputs.bgp_configs, "BGPPeer": self.inputs.peers,
+                "Node": self.inputs.nodes, "IPPool": self.inputs.pools}
+            table = tables[key.kind]
+            if value is None:
+                table.pop(key.name, None)
+            else:
+                table[key.name] = value
+        self.dirty.set()
+
+    def render_and_write(self) -> list[str]:
+        self.inputs.blocks = sorted(c for c, owner in self.block_owner.items() if owner == self.inputs.node)
+        files = render.render(self.inputs)
+        changed = writer.write(files, self.outdir, self.cmds)
+        self.renders += 1
+        if changed:
+            log.info("wrote %s", ", ".join(changed))
+            why = writer.reload(self.cmds)
+            if why:
+                log.warning("%s", why)
+            else:
+                log.info("BIRD reconfigured")
+        return changed
+
+    async def loop(self) -> None:
+        while True:
+            await self.dirty.wait()
+            self.dirty.clear()
+            if self.status is not SyncStatus.IN_SYNC:
+                continue
+            try:
+                await asyncio.to_thread(self.render_and_write)
+            except writer.CheckFailed as exc:
+                log.error("%s", exc)
+            except OSError as exc:
+                log.error("writing BIRD's config failed: %s; retrying", exc)
+                await asyncio.sleep(2)
+                self.dirty.set()
+
+
+async def onetime(be: Backend, confd: Confd) -> list[str]:
+    for kind in KINDS:
+        listing = await be.list(ResourceListOptions(kind))
+        confd.on_updates([Update(UpdateType.NEW, kv) for kv in listing.items])
+    return await asyncio.to_thread(confd.render_and_write)
+
+
+async def run(node: str, outdir: Path, ds: DatastoreConfig, cmds: writer.Commands, once: bool) -> int:
+    be = backend.connect(ds)
+    confd = Confd(node, outdir, cmds)
+    try:
+        if once:
+            changed = await onetime(be, confd)
+            log.info("onetime: %s", ", ".join(changed) if changed else "nothing changed")
+            return 0
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        syncer = Syncer(be, [ResourceListOptions(k) for k in KINDS], confd)
+        tasks = [asyncio.create_task(syncer.run(), name="syncer"), asyncio.create_task(confd.loop(), name="render")]
+        await stop.wait()
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        return 0
+    finally:
+        await be.close()

@@ -1,0 +1,321 @@
+"""BIRD's configuration for one node, rendered from the datastore as Calico's confd renders it.
+
+Pure functions: :class:`Inputs` (what the syncer delivered) in, file name ->
+text out, for ``bird.cfg``, ``bird_ipam.cfg`` and ``bird_aggr.cfg``. The layout
+and names follow Calico's templates (``confd/etc/calico/confd/templates``,
+golden outputs in ``confd/tests/compiled_templates``) for stock BIRD 1.6, which
+lacks the few features of Calico's fork (``krt_tunnel``): routes through
+tunl0 are Felix's job here (``programClusterRoutes``).
+
+What is expressed:
+
+* router id and AS: the node's ``asNumber``, else BGPConfiguration ``default``'s,
+  else 64512;
+* the node-to-node mesh (``Mesh_<peer ip>``, one per other node with an IPv4
+  address, ``passive on`` towards higher addresses so one side connects) when
+  ``nodeToNodeMeshEnabled`` (default true);
+* BGPPeers: global ones (no node, no nodeSelector: ``Global_<ip>``), node
+  specific ones (``node`` or ``nodeSelector`` selecting this node:
+  ``Node_<ip>``), with ``peerIP`` or ``peerSelector`` (every selected node),
+  asNumber, localASNumber, keepOriginalNextHop, ttl security, password;
+* route reflectors: a node with ``routeReflectorClusterID`` is ``rr client``
+  towards non-reflector peers, with ``rr cluster id``;
+* blackhole static routes for the node's blocks and their aggregation (export
+  the block, not the addresses beneath it);
+* export to peers of the pools (disabled pools and ``disableBGPExport`` ones
+  rejected; tunnel interfaces' routes rejected towards internal peers);
+* the kernel export filter: BGP-learned routes of the pool kinds that
+  BGPConfiguration ``programClusterRoutes`` leaves to BIRD are installed;
+  the others are Felix's and rejected;
+* serviceClusterIPs / serviceExternalIPs / serviceLoadBalancerIPs as static
+  blackholes exported to peers.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from libcalico import api
+from libcalico.api.bgp import split_ip_port
+from libcalico.selector import parse
+
+DEFAULT_AS = "64512"
+FILES = ("bird.cfg", "bird_ipam.cfg", "bird_aggr.cfg")
+
+
+@dataclass
+class Inputs:
+    node: str
+    nodes: dict[str, api.Node] = field(default_factory=dict)
+    bgp_configs: dict[str, api.BGPConfiguration] = field(default_factory=dict)
+    peers: dict[str, api.BGPPeer] = field(default_factory=dict)
+    pools: dict[str, api.IPPool] = field(default_factory=dict)
+    blocks: list[str] = field(default_factory=list)  # CIDRs of blocks affine to this node
+
+
+def _ip(node: api.Node | None) -> str:
+    if node is None or node.spec.bgp is None or not node.spec.bgp.ipv4_address:
+        return ""
+    return str(ipaddress.ip_interface(node.spec.bgp.ipv4_address).ip)
+
+
+def _name(ip: str) -> str:
+    return ip.replace(".", "_").replace(":", "_")
+
+
+def _default(inputs: Inputs) -> api.BGPConfiguration | None:
+    return inputs.bgp_configs.get("default")
+
+
+def node_as(inputs: Inputs, name: str) -> str:
+    node = inputs.nodes.get(name)
+    if node is not None and node.spec.bgp is not None and node.spec.bgp.as_number is not None:
+        return str(node.spec.bgp.as_number)
+    cfg = _default(inputs)
+    if cfg is not None and cfg.spec.as_number is not None:
+        return str(cfg.spec.as_number)
+    return DEFAULT_AS
+
+
+def mesh_enabled(inputs: Inputs) -> bool:
+    cfg = _default(inputs)
+    return cfg is None or cfg.spec.node_to_node_mesh_enabled is not False
+
+
+def _program_cluster_routes(inputs: Inputs) -> str:
+    cfg = _default(inputs)
+    value = cfg.spec.program_cluster_routes if cfg is not None else None
+    return str(getattr(value, "value", value) or "EnabledIPIPOnly")
+
+
+def _rr_id(node: api.Node | None) -> str:
+    return node.spec.bgp.route_reflector_cluster_id if node is not None and node.spec.bgp else ""
+
+
+@dataclass(frozen=True)
+class Peering:
+    name: str          # protocol name: Mesh_/Node_/Global_<ip>
+    ip: str
+    as_number: str
+    rr_client: bool = False
+    local_as: str = ""
+    keep_next_hop: bool = False
+    ttl_security: int = 0
+    password: str = ""
+    passive: bool = False
+
+
+def peerings(inputs: Inputs) -> list[Peering]:
+    """Every BGP session this node should have, in Calico's order (mesh, then peers by name)."""
+    me = inputs.nodes.get(inputs.node)
+    my_ip = _ip(me)
+    if not my_ip:
+        return []
+    my_rr = _rr_id(me)
+    my_labels = dict(me.metadata.labels) if me is not None else {}
+    out: dict[str, Peering] = {}
+    if mesh_enabled(inputs):
+        for name, node in sorted(inputs.nodes.items()):
+            ip = _ip(node)
+            if name == inputs.node or not ip:
+                continue
+            out[ip] = Peering(f"Mesh_{_name(ip)}", ip, node_as(inputs, name), passive=_higher(ip, my_ip))
+    for _, peer in sorted(inputs.peers.items()):
+        spec = peer.spec
+        if spec.node and spec.node != inputs.node:
+            continue
+        if spec.node_selector and not parse(spec.node_selector).evaluate(my_labels):
+            continue
+        kind = "Node" if (spec.node or spec.node_selector) else "Global"
+        targets: list[tuple[str, str, api.Node | None]] = []
+        if spec.peer_ip:
+            ip = split_ip_port(spec.peer_ip)[0]
+            targets.append((ip, str(spec.as_number), None))
+        if spec.peer_selector:
+            sel = parse(spec.peer_selector)
+            for name, node in sorted(inputs.nodes.items()):
+                if name != inputs.node and _ip(node) and sel.evaluate(dict(node.metadata.labels)):
+                    targets.append((_ip(node), node_as(inputs, name), node))
+        for ip, asn, target in targets:
+            if ip == my_ip or ip in out and out[ip].name.startswith("Mesh_"):
+                continue
+            rr_client = bool(my_rr) and (target is None or _rr_id(target) != my_rr)
+            out[ip] = Peering(f"{kind}_{_name(ip)}", ip, asn, rr_client=rr_client,
+                              local_as=str(spec.local_as_number) if spec.local_as_number is not None else "",
+                              keep_next_hop=spec.keep_original_next_hop, ttl_security=spec.ttl_security or 0,
+                              password=_secret(spec.password),
+                              passive=target is not None and _higher(ip, my_ip))
+    return list(out.values())
+
+
+def _higher(a: str, b: str) -> bool:
+    return int(ipaddress.ip_address(a)) > int(ipaddress.ip_address(b))
+
+
+def _secret(password: object) -> str:
+    # Passwords come from Kubernetes secrets (secretKeyRef); the etcd datastore has none to read.
+    return ""
+
+
+_BGP_FILTERS = '''  import filter {
+    if (defined(bgp_local_pref)&&(bgp_local_pref > 2147482623)) then
+      preference = 200;
+    accept;
+  };
+  export filter {
+    if (defined(source) && source = RTS_BGP && defined(bgp_local_pref)) then {
+      krt_metric = 2147483647 - bgp_local_pref;
+    } else {
+      if (!defined(krt_metric)) then { krt_metric = 1024; }
+      bgp_local_pref = 2147483647 - krt_metric;
+    }
+    calico_export_to_bgp_peers(%s);
+    reject;
+  };  # Only want to export routes for workloads.
+'''
+
+
+def bird_cfg(inputs: Inputs) -> str:
+    me = inputs.nodes.get(inputs.node)
+    my_ip = _ip(me)
+    asn = node_as(inputs, inputs.node)
+    lines = ['function apply_communities ()', '{', '}',
+             'template kernel kernel_template {',
+             '  learn;             # Learn all alien routes from the kernel',
+             "  persist;           # Don't remove routes on bird shutdown",
+             '  scan time 2;       # Scan kernel routing table every 2 seconds',
+             '  import all;', '}',
+             'template direct direct_template {', '  debug { states };',
+             '  interface -"cali*", -"kube-ipvs*", "*"; # Exclude cali* and kube-ipvs* but',
+             '                                          # include everything else.', '}',
+             '# Generated by confd', 'include "bird_aggr.cfg";', 'include "bird_ipam.cfg";']
+    if not my_ip:
+        lines += ["# No IPv4 address configured for this node", ""]
+        return "\n".join(lines)
+    cfg = _default(inputs)
+    lines += [f"router id {my_ip};",
+              "# Configure synchronization between routing tables and kernel.",
+              "protocol kernel from kernel_template {",
+              "  export filter calico_kernel_programming; # Default is export none",
+              "  graceful restart;  # Turn on graceful restart to reduce potential flaps in",
+              "                     # routes when reloading BIRD configuration.",
+              "  merge paths on;    # Allow export multipath routes (ECMP)", "}",
+              "# Watch interface up/down events.", "protocol device {", "  debug { states };",
+              "  scan time 2;    # Scan interfaces every 2 seconds", "}",
+              "protocol direct from direct_template {", "}",
+              "# Template for all BGP clients", "template bgp bgp_template {",
+              "  debug { states, routes, filters, events };", '  description "Connection to BGP peer";',
+              f"  local as {asn};", "  gateway recursive; # This should be the default, but just in case.",
+              "  add paths on;", "  graceful restart;  # See comment in kernel section about graceful restart.",
+              "  connect delay time 2;", "  connect retry time 5;", "  error wait time 5,30;"]
+    if cfg is not None and cfg.spec.listen_port:
+        lines.append(f"  source address {my_ip}; port {cfg.spec.listen_port};")
+    lines += ["}", "# -------------- BGP Filters ------------------", "# No v4 BGPFilters configured",
+              "# BGP Protocol Configurations"]
+    rr = _rr_id(me)
+    for p in peerings(inputs):
+        internal = p.as_number == asn and not p.local_as
+        lines += [f"protocol bgp {p.name} from bgp_template {{"]
+        if p.local_as:
+            lines.append(f"  local as {p.local_as};")
+        lines += [f"  neighbor {p.ip} as {p.as_number};",
+                  f"  source address {my_ip};  # The local address we use for the TCP connection"]
+        if p.ttl_security:
+            lines.append(f"  ttl security on;\n  multihop {p.ttl_security};")
+        else:
+            lines += ["  ttl security off;", "  multihop;"]
+        if p.rr_client:
+            lines += ["  rr client;", f"  rr cluster id {rr};"]
+        if p.keep_next_hop:
+            lines.append("  next hop keep;")
+        if p.password:
+            lines.append(f'  password "{p.password}";')
+        lines.append((_BGP_FILTERS % ("true" if internal else "false")).rstrip("\n"))
+        if p.passive:
+            lines.append("  passive on;")
+        lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _pools(inputs: Inputs) -> list[api.IPPool]:
+    return sorted((p for p in inputs.pools.values() if ipaddress.ip_network(p.spec.cidr).version == 4),
+                  key=lambda p: ipaddress.ip_network(p.spec.cidr))
+
+
+def _mode(v: object) -> str:
+    return str(getattr(v, "value", v) or "Never")
+
+
+def bird_ipam_cfg(inputs: Inputs) -> str:
+    pcr = _program_cluster_routes(inputs)
+    bird_ipip = pcr in ("Disabled", "EnabledNoEncapOnly")   # Felix leaves IPIP to BIRD
+    bird_noencap = pcr in ("Disabled", "EnabledIPIPOnly")   # and unencapsulated pools
+    out = ["# Generated by confd",
+           "function reject_local_routes () {",
+           "  # Don't export local routes learned via BPF as they should never leave the node.",
+           "  if (defined(ifname)) then {", '     if (ifname ~ "bpf*.cali") then {', "        reject;",
+           "     }", "  }", "}",
+           "function calico_export_to_bgp_peers(bool internal_peer) {",
+           "  # filter code terminates when it calls `accept;` or `reject;`,",
+           "  if (internal_peer) then {", "    if (defined(ifname)) then {",
+           '      if ((ifname ~ "*.cali") || (ifname ~ "*.calico") || (ifname ~ "tunl0")) then {',
+           "        reject;", "      }", "    }", "  }",
+           "  reject_local_routes();", "  apply_communities();", "  calico_aggr();"]
+    cfg = _default(inputs)
+    if cfg is not None:
+        for cidr in (*cfg.spec.service_cluster_ips, *cfg.spec.service_external_ips,
+                     *cfg.spec.service_load_balancer_ips):
+            c = getattr(cidr, "cidr", cidr)
+            out.append(f"  if (net ~ {c}) then {{ accept; }}")
+    for p in _pools(inputs):
+        if p.spec.disabled or p.spec.disable_bgp_export:
+            out.append(f"  if (net ~ {p.spec.cidr}) then {{ reject; }}")
+        else:
+            out.append(f"  if (net ~ {p.spec.cidr}) then {{ accept; }}")
+    out += ["}", "filter calico_kernel_programming {",
+            "  if (defined(source) && (source = RTS_BGP) && !defined(krt_metric)) then {",
+            "      krt_metric = 1024;", "      if (defined(bgp_local_pref)) then {",
+            "          krt_metric = 2147483647 - bgp_local_pref;", "      }",
+            "      if (krt_metric < 1024) then {", "          preference = 200;", "      }", "  }"]
+    for p in _pools(inputs):
+        vxlan, ipip = _mode(p.spec.vxlan_mode), _mode(p.spec.ipip_mode)
+        if vxlan != "Never":
+            out.append(f"  if (net ~ {p.spec.cidr}) then {{ reject; }} # VXLAN routes are handled by Felix.")
+        elif ipip != "Never":
+            if bird_ipip:
+                out.append(f"  if (net ~ {p.spec.cidr}) then {{ accept; }}")
+            else:
+                out.append(f"  if (net ~ {p.spec.cidr}) then {{ reject; }} # Cluster routes are handled by Felix.")
+        elif bird_noencap:
+            out.append(f"  if (net ~ {p.spec.cidr}) then {{ accept; }}")
+        else:
+            out.append(f"  if (net ~ {p.spec.cidr}) then {{ reject; }} # Cluster routes are handled by Felix.")
+    out += ["  accept;", "}"]
+    return "\n".join(out) + "\n"
+
+
+def bird_aggr_cfg(inputs: Inputs) -> str:
+    blocks = sorted(inputs.blocks, key=ipaddress.ip_network)
+    cfg = _default(inputs)
+    services = []
+    if cfg is not None:
+        services = [getattr(c, "cidr", c) for c in (*cfg.spec.service_cluster_ips, *cfg.spec.service_external_ips,
+                                                   *cfg.spec.service_load_balancer_ips)]
+    out = ["# Generated by confd", "template static static_template {", "   # IP blocks for this host."]
+    out += [f"   route {b} blackhole;" for b in blocks]
+    out += [f"   route {s} blackhole;  # advertised service range" for s in services]
+    out += ["}", "protocol static from static_template {", "}",
+            "# Aggregation of routes on this host; export the block, nothing beneath it.",
+            "function calico_aggr ()", "{"]
+    for b in blocks:
+        out += [f"      # Block {b} is confirmed", f"      if ( net = {b} ) then {{ accept; }}",
+                f"      if ( net ~ {b} && krt_metric < 1024 ) then {{ accept; }}",
+                f"      if ( net ~ {b} ) then {{ reject; }}"]
+    out.append("}")
+    return "\n".join(out) + "\n"
+
+
+def render(inputs: Inputs) -> dict[str, str]:
+    return {"bird.cfg": bird_cfg(inputs), "bird_ipam.cfg": bird_ipam_cfg(inputs),
+            "bird_aggr.cfg": bird_aggr_cfg(inputs)}

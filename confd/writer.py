@@ -1,0 +1,72 @@
+"""Write BIRD's config safely: stage, check with ``bird -p -c``, swap atomically, reload.
+
+Calico's confd never leaves a bad config in place (``confd/pkg/resource/template``).
+The template list is data: each rendered file goes to the output directory. All
+files are staged together in a directory beside the targets (``bird.cfg``
+includes the others by relative name), the staged ``bird.cfg`` is checked by
+BIRD itself, and only then is each file renamed over its target and BIRD told
+to ``configure``. A check that fails leaves the old files, and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+MAIN = "bird.cfg"
+
+
+class CheckFailed(RuntimeError):
+    """BIRD rejected the rendered configuration; the previous one is still in place."""
+
+
+@dataclass(frozen=True)
+class Commands:
+    check: tuple[str, ...] = ("bird", "-p", "-c", "{src}")
+    reload: tuple[str, ...] = ("birdc", "-s", "{socket}", "configure")
+    socket: str = "/var/run/calico/bird.ctl"
+
+
+def changed(files: dict[str, str], outdir: Path) -> list[str]:
+    out = []
+    for name, text in files.items():
+        target = outdir / name
+        if not target.exists() or target.read_text() != text:
+            out.append(name)
+    return out
+
+
+def write(files: dict[str, str], outdir: Path, cmds: Commands = Commands()) -> list[str]:
+    """Install ``files`` if they differ from what is there; return the names that changed."""
+    outdir.mkdir(parents=True, exist_ok=True)
+    diff = changed(files, outdir)
+    if not diff:
+        return []
+    stage = Path(tempfile.mkdtemp(prefix=".stage-", dir=outdir))
+    try:
+        for name, text in files.items():
+            (stage / name).write_text(text)
+        check = [a.format(src=stage / MAIN) for a in cmds.check]
+        r = subprocess.run(check, capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise CheckFailed(f"{' '.join(check)} rejected the new config: {(r.stderr or r.stdout).strip()}")
+        for name in files:
+            os.replace(stage / name, outdir / name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return diff
+
+
+def reload(cmds: Commands = Commands()) -> str:
+    """Tell a running BIRD to re-read its config; "" if done, else why not."""
+    if not os.path.exists(cmds.socket):
+        return f"BIRD is not running (no control socket at {cmds.socket})"
+    r = subprocess.run([a.format(socket=cmds.socket) for a in cmds.reload], capture_output=True, text=True,
+                       timeout=60)
+    if r.returncode != 0 or "Reconfigured" not in r.stdout and "Reconfiguration" not in r.stdout:
+        return f"birdc configure failed: {(r.stdout + r.stderr).strip()}"
+    return ""
