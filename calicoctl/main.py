@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-blocks-per-host", type=int, default=None, help="Maximum blocks a host may claim.")
     p.add_argument("-c", "--config", default=DEFAULT_CONFIG_PATH)
 
+    node = sub.add_parser("node", help="Calico node management.")
+    nsub = node.add_subparsers(dest="node_command", metavar="SUBCOMMAND")
+    nsub.add_parser("status", help="View the current status of a Calico node.")
+
     sub.add_parser("version", help="Display the version of this binary.")
     return parser
 
@@ -148,6 +152,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ns.command is None:
         parser.print_help()
         return 1
+    if ns.command == "node":
+        from calicoctl import node
+
+        if ns.node_command != "status":
+            sys.stderr.write("calicoctl node: choose status\n")
+            return 1
+        try:
+            node.status(sys.stdout)
+        except node.NodeStatusError as exc:
+            sys.stderr.write(f"{exc}\n")
+            return 1
+        return 0
     if ns.command == "ipam":
         try:
             return run_ipam(ns)

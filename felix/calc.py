@@ -9,7 +9,8 @@ through it) is handled by the managers' apply order, not here.
 What it computes, as Calico's Felix does:
 
 * a ``<ip>/32`` route ``scope link`` to each local workload's ``cali*`` interface;
-* a blackhole route for each IPAM block affine to this node;
+* a blackhole route for each IPAM block affine to this node, where the pool's
+  cluster routes are Felix's (BIRD's static protocol does it where they are BIRD's);
 * for each block affine to another node, in a pool with VXLAN ``Always`` (or
   ``CrossSubnet`` and the node in another subnet): a route via that node's VTEP
   address ``dev vxlan.calico onlink``, plus the VTEP's ARP and FDB entries;
@@ -150,7 +151,10 @@ def calculate(state: ClusterState, me: str, *, interface_prefix: str = "cali",
         if not owner or pool is None:
             continue
         if owner == me:
-            out.routes[str(cidr)] = Route(str(cidr), "blackhole")
+            # The blackhole goes with the cluster routes: where BIRD owns a pool's routes, its
+            # static protocol installs the blackhole (the seed's "blackhole ... proto bird").
+            if _felix_owns(pool, program_ipip, program_noencap):
+                out.routes[str(cidr)] = Route(str(cidr), "blackhole")
             continue
         route = _remote_route(str(cidr), pool, owner, state.nodes.get(owner), my_subnet,
                               program_ipip=program_ipip, program_noencap=program_noencap)
@@ -169,6 +173,15 @@ def calculate(state: ClusterState, me: str, *, interface_prefix: str = "cali",
     vteps = {v.ip for v in out.remote_vteps} if out.vxlan is not None else set()
     out.routes = {d: r for d, r in out.routes.items() if r.kind != "vxlan" or r.gateway in vteps}
     return out
+
+
+def _felix_owns(pool: api.IPPool, program_ipip: bool, program_noencap: bool) -> bool:
+    """Whether this pool's cluster routes (and its blocks' blackholes) are Felix's or BIRD's."""
+    if _mode(pool.spec.vxlan_mode) != "Never":
+        return True
+    if _mode(pool.spec.ipip_mode) != "Never":
+        return program_ipip
+    return program_noencap
 
 
 def _remote_route(cidr: str, pool: api.IPPool, owner: str, node: api.Node | None,

@@ -43,6 +43,9 @@ class ClusterNode:
     ip: str
     felix: subprocess.Popen[bytes] | None = None
     log: Path | None = None
+    bird: subprocess.Popen[bytes] | None = None
+    confd: subprocess.Popen[bytes] | None = None
+    bird_socket: str = ""
 
 
 @dataclass
@@ -125,6 +128,33 @@ class Cluster:
             node.felix = None
         return code
 
+    def start_bgp(self, name: str) -> None:
+        """confd (once, then following the datastore) and BIRD on its config, inside the node."""
+        node = self.nodes[name]
+        confdir = self.tmp / name / "confd"
+        confdir.mkdir(parents=True, exist_ok=True)
+        node.bird_socket = str(self.tmp / name / "bird.ctl")
+        env = self.env(NODENAME=name)
+        self.ns.run(node.ns, "calico-confd", "-onetime", "-confdir", str(confdir), "--bird-socket",
+                    node.bird_socket, env=env)
+        with open(self.tmp / f"bird-{name}.log", "ab") as log:
+            node.bird = subprocess.Popen(["ip", "netns", "exec", node.ns, "bird", "-f", "-c",
+                                          str(confdir / "config" / "bird.cfg"), "-s", node.bird_socket],
+                                         stdout=log, stderr=subprocess.STDOUT)
+        with open(self.tmp / f"confd-{name}.log", "ab") as log:
+            node.confd = subprocess.Popen(["ip", "netns", "exec", node.ns, "calico-confd", "-confdir", str(confdir),
+                                           "--bird-socket", node.bird_socket], env=env, stdout=log,
+                                          stderr=subprocess.STDOUT)
+        wait_until(lambda: os.path.exists(node.bird_socket), f"BIRD on {name}")
+
+    def birdc(self, name: str, *cmd: str) -> str:
+        node = self.nodes[name]
+        return self.ns.run(node.ns, "birdc", "-s", node.bird_socket, *cmd, check=False).stdout
+
+    def established(self, name: str) -> list[str]:
+        return sorted(line.split()[0] for line in self.birdc(name, "show", "protocols").splitlines()
+                      if " BGP " in line and "Established" in line)
+
     def health(self, name: str, what: str) -> int:
         code = ("import urllib.request,sys\n"
                 "try:\n  r=urllib.request.urlopen('http://127.0.0.1:9099/%s',timeout=2); print(r.status)\n"
@@ -163,11 +193,15 @@ class Cluster:
         return self.ns.run(self.nodes[node].ns, "ip", "route").stdout
 
     def stop(self) -> None:
-        for n in list(self.nodes):
+        for n, node in list(self.nodes.items()):
             try:
                 self.stop_felix(n, kill=True)
             except Exception:
                 pass
+            for proc in (node.confd, node.bird):
+                if proc is not None and proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
         if self.etcd is not None:
             self.etcd.cleanup()
 

@@ -80,7 +80,7 @@ class TestVXLAN:
     def test_no_vxlan_pool_means_no_device(self) -> None:
         d = calc.calculate(state([pool()], THREE_NODES, BLOCKS), "node1")
         assert d.vxlan is None and d.remote_vteps == []
-        assert set(d.routes) == {"10.244.1.0/26"}  # unencapsulated: BIRD's by default
+        assert d.routes == {}  # unencapsulated: routes and blackholes are BIRD's by default
 
 
 class TestIPIPAndClusterRoutes:

@@ -1,0 +1,113 @@
+"""Real BGP between node namespaces: confd renders, BIRD 1.6 peers, routes reach the kernel.
+
+No encapsulation, so pods on different nodes reach each other only through
+routes BIRD learned over BGP (``proto bird``). First the full node-to-node
+mesh; then the seed's alternative: the mesh off, node1 a route reflector, the
+others peering only with it, and routes still converging.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster import Cluster, wait_until
+from tests.netns import Namespaces
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+POOL = {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "default-ipv4-ippool"},
+        "spec": {"cidr": "10.244.0.0/16", "blockSize": 26, "ipipMode": "Never", "vxlanMode": "Never",
+                 "natOutgoing": True}}
+BGPCONFIG = {"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration", "metadata": {"name": "default"},
+             "spec": {"asNumber": 64512, "nodeToNodeMeshEnabled": True, "logSeverityScreen": "Info"}}
+
+
+def block_of(ip: str) -> str:
+    a, b, c, d = (int(x) for x in ip.split("."))
+    return f"{a}.{b}.{c}.{d & ~63}/26"
+
+
+@pytest.fixture
+def bgp_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    with Namespaces("bgp") as ns:
+        c = Cluster(ns, tmp_path)
+        try:
+            c.start()
+            c.calicoctl("apply", "-f", "-", stdin=json.dumps(POOL))
+            c.calicoctl("apply", "-f", "-", stdin=json.dumps(BGPCONFIG))
+            for i, name in enumerate(("node1", "node2", "node3")):
+                c.add_node(name, f"192.168.3.11{i + 1}")
+            for name in c.nodes:
+                c.start_felix(name)
+                c.start_bgp(name)
+            yield c
+        finally:
+            c.stop()
+
+
+def test_full_mesh_establishes_and_bird_routes_carry_pod_traffic(bgp_cluster: Cluster) -> None:
+    c = bgp_cluster
+    for name in c.nodes:
+        wait_until(lambda n=name: len(c.established(n)) == 2, f"{name}'s two mesh sessions", 60)
+    assert c.established("node1") == ["Mesh_192_168_3_112", "Mesh_192_168_3_113"]
+
+    # calicoctl node status, inside node1, in the seed's layout.
+    env = c.env(CALICO_BIRD_SOCKET=c.nodes["node1"].bird_socket)
+    out = c.ns.run(c.nodes["node1"].ns, "calicoctl", "node", "status", env=env).stdout
+    lines = out.splitlines()
+    rule = "+---------------+-------------------+-------+----------+-------------+"
+    assert lines[:6] == ["Calico process is running.", "", "IPv4 BGP status", rule,
+                         "| PEER ADDRESS  |     PEER TYPE     | STATE |  SINCE   |    INFO     |", rule]
+    assert re.fullmatch(r"\| 192\.168\.3\.112 \| node-to-node mesh \| up    \| \d\d:\d\d:\d\d \| Established \|",
+                        lines[6]), lines[6]
+    assert lines[7].startswith("| 192.168.3.113 | node-to-node mesh | up ")
+    assert lines[8:] == [rule, "", "IPv6 BGP status", "No IPv6 peers found.", ""]
+
+    # A new peer re-renders and reloads BIRD; the sessions that did not change stay up.
+    since = {line.split()[0]: line.split()[4] for line in c.birdc("node1", "show", "protocols").splitlines()
+             if line.startswith("Mesh_")}
+    c.calicoctl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", "metadata": {"name": "tor"},
+        "spec": {"peerIP": "192.168.3.250", "asNumber": 65000}}))
+    wait_until(lambda: "Global_192_168_3_250" in c.birdc("node1", "show", "protocols"), "BIRD to load the new peer")
+    assert c.established("node1") == ["Mesh_192_168_3_112", "Mesh_192_168_3_113"]
+    assert {line.split()[0]: line.split()[4] for line in c.birdc("node1", "show", "protocols").splitlines()
+            if line.startswith("Mesh_")} == since
+    pa, ip_a = c.add_pod("node1", "pod-a")
+    pb, ip_b = c.add_pod("node2", "pod-b")
+    wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_b))} via 192.168.3.112 dev ens192 proto bird",
+                                 c.routes("node1"), re.M) is not None, "node1's BGP route to node2's block", 60)
+    assert re.search(rf"^blackhole {re.escape(block_of(ip_b))} proto bird", c.routes("node2"), re.M)
+    assert c.ns.run(pa, "ping", "-c", "2", "-W", "3", ip_b, check=False).returncode == 0
+
+
+def test_route_reflector_instead_of_the_mesh(bgp_cluster: Cluster) -> None:
+    c = bgp_cluster
+    for name in c.nodes:
+        wait_until(lambda n=name: len(c.established(n)) == 2, f"{name}'s mesh", 60)
+    rr = {"apiVersion": "projectcalico.org/v3", "kind": "Node",
+          "metadata": {"name": "node1", "labels": {"route-reflector": "true"}},
+          "spec": {"bgp": {"ipv4Address": "192.168.3.111/24", "routeReflectorClusterID": "224.0.0.1"}}}
+    c.calicoctl("apply", "-f", "-", stdin=json.dumps(rr))
+    peers = [{"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", "metadata": {"name": "peer-with-rr"},
+              "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"}},
+             {"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", "metadata": {"name": "rr-to-all"},
+              "spec": {"nodeSelector": "route-reflector == 'true'", "peerSelector": "all()"}}]
+    for p in peers:
+        c.calicoctl("apply", "-f", "-", stdin=json.dumps(p))
+    c.calicoctl("patch", "bgpconfiguration", "default", "-p", '{"spec": {"nodeToNodeMeshEnabled": false}}')
+    wait_until(lambda: c.established("node2") == ["Node_192_168_3_111"], "node2 peering only with the RR", 60)
+    wait_until(lambda: c.established("node3") == ["Node_192_168_3_111"], "node3 peering only with the RR", 60)
+    wait_until(lambda: c.established("node1") == ["Node_192_168_3_112", "Node_192_168_3_113"], "the RR", 60)
+    pb, ip_b = c.add_pod("node2", "pod-b")
+    pc, ip_c = c.add_pod("node3", "pod-c")
+    # node2 learns node3's block through the reflector, with node3 as the next hop.
+    wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_c))} via 192.168.3.113 dev ens192 proto bird",
+                                 c.routes("node2"), re.M) is not None, "the reflected route", 60)
+    assert c.ns.run(pb, "ping", "-c", "2", "-W", "3", ip_c, check=False).returncode == 0
