@@ -37,7 +37,6 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from libcalico import api
-from libcalico.api.bgp import split_ip_port
 from libcalico.selector import parse
 
 DEFAULT_AS = "64512"
@@ -130,7 +129,7 @@ def peerings(inputs: Inputs) -> list[Peering]:
         kind = "Node" if (spec.node or spec.node_selector) else "Global"
         targets: list[tuple[str, str, api.Node | None]] = []
         if spec.peer_ip:
-            ip = split_ip_port(spec.peer_ip)[0]
+            ip = _peer_host(spec.peer_ip)
             targets.append((ip, str(spec.as_number), None))
         if spec.peer_selector:
             sel = parse(spec.peer_selector)
@@ -147,6 +146,13 @@ def peerings(inputs: Inputs) -> list[Peering]:
                               password=_secret(spec.password),
                               passive=target is not None and _higher(ip, my_ip))
     return list(out.values())
+
+
+def _peer_host(peer_ip: str) -> str:
+    """The address in a BGPPeer's (already validated) peerIP: ``ip``, ``ipv4:port`` or ``[ipv6]:port``."""
+    if peer_ip.startswith("["):
+        return peer_ip[1:].partition("]")[0]
+    return peer_ip.partition(":")[0] if peer_ip.count(":") == 1 else peer_ip
 
 
 def _higher(a: str, b: str) -> bool:
