@@ -97,6 +97,7 @@ class Peering:
     name: str          # protocol name: Mesh_/Node_/Global_<ip>
     ip: str
     as_number: str
+    port: int = 0
     rr_client: bool = False
     local_as: str = ""
     keep_next_hop: bool = False
@@ -128,8 +129,12 @@ def peerings(inputs: Inputs) -> list[Peering]:
             continue
         kind = "Node" if (spec.node or spec.node_selector) else "Global"
         targets: list[tuple[str, str, api.Node | None]] = []
+        port = 0
         if spec.peer_ip:
             ip = _peer_host(spec.peer_ip)
+            tail = spec.peer_ip.rpartition(":")[2] if spec.peer_ip.count(":") == 1 or spec.peer_ip.startswith("[") \
+                else ""
+            port = int(tail) if tail.isdigit() else 0
             targets.append((ip, str(spec.as_number), None))
         if spec.peer_selector:
             sel = parse(spec.peer_selector)
@@ -140,7 +145,7 @@ def peerings(inputs: Inputs) -> list[Peering]:
             if ip == my_ip or ip in out and out[ip].name.startswith("Mesh_"):
                 continue
             rr_client = bool(my_rr) and (target is None or _rr_id(target) != my_rr)
-            out[ip] = Peering(f"{kind}_{_name(ip)}", ip, asn, rr_client=rr_client,
+            out[ip] = Peering(f"{kind}_{_name(ip)}", ip, asn, port if target is None else 0, rr_client=rr_client,
                               local_as=str(spec.local_as_number) if spec.local_as_number is not None else "",
                               keep_next_hop=spec.keep_original_next_hop, ttl_security=spec.ttl_security or 0,
                               password=_secret(spec.password),
@@ -215,9 +220,10 @@ def bird_cfg(inputs: Inputs) -> str:
               f"  local as {asn};", "  gateway recursive; # This should be the default, but just in case.",
               "  add paths on;", "  graceful restart;  # See comment in kernel section about graceful restart.",
               "  connect delay time 2;", "  connect retry time 5;", "  error wait time 5,30;"]
+    lines += ["}"]
     if cfg is not None and cfg.spec.listen_port:
-        lines.append(f"  source address {my_ip}; port {cfg.spec.listen_port};")
-    lines += ["}", "# -------------- BGP Filters ------------------", "# No v4 BGPFilters configured",
+        lines.insert(lines.index(f"router id {my_ip};") + 1, f"listen bgp port {cfg.spec.listen_port};")
+    lines += ["# -------------- BGP Filters ------------------", "# No v4 BGPFilters configured",
               "# BGP Protocol Configurations"]
     rr = _rr_id(me)
     for p in peerings(inputs):
@@ -225,7 +231,7 @@ def bird_cfg(inputs: Inputs) -> str:
         lines += [f"protocol bgp {p.name} from bgp_template {{"]
         if p.local_as:
             lines.append(f"  local as {p.local_as};")
-        lines += [f"  neighbor {p.ip} as {p.as_number};",
+        lines += [f"  neighbor {p.ip}{f' port {p.port}' if p.port else ''} as {p.as_number};",
                   f"  source address {my_ip};  # The local address we use for the TCP connection"]
         if p.ttl_security:
             lines.append(f"  ttl security on;\n  multihop {p.ttl_security};")

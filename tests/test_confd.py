@@ -83,6 +83,8 @@ SCENARIOS: dict[str, render.Inputs] = {
         peer("other-node", node="node2", peerIP="192.168.3.3", asNumber="65003")]),
     "services": inputs(cfg=bgpconfig(serviceClusterIPs=[{"cidr": "10.96.0.0/12"}],
                                      serviceExternalIPs=[{"cidr": "172.16.5.0/24"}])),
+    "listen-port-ttl-security": inputs(cfg=bgpconfig(listenPort=1790), peers=[
+        peer("tor", peerIP="192.168.3.1:1791", asNumber="65000", ttlSecurity=2)]),
     "no-ip-yet": inputs(nodes=[api.Node.model_validate({"metadata": {"name": "node1"}})]),
 }
 
