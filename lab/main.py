@@ -1,15 +1,94 @@
-"""Entry point of ``calico-lab``: a cluster in a box of network namespaces. A placeholder until issue 8 lands."""
+"""``calico-lab``: a Calico cluster in a box, made of network namespaces (see :mod:`lab.cluster`).
+
+    calico-lab up [--nodes 4] [--encap vxlan|vxlan-crosssubnet|ipip|ipip-crosssubnet|none] [--bgp mesh|rr]
+    calico-lab pod create NAME --node NODE
+    calico-lab exec NAME -- CMD...
+    calico-lab status
+    calico-lab down
+
+State lives under ``$CALICO_LAB_DIR`` (default /var/run/calico-lab/<name>), so
+``down`` cleans up after any ``up``, finished or not. Needs root (network
+namespaces).
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from libcalico import placeholder
+from lab.cluster import DEFAULT_RUN_DIR, ENCAPS, Lab, LabError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="calico-lab", description="A Calico cluster made of network namespaces.")
+    p.add_argument("--dir", type=Path, default=DEFAULT_RUN_DIR, help="run directory (state, logs, configs)")
+    p.add_argument("--lab-name", dest="lab_name", default="lab", help="lab name (prefix of its namespaces)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    up = sub.add_parser("up", help="start etcd, nodes, Felix, confd and BIRD")
+    up.add_argument("--nodes", type=int, default=4)
+    up.add_argument("--encap", default="vxlan", choices=ENCAPS)
+    up.add_argument("--bgp", default="mesh", choices=("mesh", "rr"))
+    up.add_argument("--datastore", default="etcd", choices=("etcd", "kubernetes"))
+    sub.add_parser("down", help="remove every namespace, link and process of the lab")
+    sub.add_parser("status", help="nodes, processes, health, BGP sessions, pods")
+    pod = sub.add_parser("pod", help="pods")
+    psub = pod.add_subparsers(dest="pod_command", metavar="SUBCOMMAND")
+    create = psub.add_parser("create", help="make a pod through the calico CNI plugin")
+    create.add_argument("name")
+    create.add_argument("--node", required=True)
+    ex = sub.add_parser("exec", help="run a command in a pod's namespace")
+    ex.add_argument("name")
+    ex.add_argument("cmd", nargs=argparse.REMAINDER)
+    sub.add_parser("env", help="print the environment for calicoctl")
+    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return placeholder.not_yet("calico-lab", "a cluster in a box of network namespaces", "8", argv)
+    args = build_parser().parse_args(argv)
+    if args.command is None:
+        build_parser().print_help()
+        return 1
+    if os.geteuid() != 0:
+        sys.stderr.write("calico-lab needs root: it makes network namespaces\n")
+        return 1
+    lab = Lab(args.dir, args.lab_name, say=lambda m: print(m, flush=True))
+    try:
+        if args.command == "up":
+            if args.datastore != "etcd":
+                raise LabError("--datastore kubernetes is not available in the lab yet (no kube-apiserver runs "
+                               "here; deploy/ is the path for a real cluster)")
+            lab.up(args.nodes, args.encap, args.bgp)
+        elif args.command == "down":
+            if not lab.exists:
+                print("no lab is running")
+                return 0
+            lab.down()
+        elif not lab.exists:
+            raise LabError("no lab is running; `calico-lab up` first")
+        elif args.command == "status":
+            print(lab.status())
+        elif args.command == "env":
+            print((lab.dir / "calicoctl.env").read_text(), end="")
+        elif args.command == "pod":
+            if args.pod_command != "create":
+                raise LabError("calico-lab pod: choose create")
+            ip = lab.pod_create(args.name, args.node)
+            print(f"pod {args.name} on {args.node}: {ip}")
+        elif args.command == "exec":
+            pod = lab.state.pods.get(args.name)
+            if pod is None:
+                raise LabError(f"no pod {args.name!r}; pods: {', '.join(lab.state.pods) or 'none'}")
+            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            if not cmd:
+                raise LabError("give a command after --")
+            os.execvp("ip", ["ip", "netns", "exec", pod["ns"], *cmd])
+    except LabError as exc:
+        sys.stderr.write(f"calico-lab: {exc}\n")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

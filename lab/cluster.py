@@ -1,0 +1,375 @@
+"""A Calico cluster made of network namespaces on this host, that outlives the command that made it.
+
+Topology (the seed's): an ``underlay`` namespace holds the bridge ``br0``
+(192.168.3.0/24; 192.168.3.1 is the gateway and etcd's address) and, for
+CrossSubnet, ``br1`` (192.168.4.0/24) with routing between them. Each node is a
+namespace with ``ens192`` on a bridge, running ``calico-felix`` and, where BGP
+carries routes, ``calico-confd`` + BIRD. Pods are namespaces wired by the real
+``calico`` CNI plugin, run inside their node. Nothing is connected to the
+host's interfaces.
+
+Everything made is recorded in ``<run dir>/state.json`` as it is made, so
+``down`` removes it all, also after a crash half-way through ``up``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lab.etcd import EtcdServer
+
+GATEWAY = "192.168.3.1"
+GATEWAY2 = "192.168.4.1"
+DEFAULT_RUN_DIR = Path(os.environ.get("CALICO_LAB_DIR", "/var/run/calico-lab"))
+ENCAPS = ("vxlan", "vxlan-crosssubnet", "ipip", "ipip-crosssubnet", "none")
+SEED_NODES = ["master1", "worker1", "worker2", "worker3"]
+
+
+class LabError(RuntimeError):
+    """A step of the lab failed; the message names the step and the reason."""
+
+
+def wait_until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return
+        time.sleep(0.2)
+    raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def _bin(name: str) -> str:
+    return shutil.which(name) or name
+
+
+@dataclass
+class LabState:
+    name: str = "lab"
+    encap: str = "vxlan"
+    bgp: str = "mesh"
+    namespaces: list[str] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)
+    etcd: dict[str, Any] = field(default_factory=dict)
+    nodes: dict[str, dict[str, str]] = field(default_factory=dict)
+    pods: dict[str, dict[str, str]] = field(default_factory=dict)
+    ports: int = 2
+
+
+class Lab:
+    def __init__(self, run_dir: Path = DEFAULT_RUN_DIR, name: str = "lab",
+                 say: Callable[[str], None] = print) -> None:
+        self.dir = run_dir / name
+        self.say = say
+        self.state = self._load() or LabState(name=name)
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def _load(self) -> LabState | None:
+        if not self.state_file.exists():
+            return None
+        return LabState(**json.loads(self.state_file.read_text()))
+
+    def _save(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.state), indent=2))
+        os.replace(tmp, self.state_file)
+
+    @property
+    def exists(self) -> bool:
+        return self.state_file.exists()
+
+    # --- primitives -------------------------------------------------------------------------
+
+    def ns_name(self, suffix: str) -> str:
+        return f"{self.state.name}-{suffix}"
+
+    def add_ns(self, suffix: str) -> str:
+        name = self.ns_name(suffix)
+        self.state.namespaces.append(name)
+        self._save()
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
+        self.run(name, "ip", "link", "set", "lo", "up")
+        return name
+
+    def run(self, ns: str, *cmd: str, env: dict[str, str] | None = None, stdin: str | None = None,
+            check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        r = subprocess.run(["ip", "netns", "exec", ns, *cmd], env=env, input=stdin, capture_output=True, text=True,
+                           timeout=timeout)
+        if check and r.returncode != 0:
+            raise LabError(f"`{' '.join(cmd)}` in {ns} failed: {(r.stderr or r.stdout).strip()}")
+        return r
+
+    def spawn(self, key: str, ns: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
+        log = open(self.dir / f"{key}.log", "ab")
+        proc = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.state.pids[key] = proc.pid
+        self._save()
+        return proc.pid
+
+    def alive(self, key: str) -> bool:
+        pid = self.state.pids.get(key)
+        if not pid:
+            return False
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+                return f.read().split()[2] != "Z"
+        except OSError:
+            return False
+
+    @property
+    def underlay(self) -> str:
+        return self.ns_name("underlay")
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "DATASTORE_", "CNI_", "FELIX_",
+                                                                         "KUBE"))}
+        env.update({"ETCD_ENDPOINTS": self.state.etcd.get("endpoint", ""), "DATASTORE_TYPE": "etcdv3",
+                    "CNI_PATH": os.path.dirname(_bin("calico"))})
+        env.update(extra)
+        return env
+
+    def calicoctl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        return self.run(self.underlay, _bin("calicoctl"), *args, env=self.env(), stdin=stdin, check=check).stdout
+
+    def apply(self, doc: dict[str, Any]) -> None:
+        self.calicoctl("apply", "-f", "-", stdin=json.dumps(doc))
+
+    def attach(self, ns: str, ip: str, bridge: str = "br0", ifname: str = "ens192") -> None:
+        self.state.ports += 1
+        port = f"p{self.state.ports}"
+        self._save()
+        subprocess.run(["ip", "link", "add", ifname, "netns", ns, "type", "veth", "peer", "name", port, "netns",
+                        self.underlay], check=True, capture_output=True)
+        self.run(self.underlay, "ip", "link", "set", port, "master", bridge, "up")
+        self.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", ifname)
+        self.run(ns, "ip", "link", "set", ifname, "up")
+
+    # --- up -----------------------------------------------------------------------------------
+
+    def up(self, nodes: int = 4, encap: str = "vxlan", bgp: str = "mesh") -> None:
+        if encap not in ENCAPS:
+            raise LabError(f"--encap must be one of {', '.join(ENCAPS)}, not {encap!r}")
+        if bgp not in ("mesh", "rr"):
+            raise LabError(f"--bgp must be mesh or rr, not {bgp!r}")
+        if not 1 <= nodes <= 8:
+            raise LabError("--nodes must be between 1 and 8")
+        if self.exists:
+            raise LabError(f"a lab already runs from {self.dir}; `calico-lab down` first")
+        self.state.encap, self.state.bgp = encap, bgp
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._save()
+        step = "start"
+        try:
+            step = "underlay network"
+            self.say(f"[1/6] underlay: bridge br0 192.168.3.0/24 in namespace {self.underlay}")
+            self.add_ns("underlay")
+            for bridge, cidr in (("br0", f"{GATEWAY}/24"), ("br1", f"{GATEWAY2}/24")):
+                self.run(self.underlay, "ip", "link", "add", bridge, "type", "bridge")
+                self.run(self.underlay, "ip", "addr", "add", cidr, "dev", bridge)
+                self.run(self.underlay, "ip", "link", "set", bridge, "up")
+            self.run(self.underlay, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+            step = "etcd"
+            etcd = EtcdServer(netns=self.underlay, host=GATEWAY)
+            shutil.rmtree(etcd.dir, ignore_errors=True)
+            etcd.dir = str(self.dir / "etcd")
+            os.makedirs(etcd.dir, exist_ok=True)
+            self.state.etcd = {"endpoint": etcd.endpoint, "dir": etcd.dir}
+            self._save()
+            etcd.start()
+            assert etcd.proc is not None
+            self.state.pids["etcd"] = etcd.proc.pid
+            self._save()
+            self.say(f"[2/6] etcd: {etcd.endpoint} (in {self.underlay})")
+
+            step = "Calico resources"
+            vxlan = {"vxlan": "Always", "vxlan-crosssubnet": "CrossSubnet"}.get(encap, "Never")
+            ipip = {"ipip": "Always", "ipip-crosssubnet": "CrossSubnet"}.get(encap, "Never")
+            self.apply({"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
+                        "metadata": {"name": "default-ipv4-ippool"},
+                        "spec": {"cidr": "10.244.0.0/16", "blockSize": 26, "ipipMode": ipip, "vxlanMode": vxlan,
+                                 "natOutgoing": True, "nodeSelector": "all()"}})
+            self.apply({"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration",
+                        "metadata": {"name": "default"},
+                        "spec": {"asNumber": 64512, "nodeToNodeMeshEnabled": bgp == "mesh"}})
+            self.say(f"[3/6] pool 10.244.0.0/16 /26, ipipMode {ipip}, vxlanMode {vxlan}, natOutgoing; "
+                     f"BGP {bgp}")
+
+            step = "nodes"
+            cross = encap.endswith("crosssubnet")
+            for i in range(nodes):
+                name = SEED_NODES[i] if i < len(SEED_NODES) else f"worker{i}"
+                second = cross and i >= (nodes + 1) // 2
+                ip = f"192.168.4.{110 + i}" if second else f"192.168.3.{110 + i}"
+                self._add_node(name, ip, "br1" if second else "br0", GATEWAY2 if second else GATEWAY,
+                               rr=(bgp == "rr" and i == 0))
+            if bgp == "rr":
+                for doc in ({"metadata": {"name": "peer-with-rr"},
+                             "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"}},
+                            {"metadata": {"name": "rr-to-all"},
+                             "spec": {"nodeSelector": "route-reflector == 'true'", "peerSelector": "all()"}}):
+                    self.apply({"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", **doc})
+            self.say(f"[4/6] {nodes} nodes: " + ", ".join(f"{n} {v['ip']}" for n, v in self.state.nodes.items()))
+
+            step = "Felix"
+            for name in self.state.nodes:
+                self._start_felix(name)
+            for name in self.state.nodes:
+                self._wait_felix(name)
+            self.say("[5/6] calico-felix running on every node")
+
+            step = "confd and BIRD"
+            for name in self.state.nodes:
+                self._start_bgp(name)
+            self.say("[6/6] calico-confd and BIRD running on every node")
+        except Exception as exc:
+            self.say(f"calico-lab up failed at step '{step}': {exc}")
+            self.say("cleaning up what was made...")
+            self.down(quiet=True)
+            raise LabError(f"step '{step}' failed: {exc}") from None
+        self.say(f"\nThe lab is up. Use calicoctl against it with:\n  export DATASTORE_TYPE=etcdv3 "
+                 f"ETCD_ENDPOINTS={self.state.etcd['endpoint']}\n  ip netns exec {self.underlay} calicoctl get "
+                 f"nodes -o wide\n(environment also in {self.dir / 'calicoctl.env'})")
+        (self.dir / "calicoctl.env").write_text(
+            f"export DATASTORE_TYPE=etcdv3\nexport ETCD_ENDPOINTS={self.state.etcd['endpoint']}\n")
+
+    def _add_node(self, name: str, ip: str, bridge: str, gateway: str, rr: bool) -> None:
+        ns = self.add_ns(name)
+        self.attach(ns, ip, bridge)
+        self.run(ns, "ip", "route", "add", "default", "via", gateway)
+        self.run(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        bgp: dict[str, Any] = {"ipv4Address": f"{ip}/24"}
+        labels = {"kubernetes.io/hostname": name}
+        if rr:
+            bgp["routeReflectorClusterID"] = "224.0.0.1"
+            labels["route-reflector"] = "true"
+        self.apply({"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": name,
+                                                                                       "labels": labels},
+                    "spec": {"bgp": bgp}})
+        self.state.nodes[name] = {"ns": ns, "ip": ip}
+        self._save()
+
+    def _start_felix(self, name: str) -> None:
+        node = self.state.nodes[name]
+        self.spawn(f"felix-{name}", node["ns"], [_bin("calico-felix")],
+                   env=self.env(FELIX_FELIXHOSTNAME=name, FELIX_ROUTEREFRESHINTERVAL="10"))
+
+    def _wait_felix(self, name: str) -> None:
+        def answers() -> bool:
+            return self.felix_ready(name) in (204, 503)
+        wait_until(answers, f"Felix on {name} to answer health")
+
+    def _start_bgp(self, name: str) -> None:
+        node = self.state.nodes[name]
+        confdir = self.dir / name / "confd"
+        confdir.mkdir(parents=True, exist_ok=True)
+        sock = str(self.dir / name / "bird.ctl")
+        node["bird_socket"] = sock
+        self._save()
+        env = self.env(NODENAME=name)
+        self.run(node["ns"], _bin("calico-confd"), "-onetime", "-confdir", str(confdir), "--bird-socket", sock,
+                 env=env)
+        self.spawn(f"bird-{name}", node["ns"], ["bird", "-f", "-c", str(confdir / "config" / "bird.cfg"), "-s", sock])
+        self.spawn(f"confd-{name}", node["ns"], [_bin("calico-confd"), "-confdir", str(confdir), "--bird-socket",
+                                                 sock], env=env)
+        wait_until(lambda: os.path.exists(sock), f"BIRD on {name}", 30)
+
+    # --- pods -----------------------------------------------------------------------------------
+
+    def pod_create(self, name: str, node: str, labels: dict[str, str] | None = None) -> str:
+        if node not in self.state.nodes:
+            raise LabError(f"no node {node!r}; nodes: {', '.join(self.state.nodes)}")
+        if name in self.state.pods:
+            raise LabError(f"pod {name!r} already exists")
+        netns = self.add_ns(f"pod-{name}")
+        conf = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": node,
+                "mtu": 1400, "etcd_endpoints": self.state.etcd["endpoint"], "datastore_type": "etcdv3",
+                "ipam": {"type": "calico-ipam"}}
+        env = self.env(CNI_COMMAND="ADD", CNI_CONTAINERID=f"lab-{name}", CNI_IFNAME="eth0",
+                       CNI_NETNS=f"/var/run/netns/{netns}", CNI_ARGS=f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}")
+        r = self.run(self.state.nodes[node]["ns"], _bin("calico"), env=env, stdin=json.dumps(conf), check=False)
+        if r.returncode != 0:
+            raise LabError(f"CNI ADD of pod {name} on {node} failed: {r.stdout.strip()} {r.stderr.strip()}")
+        ip: str = str(json.loads(r.stdout)["ips"][0]["address"]).split("/")[0]
+        self.state.pods[name] = {"node": node, "ns": netns, "ip": ip}
+        self._save()
+        return ip
+
+    # --- status and down ----------------------------------------------------------------------
+
+    def felix_ready(self, name: str) -> int:
+        code = ("import urllib.request\ntry: print(urllib.request.urlopen('http://127.0.0.1:9099/readiness',"
+                "timeout=2).status)\nexcept urllib.error.HTTPError as e: print(e.code)\nexcept Exception: print(0)")
+        r = self.run(self.state.nodes[name]["ns"], "python3", "-c", code, check=False)
+        return int(r.stdout.strip() or 0)
+
+    def bgp_sessions(self, name: str) -> list[str]:
+        sock = self.state.nodes[name].get("bird_socket")
+        if not sock:
+            return []
+        r = self.run(self.state.nodes[name]["ns"], "birdc", "-s", sock, "show", "protocols", check=False)
+        return [" ".join(line.split()[:1] + line.split()[5:6]) for line in r.stdout.splitlines() if " BGP " in line]
+
+    def status(self) -> str:
+        s = self.state
+        lines = [f"lab {s.name}: encap {s.encap}, BGP {s.bgp}, etcd {s.etcd.get('endpoint', '?')} "
+                 f"({'running' if self.alive('etcd') else 'NOT running'})"]
+        for name, node in s.nodes.items():
+            procs = " ".join(f"{p}:{'up' if self.alive(f'{p}-{name}') else 'down'}"
+                             for p in ("felix", "confd", "bird") if f"{p}-{name}" in s.pids)
+            ready = {204: "ready", 503: "not ready"}.get(self.felix_ready(name), "no answer")
+            lines.append(f"  node {name} {node['ip']}: {procs}; Felix {ready}; BGP: "
+                         f"{', '.join(self.bgp_sessions(name)) or '-'}")
+        for pod, p in s.pods.items():
+            lines.append(f"  pod {pod} on {p['node']}: {p['ip']}")
+        return "\n".join(lines)
+
+    def down(self, quiet: bool = False) -> None:
+        for key, pid in list(self.state.pids.items()):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                continue
+            except PermissionError:
+                pass
+        deadline = time.monotonic() + 10
+        for key in list(self.state.pids):
+            while self.alive(key) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if self.alive(key):
+                try:
+                    os.killpg(self.state.pids[key], signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for ns in reversed(self.state.namespaces):
+            inside = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
+            for pid_text in inside:
+                try:
+                    os.kill(int(pid_text), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        if not quiet:
+            self.say(f"removed {len(self.state.namespaces)} namespaces and {len(self.state.pids)} processes")
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.state = LabState(name=self.state.name)

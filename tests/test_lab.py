@@ -1,0 +1,76 @@
+"""calico-lab end to end: up, pods through the CNI plugin, traffic, status, down; and down after a crash."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+
+def lab(tmp: Path, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CALICO_LAB_DIR": str(tmp)}
+    r = subprocess.run(["calico-lab", "--lab-name", name, *args], env=env, capture_output=True, text=True,
+                       timeout=300)
+    if check:
+        assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def namespaces(prefix: str) -> list[str]:
+    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return [line.split()[0] for line in out.splitlines() if line.startswith(f"{prefix}-")]
+
+
+def test_up_pods_traffic_status_down(tmp_path: Path) -> None:
+    name = f"lt{os.getpid() % 10000}"
+    try:
+        up = lab(tmp_path, name, "up", "--nodes", "2", "--encap", "vxlan")
+        assert "[6/6]" in up.stdout and "ETCD_ENDPOINTS=http://192.168.3.1:" in up.stdout
+        a = lab(tmp_path, name, "pod", "create", "client", "--node", "master1").stdout.split()[-1]
+        b = lab(tmp_path, name, "pod", "create", "server", "--node", "worker1").stdout.split()[-1]
+        ping = None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # until Felix has programmed the other node's block
+            ping = lab(tmp_path, name, "exec", "client", "--", "ping", "-c", "1", "-W", "2", b, check=False)
+            if ping.returncode == 0:
+                break
+        assert ping is not None and ping.returncode == 0, ping.stdout if ping else ""
+        deadline = time.monotonic() + 60
+        while "Mesh_192_168_3_111 Established" not in (status := lab(tmp_path, name, "status").stdout):
+            assert time.monotonic() < deadline, status
+        assert f"pod client on master1: {a}" in status and "Felix ready" in status
+        bad = lab(tmp_path, name, "pod", "create", "x", "--node", "nope", check=False)
+        assert bad.returncode == 1 and "no node 'nope'" in bad.stderr
+    finally:
+        lab(tmp_path, name, "down", check=False)
+    assert namespaces(name) == []
+    assert not (tmp_path / name).exists()
+
+
+def test_down_cleans_up_after_up_was_killed_half_way(tmp_path: Path) -> None:
+    name = f"lk{os.getpid() % 10000}"
+    env = {**os.environ, "CALICO_LAB_DIR": str(tmp_path)}
+    proc = subprocess.Popen(["calico-lab", "--lab-name", name, "up", "--nodes", "3"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = tmp_path / name / "state.json"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if state.exists() and len(json.loads(state.read_text()).get("namespaces", [])) >= 2:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        assert namespaces(name)
+    finally:
+        r = lab(tmp_path, name, "down", check=False)
+    assert r.returncode == 0, r.stderr
+    assert namespaces(name) == []
+    assert subprocess.run(["pgrep", "-f", f"{tmp_path}/{name}"], capture_output=True).returncode == 1
