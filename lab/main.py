@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("name")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
     sub.add_parser("env", help="print the environment for calicoctl")
+    demo = sub.add_parser("demo", help="run the seed's experiments with per-hop captures; write a report")
+    demo.add_argument("--out", type=Path, default=None, help="report directory (default: the run directory)")
     return p
 
 
@@ -70,6 +72,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise LabError("no lab is running; `calico-lab up` first")
         elif args.command == "status":
             print(lab.status())
+        elif args.command == "demo":
+            from lab import demo
+
+            path = demo.run(lab, args.out or lab.dir)
+            print(path.read_text())
+            print(f"report written to {path}")
         elif args.command == "env":
             print((lab.dir / "calicoctl.env").read_text(), end="")
         elif args.command == "pod":
