@@ -19,6 +19,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -70,6 +71,7 @@ class Lab:
         self.dir = run_dir / name
         self.say = say
         self.state = self._load() or LabState(name=name)
+        self._lock = threading.RLock()  # pods may be made from several threads at once
 
     # --- state ------------------------------------------------------------------------------
 
@@ -83,10 +85,11 @@ class Lab:
         return LabState(**json.loads(self.state_file.read_text()))
 
     def _save(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(asdict(self.state), indent=2))
-        os.replace(tmp, self.state_file)
+        with self._lock:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.state_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(asdict(self.state), indent=2))
+            os.replace(tmp, self.state_file)
 
     @property
     def exists(self) -> bool:
@@ -99,8 +102,9 @@ class Lab:
 
     def add_ns(self, suffix: str) -> str:
         name = self.ns_name(suffix)
-        self.state.namespaces.append(name)
-        self._save()
+        with self._lock:
+            self.state.namespaces.append(name)
+            self._save()
         subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True)
         self.run(name, "ip", "link", "set", "lo", "up")
         return name
@@ -205,13 +209,12 @@ class Lab:
             step = "Calico resources"
             vxlan = {"vxlan": "Always", "vxlan-crosssubnet": "CrossSubnet"}.get(encap, "Never")
             ipip = {"ipip": "Always", "ipip-crosssubnet": "CrossSubnet"}.get(encap, "Never")
-            self.apply({"apiVersion": "projectcalico.org/v3", "kind": "IPPool",
-                        "metadata": {"name": "default-ipv4-ippool"},
-                        "spec": {"cidr": "10.244.0.0/16", "blockSize": 26, "ipipMode": ipip, "vxlanMode": vxlan,
-                                 "natOutgoing": True, "nodeSelector": "all()"}})
-            self.apply({"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration",
-                        "metadata": {"name": "default"},
-                        "spec": {"asNumber": 64512, "nodeToNodeMeshEnabled": bgp == "mesh"}})
+            docs: list[dict[str, Any]] = [
+                {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "default-ipv4-ippool"},
+                 "spec": {"cidr": "10.244.0.0/16", "blockSize": 26, "ipipMode": ipip, "vxlanMode": vxlan,
+                          "natOutgoing": True, "nodeSelector": "all()"}},
+                {"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration", "metadata": {"name": "default"},
+                 "spec": {"asNumber": 64512, "nodeToNodeMeshEnabled": bgp == "mesh"}}]
             self.say(f"[3/6] pool 10.244.0.0/16 /26, ipipMode {ipip}, vxlanMode {vxlan}, natOutgoing; "
                      f"BGP {bgp}")
 
@@ -221,14 +224,15 @@ class Lab:
                 name = SEED_NODES[i] if i < len(SEED_NODES) else f"worker{i}"
                 second = cross and i >= (nodes + 1) // 2
                 ip = f"192.168.4.{110 + i}" if second else f"192.168.3.{110 + i}"
-                self._add_node(name, ip, "br1" if second else "br0", GATEWAY2 if second else GATEWAY,
-                               rr=(bgp == "rr" and i == 0))
+                docs.append(self._add_node(name, ip, "br1" if second else "br0", GATEWAY2 if second else GATEWAY,
+                                           rr=(bgp == "rr" and i == 0)))
             if bgp == "rr":
                 for doc in ({"metadata": {"name": "peer-with-rr"},
                              "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"}},
                             {"metadata": {"name": "rr-to-all"},
                              "spec": {"nodeSelector": "route-reflector == 'true'", "peerSelector": "all()"}}):
-                    self.apply({"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", **doc})
+                    docs.append({"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", **doc})
+            self.calicoctl("apply", "-f", "-", stdin="\n---\n".join(json.dumps(d) for d in docs))
             self.say(f"[4/6] {nodes} nodes: " + ", ".join(f"{n} {v['ip']}" for n, v in self.state.nodes.items()))
 
             step = "Felix"
@@ -239,6 +243,11 @@ class Lab:
             self.say("[5/6] calico-felix running on every node")
 
             step = "confd and BIRD"
+            onetime = [self._confd_onetime(name) for name in self.state.nodes]
+            for name, proc in zip(self.state.nodes, onetime, strict=True):
+                _, err = proc.communicate(timeout=120)
+                if proc.returncode != 0:
+                    raise LabError(f"calico-confd -onetime on {name} failed: {err.strip()}")
             for name in self.state.nodes:
                 self._start_bgp(name)
             self.say("[6/6] calico-confd and BIRD running on every node")
@@ -253,7 +262,7 @@ class Lab:
         (self.dir / "calicoctl.env").write_text(
             f"export DATASTORE_TYPE=etcdv3\nexport ETCD_ENDPOINTS={self.state.etcd['endpoint']}\n")
 
-    def _add_node(self, name: str, ip: str, bridge: str, gateway: str, rr: bool) -> None:
+    def _add_node(self, name: str, ip: str, bridge: str, gateway: str, rr: bool) -> dict[str, Any]:
         ns = self.add_ns(name)
         self.attach(ns, ip, bridge)
         self.run(ns, "ip", "route", "add", "default", "via", gateway)
@@ -263,11 +272,10 @@ class Lab:
         if rr:
             bgp["routeReflectorClusterID"] = "224.0.0.1"
             labels["route-reflector"] = "true"
-        self.apply({"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": name,
-                                                                                       "labels": labels},
-                    "spec": {"bgp": bgp}})
         self.state.nodes[name] = {"ns": ns, "ip": ip}
         self._save()
+        return {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": name, "labels": labels},
+                "spec": {"bgp": bgp}}
 
     def _start_felix(self, name: str) -> None:
         node = self.state.nodes[name]
@@ -279,16 +287,21 @@ class Lab:
             return self.felix_ready(name) in (204, 503)
         wait_until(answers, f"Felix on {name} to answer health")
 
-    def _start_bgp(self, name: str) -> None:
+    def _confd_onetime(self, name: str) -> subprocess.Popen[str]:
         node = self.state.nodes[name]
         confdir = self.dir / name / "confd"
         confdir.mkdir(parents=True, exist_ok=True)
-        sock = str(self.dir / name / "bird.ctl")
-        node["bird_socket"] = sock
+        node["bird_socket"] = str(self.dir / name / "bird.ctl")
         self._save()
+        return subprocess.Popen(["ip", "netns", "exec", node["ns"], _bin("calico-confd"), "-onetime", "-confdir",
+                                 str(confdir), "--bird-socket", node["bird_socket"]], env=self.env(NODENAME=name),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def _start_bgp(self, name: str) -> None:
+        node = self.state.nodes[name]
+        confdir = self.dir / name / "confd"
+        sock = node["bird_socket"]
         env = self.env(NODENAME=name)
-        self.run(node["ns"], _bin("calico-confd"), "-onetime", "-confdir", str(confdir), "--bird-socket", sock,
-                 env=env)
         self.spawn(f"bird-{name}", node["ns"], ["bird", "-f", "-c", str(confdir / "config" / "bird.cfg"), "-s", sock])
         self.spawn(f"confd-{name}", node["ns"], [_bin("calico-confd"), "-confdir", str(confdir), "--bird-socket",
                                                  sock], env=env)
@@ -311,8 +324,9 @@ class Lab:
         if r.returncode != 0:
             raise LabError(f"CNI ADD of pod {name} on {node} failed: {r.stdout.strip()} {r.stderr.strip()}")
         ip: str = str(json.loads(r.stdout)["ips"][0]["address"]).split("/")[0]
-        self.state.pods[name] = {"node": node, "ns": netns, "ip": ip}
-        self._save()
+        with self._lock:
+            self.state.pods[name] = {"node": node, "ns": netns, "ip": ip}
+            self._save()
         return ip
 
     # --- status and down ----------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -28,30 +29,46 @@ def namespaces(prefix: str) -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.startswith(f"{prefix}-")]
 
 
-def test_up_pods_traffic_status_down(tmp_path: Path) -> None:
+def root_links() -> set[str]:
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+
+
+def test_up_pods_traffic_status_demo_down(tmp_path: Path) -> None:
     name = f"lt{os.getpid() % 10000}"
+    links_before = root_links()
     try:
-        up = lab(tmp_path, name, "up", "--nodes", "2", "--encap", "vxlan")
+        up = lab(tmp_path, name, "up", "--nodes", "3", "--encap", "vxlan")  # master1 .110, worker1 .111, worker2
         assert "[6/6]" in up.stdout and "ETCD_ENDPOINTS=http://192.168.3.1:" in up.stdout
-        a = lab(tmp_path, name, "pod", "create", "client", "--node", "master1").stdout.split()[-1]
-        b = lab(tmp_path, name, "pod", "create", "server", "--node", "worker1").stdout.split()[-1]
+        a = lab(tmp_path, name, "pod", "create", "a", "--node", "master1").stdout.split()[-1]
+        b = lab(tmp_path, name, "pod", "create", "b", "--node", "worker1").stdout.split()[-1]
         ping = None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:  # until Felix has programmed the other node's block
-            ping = lab(tmp_path, name, "exec", "client", "--", "ping", "-c", "1", "-W", "2", b, check=False)
+            ping = lab(tmp_path, name, "exec", "a", "--", "ping", "-c", "1", "-W", "2", b, check=False)
             if ping.returncode == 0:
                 break
         assert ping is not None and ping.returncode == 0, ping.stdout if ping else ""
         deadline = time.monotonic() + 60
         while "Mesh_192_168_3_111 Established" not in (status := lab(tmp_path, name, "status").stdout):
             assert time.monotonic() < deadline, status
-        assert f"pod client on master1: {a}" in status and "Felix ready" in status
+        assert f"pod a on master1: {a}" in status and "Felix ready" in status
         bad = lab(tmp_path, name, "pod", "create", "x", "--node", "nope", check=False)
         assert bad.returncode == 1 and "no node 'nope'" in bad.stderr
+
+        report = lab(tmp_path, name, "demo").stdout
+        assert report.count("**reached**") == 4, report
+        first = report.split("## 2.")[0]
+        assert re.search(r"\| node worker1 \| `ens192` \| yes \| 192\.168\.3\.111 > 192\.168\.3\.112 \| "
+                         r"10\.244\.\S+ > 10\.244\.\S+ \| VXLAN \(UDP 4789\)", first), first
+        fourth = report.split("## 4.")[1].split("## calicoctl")[0]
+        assert "| external server | `ens192` | yes | 192.168.3.111 > 192.168.3.200 |" in fourth  # natOutgoing
+        assert "### calicoctl ipam show --show-blocks" in report and "Calico process is running." in report
     finally:
         lab(tmp_path, name, "down", check=False)
     assert namespaces(name) == []
     assert not (tmp_path / name).exists()
+    assert root_links() == links_before
 
 
 def test_down_cleans_up_after_up_was_killed_half_way(tmp_path: Path) -> None:
