@@ -99,15 +99,16 @@ def run_experiment(lab: Lab, title: str, src_pod: str, dst_ip: str, dst_node: st
     points: list[tuple[str, str, str]] = []
     src_ns = lab.state.nodes[src["node"]]["ns"]
     src_if = _host_iface(lab, src_pod)
+    # In the order the packet meets them: out of the pod, into the tunnel, onto the wire, and back.
     points.append((src_ns, src_if, f"node {src['node']} (pod side)"))
-    points.append((src_ns, "ens192", f"node {src['node']}"))
     if tunnel and _link_exists(lab, src_ns, tunnel):
         points.append((src_ns, tunnel, f"node {src['node']}"))
+    points.append((src_ns, "ens192", f"node {src['node']}"))
     if dst_node and dst_node != src["node"]:
         dns = lab.state.nodes[dst_node]["ns"]
+        points.append((dns, "ens192", f"node {dst_node}"))
         if tunnel and _link_exists(lab, dns, tunnel):
             points.append((dns, tunnel, f"node {dst_node}"))
-        points.append((dns, "ens192", f"node {dst_node}"))
     if dst_pod:
         d = lab.state.pods[dst_pod]
         points.append((lab.state.nodes[d["node"]]["ns"], _host_iface(lab, dst_pod), f"node {d['node']} (pod side)"))
@@ -211,6 +212,19 @@ def views(lab: Lab) -> str:
     return "\n".join(out)
 
 
+def path_picture(e: Experiment) -> str:
+    """The packet's way as a one-line picture: each interface that saw it, and how it was carried."""
+    seen = [h for h in e.hops if h.seen]
+    if not seen:
+        return "(no interface saw the packet)"
+    parts = [e.src.split(" ")[0]]
+    for h in seen:
+        carried = "" if h.encap in ("", "none") else f" [{h.encap}]"
+        parts.append(f"{h.where.replace(' (pod side)', '')}:{h.iface}{carried}")
+    parts.append(e.dst.split(" ")[0])
+    return "\n  -> ".join(parts)
+
+
 def report(lab: Lab, exps: list[Experiment]) -> str:
     lines = [f"# calico-lab demo — encapsulation `{lab.state.encap}`, BGP `{lab.state.bgp}`", "",
              f"Made {time.strftime('%Y-%m-%d %H:%M:%S')} from the running lab ({len(lab.state.nodes)} nodes).", ""]
@@ -218,7 +232,8 @@ def report(lab: Lab, exps: list[Experiment]) -> str:
         lines += [f"## {e.title}", "", f"{e.src} → {e.dst}: **{'reached' if e.ok else 'NOT reached'}**", ""]
         if e.note:
             lines += [f"> {e.note}", ""]
-        lines += ["| hop | where | interface | saw it | outer | inner | encapsulation | route used there |",
+        lines += ["```", path_picture(e), "```", "",
+                  "| hop | where | interface | saw it | outer | inner | encapsulation | route used there |",
                   "|---|---|---|---|---|---|---|---|"]
         for i, h in enumerate(e.hops, 1):
             lines.append(f"| {i} | {h.where} | `{h.iface}` | {'yes' if h.seen else 'no'} | {h.outer} | {h.inner} | "
