@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab import netns
 from lab.etcd import EtcdServer
 
 GATEWAY = "192.168.3.1"
@@ -376,13 +377,7 @@ class Lab:
                 except ProcessLookupError:
                     pass
         for ns in reversed(self.state.namespaces):
-            inside = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()
-            for pid_text in inside:
-                try:
-                    os.kill(int(pid_text), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            netns.remove(ns)
         if not quiet:
             self.say(f"removed {len(self.state.namespaces)} namespaces and {len(self.state.pids)} processes")
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -14,6 +14,17 @@ from collections.abc import Mapping
 from types import TracebackType
 
 
+def remove(name: str) -> None:
+    """Kill whatever still runs in namespace ``name``, then delete it (its links go with it)."""
+    inside = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
+    for pid in inside:
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+    subprocess.run(["ip", "netns", "del", name], capture_output=True)
+
+
 class Namespaces:
     def __init__(self, tag: str) -> None:
         self.prefix = f"pc{os.getpid() % 100000}{tag}"
@@ -42,13 +53,7 @@ class Namespaces:
 
     def cleanup(self) -> None:
         for name in reversed(self.names):
-            pids = subprocess.run(["ip", "netns", "pids", name], capture_output=True, text=True).stdout.split()
-            for pid in pids:
-                try:
-                    os.kill(int(pid), signal.SIGKILL)
-                except (ProcessLookupError, ValueError):
-                    pass
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
+            remove(name)
         self.names.clear()
 
     def __enter__(self) -> Namespaces:

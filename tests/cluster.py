@@ -14,26 +14,25 @@ import json
 import os
 import shutil
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lab.cluster import GATEWAY
+from lab.cluster import wait_until as _lab_wait
 from tests.etcd_server import EtcdServer
 from tests.netns import Namespaces
 
 BIN = os.path.dirname(shutil.which("calico") or "/usr/local/bin/calico")
-GATEWAY = "192.168.3.1"
 
 
 def wait_until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    """The lab's wait, failing as a test assertion."""
+    try:
+        _lab_wait(cond, what, timeout)
+    except Exception as exc:
+        raise AssertionError(str(exc)) from None
 
 
 @dataclass
