@@ -19,12 +19,15 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from lab import netns
 from lab.etcd import EtcdServer
@@ -58,6 +61,8 @@ class LabState:
     name: str = "lab"
     encap: str = "vxlan"
     bgp: str = "mesh"
+    datastore: str = "etcd"
+    kubeconfig: str = ""
     namespaces: list[str] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)
     etcd: dict[str, Any] = field(default_factory=dict)
@@ -148,8 +153,11 @@ class Lab:
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "DATASTORE_", "CNI_", "FELIX_",
                                                                          "KUBE"))}
-        env.update({"ETCD_ENDPOINTS": self.state.etcd.get("endpoint", ""), "DATASTORE_TYPE": "etcdv3",
-                    "CNI_PATH": os.path.dirname(_bin("calico"))})
+        if self.state.datastore == "kubernetes":
+            env.update({"DATASTORE_TYPE": "kubernetes", "KUBECONFIG": self.state.kubeconfig})
+        else:
+            env.update({"ETCD_ENDPOINTS": self.state.etcd.get("endpoint", ""), "DATASTORE_TYPE": "etcdv3"})
+        env["CNI_PATH"] = os.path.dirname(_bin("calico"))
         env.update(extra)
         return env
 
@@ -171,7 +179,7 @@ class Lab:
 
     # --- up -----------------------------------------------------------------------------------
 
-    def up(self, nodes: int = 4, encap: str = "vxlan", bgp: str = "mesh") -> None:
+    def up(self, nodes: int = 4, encap: str = "vxlan", bgp: str = "mesh", datastore: str = "etcd") -> None:
         if encap not in ENCAPS:
             raise LabError(f"--encap must be one of {', '.join(ENCAPS)}, not {encap!r}")
         if bgp not in ("mesh", "rr"):
@@ -180,7 +188,9 @@ class Lab:
             raise LabError("--nodes must be between 1 and 8")
         if self.exists:
             raise LabError(f"a lab already runs from {self.dir}; `calico-lab down` first")
-        self.state.encap, self.state.bgp = encap, bgp
+        if datastore not in ("etcd", "kubernetes"):
+            raise LabError(f"--datastore must be etcd or kubernetes, not {datastore!r}")
+        self.state.encap, self.state.bgp, self.state.datastore = encap, bgp, datastore
         self.dir.mkdir(parents=True, exist_ok=True)
         self._save()
         step = "start"
@@ -194,18 +204,22 @@ class Lab:
                 self.run(self.underlay, "ip", "link", "set", bridge, "up")
             self.run(self.underlay, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
-            step = "etcd"
-            etcd = EtcdServer(netns=self.underlay, host=GATEWAY)
-            shutil.rmtree(etcd.dir, ignore_errors=True)
-            etcd.dir = str(self.dir / "etcd")
-            os.makedirs(etcd.dir, exist_ok=True)
-            self.state.etcd = {"endpoint": etcd.endpoint, "dir": etcd.dir}
-            self._save()
-            etcd.start()
-            assert etcd.proc is not None
-            self.state.pids["etcd"] = etcd.proc.pid
-            self._save()
-            self.say(f"[2/6] etcd: {etcd.endpoint} (in {self.underlay})")
+            if datastore == "kubernetes":
+                step = "Kubernetes API"
+                self._start_kube_api()
+            else:
+                step = "etcd"
+                etcd = EtcdServer(netns=self.underlay, host=GATEWAY)
+                shutil.rmtree(etcd.dir, ignore_errors=True)
+                etcd.dir = str(self.dir / "etcd")
+                os.makedirs(etcd.dir, exist_ok=True)
+                self.state.etcd = {"endpoint": etcd.endpoint, "dir": etcd.dir}
+                self._save()
+                etcd.start()
+                assert etcd.proc is not None
+                self.state.pids["etcd"] = etcd.proc.pid
+                self._save()
+                self.say(f"[2/6] etcd: {etcd.endpoint} (in {self.underlay})")
 
             step = "Calico resources"
             vxlan = {"vxlan": "Always", "vxlan-crosssubnet": "CrossSubnet"}.get(encap, "Never")
@@ -233,6 +247,10 @@ class Lab:
                             {"metadata": {"name": "rr-to-all"},
                              "spec": {"nodeSelector": "route-reflector == 'true'", "peerSelector": "all()"}}):
                     docs.append({"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", **doc})
+            if datastore == "kubernetes":
+                nodes_k8s = [self._k8s_node(d) for d in docs if d["kind"] == "Node"]
+                docs = [d for d in docs if d["kind"] != "Node"]
+                self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(nodes_k8s))
             self.calicoctl("apply", "-f", "-", stdin="\n---\n".join(json.dumps(d) for d in docs))
             self.say(f"[4/6] {nodes} nodes: " + ", ".join(f"{n} {v['ip']}" for n, v in self.state.nodes.items()))
 
@@ -257,11 +275,46 @@ class Lab:
             self.say("cleaning up what was made...")
             self.down(quiet=True)
             raise LabError(f"step '{step}' failed: {exc}") from None
-        self.say(f"\nThe lab is up. Use calicoctl against it with:\n  export DATASTORE_TYPE=etcdv3 "
-                 f"ETCD_ENDPOINTS={self.state.etcd['endpoint']}\n  ip netns exec {self.underlay} calicoctl get "
-                 f"nodes -o wide\n(environment also in {self.dir / 'calicoctl.env'})")
-        (self.dir / "calicoctl.env").write_text(
-            f"export DATASTORE_TYPE=etcdv3\nexport ETCD_ENDPOINTS={self.state.etcd['endpoint']}\n")
+        if datastore == "kubernetes":
+            envtext = f"export DATASTORE_TYPE=kubernetes\nexport KUBECONFIG={self.state.kubeconfig}\n"
+        else:
+            envtext = f"export DATASTORE_TYPE=etcdv3\nexport ETCD_ENDPOINTS={self.state.etcd['endpoint']}\n"
+        (self.dir / "calicoctl.env").write_text(envtext)
+        self.say(f"\nThe lab is up. Use calicoctl against it with:\n  {envtext.replace(chr(10), ' ').strip()}\n"
+                 f"  ip netns exec {self.underlay} calicoctl get nodes -o wide\n"
+                 f"(environment also in {self.dir / 'calicoctl.env'})")
+
+    def _start_kube_api(self) -> None:
+        try:
+            import kmock  # noqa: F401  (the mock API server is the test extra's kmock, extended)
+        except ImportError:
+            raise LabError("--datastore kubernetes needs kmock (pip install 'pycalico[test]')") from None
+        crds = Path(__file__).resolve().parent.parent / "crds" / "v1"
+        self.state.kubeconfig = str(self.dir / "kubeconfig")
+        self._save()
+        self.spawn("kube-api", self.underlay, [sys.executable, "-m", "lab.kube_api", "--host", GATEWAY, "--port",
+                                               "6443", "--crds", str(crds), "--kubeconfig", self.state.kubeconfig],
+                   env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+        wait_until(lambda: os.path.exists(self.state.kubeconfig), "the Kubernetes API server", 30)
+        self.say(f"[2/6] Kubernetes API: http://{GATEWAY}:6443 is NOT a kube-apiserver (none can run here): it is "
+                 f"the tests' stateful mock API (kmock, extended; lab/kube_api.py) with Calico's CRDs; "
+                 f"deploy/ is the path for a real cluster")
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        return self.run(self.underlay, "kubectl", *args, env=self.env(), stdin=stdin).stdout
+
+    @staticmethod
+    def _k8s_node(doc: dict[str, Any]) -> dict[str, Any]:
+        """The Kubernetes Node a Calico Node doc stands for (Calico's annotations carry its BGP spec)."""
+        bgp = doc["spec"]["bgp"]
+        ann = {"projectcalico.org/IPv4Address": bgp["ipv4Address"]}
+        if bgp.get("routeReflectorClusterID"):
+            ann["projectcalico.org/RouteReflectorClusterID"] = bgp["routeReflectorClusterID"]
+        ip = bgp["ipv4Address"].split("/")[0]
+        return {"apiVersion": "v1", "kind": "Node",
+                "metadata": {"name": doc["metadata"]["name"], "labels": doc["metadata"]["labels"],
+                             "annotations": ann},
+                "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}
 
     def _add_node(self, name: str, ip: str, bridge: str, gateway: str, rr: bool) -> dict[str, Any]:
         ns = self.add_ns(name)
@@ -316,9 +369,18 @@ class Lab:
         if name in self.state.pods:
             raise LabError(f"pod {name!r} already exists")
         netns = self.add_ns(f"pod-{name}")
-        conf = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": node,
-                "mtu": 1400, "etcd_endpoints": self.state.etcd["endpoint"], "datastore_type": "etcdv3",
-                "ipam": {"type": "calico-ipam"}}
+        conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
+                                "nodename": node, "mtu": 1400, "ipam": {"type": "calico-ipam"}}
+        if self.state.datastore == "kubernetes":
+            # What the kubelet does first: the Pod exists, scheduled to the node.
+            self.kubectl("apply", "-f", "-", stdin=json.dumps({
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
+                                                               "labels": {"app": name}},
+                "spec": {"nodeName": node, "serviceAccountName": "default",
+                         "containers": [{"name": name, "image": "lab"}]}}))
+            conf.update({"datastore_type": "kubernetes", "kubernetes": {"kubeconfig": self.state.kubeconfig}})
+        else:
+            conf.update({"datastore_type": "etcdv3", "etcd_endpoints": self.state.etcd["endpoint"]})
         env = self.env(CNI_COMMAND="ADD", CNI_CONTAINERID=f"lab-{name}", CNI_IFNAME="eth0",
                        CNI_NETNS=f"/var/run/netns/{netns}", CNI_ARGS=f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}")
         r = self.run(self.state.nodes[node]["ns"], _bin("calico"), env=env, stdin=json.dumps(conf), check=False)
@@ -347,8 +409,10 @@ class Lab:
 
     def status(self) -> str:
         s = self.state
-        lines = [f"lab {s.name}: encap {s.encap}, BGP {s.bgp}, etcd {s.etcd.get('endpoint', '?')} "
-                 f"({'running' if self.alive('etcd') else 'NOT running'})"]
+        store = (f"Kubernetes API (mock) {'running' if self.alive('kube-api') else 'NOT running'}"
+                 if s.datastore == "kubernetes" else
+                 f"etcd {s.etcd.get('endpoint', '?')} ({'running' if self.alive('etcd') else 'NOT running'})")
+        lines = [f"lab {s.name}: encap {s.encap}, BGP {s.bgp}, {store}"]
         for name, node in s.nodes.items():
             procs = " ".join(f"{p}:{'up' if self.alive(f'{p}-{name}') else 'down'}"
                              for p in ("felix", "confd", "bird") if f"{p}-{name}" in s.pids)

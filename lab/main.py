@@ -59,10 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lab = Lab(args.dir, args.lab_name, say=lambda m: print(m, flush=True))
     try:
         if args.command == "up":
-            if args.datastore != "etcd":
-                raise LabError("--datastore kubernetes is not available in the lab yet (no kube-apiserver runs "
-                               "here; deploy/ is the path for a real cluster)")
-            lab.up(args.nodes, args.encap, args.bgp)
+            lab.up(args.nodes, args.encap, args.bgp, args.datastore)
         elif args.command == "down":
             if not lab.exists:
                 print("no lab is running")

@@ -91,3 +91,24 @@ def test_down_cleans_up_after_up_was_killed_half_way(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert namespaces(name) == []
     assert subprocess.run(["pgrep", "-f", f"{tmp_path}/{name}"], capture_output=True).returncode == 1
+
+
+def test_the_lab_on_the_kubernetes_datastore(tmp_path: Path) -> None:
+    """The same cluster with DATASTORE_TYPE=kubernetes against the lab's mock API server: Kubernetes Nodes,
+    Pods made as the kubelet would, WorkloadEndpoints derived from them, IPAM blocks as CRDs."""
+    name = f"lk8{os.getpid() % 1000}"
+    try:
+        up = lab(tmp_path, name, "up", "--nodes", "2", "--datastore", "kubernetes")
+        assert "NOT a kube-apiserver" in up.stdout and "DATASTORE_TYPE=kubernetes" in up.stdout
+        lab(tmp_path, name, "pod", "create", "a", "--node", "master1")
+        b = lab(tmp_path, name, "pod", "create", "b", "--node", "worker1").stdout.split()[-1]
+        deadline = time.monotonic() + 60
+        while lab(tmp_path, name, "exec", "a", "--", "ping", "-c", "1", "-W", "2", b, check=False).returncode:
+            assert time.monotonic() < deadline, "pod a never reached pod b"
+        env = {**os.environ, "DATASTORE_TYPE": "kubernetes", "KUBECONFIG": str(tmp_path / name / "kubeconfig")}
+        weps = subprocess.run(["ip", "netns", "exec", f"{name}-underlay", "calicoctl", "get", "wep"], env=env,
+                              capture_output=True, text=True, timeout=60).stdout
+        assert "worker1" in weps and f"{b}/32" in weps
+    finally:
+        lab(tmp_path, name, "down", check=False)
+    assert namespaces(name) == []
