@@ -280,7 +280,8 @@ class Lab:
         else:
             envtext = f"export DATASTORE_TYPE=etcdv3\nexport ETCD_ENDPOINTS={self.state.etcd['endpoint']}\n"
         (self.dir / "calicoctl.env").write_text(envtext)
-        self.say(f"\nThe lab is up. Use calicoctl against it with:\n  {envtext.replace(chr(10), ' ').strip()}\n"
+        oneline = "export " + " ".join(line.removeprefix("export ") for line in envtext.splitlines())
+        self.say(f"\nThe lab is up. Use calicoctl against it with:\n  {oneline}\n"
                  f"  ip netns exec {self.underlay} calicoctl get nodes -o wide\n"
                  f"(environment also in {self.dir / 'calicoctl.env'})")
 
