@@ -28,7 +28,8 @@ What is expressed:
   BGPConfiguration ``programClusterRoutes`` leaves to BIRD are installed;
   the others are Felix's and rejected;
 * serviceClusterIPs / serviceExternalIPs / serviceLoadBalancerIPs as static
-  blackholes exported to peers.
+  blackholes exported to peers;
+* communities on advertised prefixes (``communities`` + ``prefixAdvertisements``).
 """
 
 from __future__ import annotations
@@ -187,11 +188,31 @@ _BGP_FILTERS = '''  import filter {
 '''
 
 
+def _communities(inputs: Inputs) -> list[str]:
+    """BGPConfiguration prefixAdvertisements as community additions (large ones first, as Calico's template)."""
+    cfg = _default(inputs)
+    if cfg is None:
+        return []
+    named = {c.name: c.value for c in cfg.spec.communities}
+    out: list[str] = []
+    for adv in cfg.spec.prefix_advertisements:
+        if not adv.cidr or ipaddress.ip_network(adv.cidr).version != 4:
+            continue
+        values = [named.get(c, c) for c in adv.communities]
+        large = list(dict.fromkeys(v for v in values if v.count(":") == 2))
+        standard = list(dict.fromkeys(v for v in values if v.count(":") == 1))
+        out.append(f"      if ( net ~ {adv.cidr} ) then {{")
+        out += [f"          bgp_large_community.add(({', '.join(v.split(':'))}));" for v in large]
+        out += [f"          bgp_community.add(({', '.join(v.split(':'))}));" for v in standard]
+        out.append("      }")
+    return out
+
+
 def bird_cfg(inputs: Inputs) -> str:
     me = inputs.nodes.get(inputs.node)
     my_ip = _ip(me)
     asn = node_as(inputs, inputs.node)
-    lines = ['function apply_communities ()', '{', '}',
+    lines = ['function apply_communities ()', '{', *_communities(inputs), '}',
              'template kernel kernel_template {',
              '  learn;             # Learn all alien routes from the kernel',
              "  persist;           # Don't remove routes on bird shutdown",

@@ -85,6 +85,12 @@ SCENARIOS: dict[str, render.Inputs] = {
                                      serviceExternalIPs=[{"cidr": "172.16.5.0/24"}])),
     "listen-port-ttl-security": inputs(cfg=bgpconfig(listenPort=1790), peers=[
         peer("tor", peerIP="192.168.3.1:1791", asNumber="65000", ttlSecurity=2)]),
+    "communities": inputs(pools=[pool("p", "192.168.0.0/16")], cfg=bgpconfig(
+        communities=[{"name": "bgp-comm-standard", "value": "100:6532"},
+                     {"name": "bgp-comm-large", "value": "100:555:107"}],
+        prefixAdvertisements=[{"cidr": "192.168.0.0/16",
+                               "communities": ["bgp-comm-standard", "5663:12", "bgp-comm-large"]},
+                              {"cidr": "fd00:96::/112", "communities": ["bgp-comm-large", "bgp-comm-large"]}])),
     "no-ip-yet": inputs(nodes=[api.Node.model_validate({"metadata": {"name": "node1"}})]),
 }
 
@@ -103,6 +109,19 @@ def test_rendered_config_matches_golden_and_bird_accepts_it(case: str, tmp_path:
     assert writer.write(files, out) == sorted(files) or set(writer.write(files, out)) == set()
     r = subprocess.run(["bird", "-p", "-c", str(out / "bird.cfg")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_communities_as_calicos_template_writes_them() -> None:
+    text = render.bird_cfg(SCENARIOS["communities"])
+    assert text.startswith("""function apply_communities ()
+{
+      if ( net ~ 192.168.0.0/16 ) then {
+          bgp_large_community.add((100, 555, 107));
+          bgp_community.add((100, 6532));
+          bgp_community.add((5663, 12));
+      }
+}
+""")  # exactly Calico's compiled_templates/mesh/communities/bird.cfg
 
 
 def test_mesh_names_and_passive_side() -> None:
