@@ -67,11 +67,15 @@ class Confd:
         self.renders += 1
         if changed:
             log.info("wrote %s", ", ".join(changed))
-            why = writer.reload(self.cmds)
-            if why:
-                log.warning("%s", why)
-            else:
-                log.info("BIRD reconfigured")
+            for v in (4, 6):
+                if not any(name.startswith("bird6" if v == 6 else "bird_") or name == "bird.cfg" and v == 4
+                           for name in changed):
+                    continue
+                why = writer.reload(self.cmds, v)
+                if why:
+                    log.warning("%s", why)
+                else:
+                    log.info("BIRD%s reconfigured", "6" if v == 6 else "")
         return changed
 
     async def loop(self) -> None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAIN = "bird.cfg"
+MAIN6 = "bird6.cfg"
 
 
 class CheckFailed(RuntimeError):
@@ -27,8 +28,11 @@ class CheckFailed(RuntimeError):
 @dataclass(frozen=True)
 class Commands:
     check: tuple[str, ...] = ("bird", "-p", "-c", "{src}")
+    check6: tuple[str, ...] = ("bird6", "-p", "-c", "{src}")
     reload: tuple[str, ...] = ("birdc", "-s", "{socket}", "configure")
     socket: str = "/var/run/calico/bird.ctl"
+    reload6: tuple[str, ...] = ("birdc6", "-s", "{socket}", "configure")
+    socket6: str = "/var/run/calico/bird6.ctl"
 
 
 def changed(files: dict[str, str], outdir: Path) -> list[str]:
@@ -50,10 +54,13 @@ def write(files: dict[str, str], outdir: Path, cmds: Commands = Commands()) -> l
     try:
         for name, text in files.items():
             (stage / name).write_text(text)
-        check = [a.format(src=stage / MAIN) for a in cmds.check]
-        r = subprocess.run(check, capture_output=True, text=True, timeout=60)
-        if r.returncode != 0:
-            raise CheckFailed(f"{' '.join(check)} rejected the new config: {(r.stderr or r.stdout).strip()}")
+        for main, cmd in ((MAIN, cmds.check), (MAIN6, cmds.check6)):
+            if main not in files:
+                continue
+            check = [a.format(src=stage / main) for a in cmd]
+            r = subprocess.run(check, capture_output=True, text=True, timeout=60)
+            if r.returncode != 0:
+                raise CheckFailed(f"{' '.join(check)} rejected the new config: {(r.stderr or r.stdout).strip()}")
         for name in files:
             os.replace(stage / name, outdir / name)
     finally:
@@ -61,12 +68,12 @@ def write(files: dict[str, str], outdir: Path, cmds: Commands = Commands()) -> l
     return diff
 
 
-def reload(cmds: Commands = Commands()) -> str:
-    """Tell a running BIRD to re-read its config; "" if done, else why not."""
-    if not os.path.exists(cmds.socket):
-        return f"BIRD is not running (no control socket at {cmds.socket})"
-    r = subprocess.run([a.format(socket=cmds.socket) for a in cmds.reload], capture_output=True, text=True,
-                       timeout=60)
+def reload(cmds: Commands = Commands(), v: int = 4) -> str:
+    """Tell a running BIRD (``v`` 6: BIRD 6) to re-read its config; "" if done, else why not."""
+    sock, cmd = (cmds.socket, cmds.reload) if v == 4 else (cmds.socket6, cmds.reload6)
+    if not os.path.exists(sock):
+        return f"BIRD{'6' if v == 6 else ''} is not running (no control socket at {sock})"
+    r = subprocess.run([a.format(socket=sock) for a in cmd], capture_output=True, text=True, timeout=60)
     if r.returncode != 0 or "Reconfigured" not in r.stdout and "Reconfiguration" not in r.stdout:
         return f"birdc configure failed: {(r.stdout + r.stderr).strip()}"
     return ""

@@ -91,6 +91,12 @@ SCENARIOS: dict[str, render.Inputs] = {
         prefixAdvertisements=[{"cidr": "192.168.0.0/16",
                                "communities": ["bgp-comm-standard", "5663:12", "bgp-comm-large"]},
                               {"cidr": "fd00:96::/112", "communities": ["bgp-comm-large", "bgp-comm-large"]}])),
+    "ipv6-mesh": inputs(
+        nodes=[api.Node.model_validate({"metadata": {"name": n}, "spec": {"bgp": {
+            "ipv4Address": f"192.168.3.11{i}/24", "ipv6Address": f"fd00:3::11{i}/64"}}})
+            for i, n in ((1, "node1"), (2, "node2"))],
+        pools=[pool("v4", "10.244.0.0/16"), pool("v6", "fd00:244::/48", blockSize=122)],
+        blocks=["10.244.56.64/26", "fd00:244:0:1::/122"]),
     "no-ip-yet": inputs(nodes=[api.Node.model_validate({"metadata": {"name": "node1"}})]),
 }
 
@@ -109,6 +115,9 @@ def test_rendered_config_matches_golden_and_bird_accepts_it(case: str, tmp_path:
     assert writer.write(files, out) == sorted(files) or set(writer.write(files, out)) == set()
     r = subprocess.run(["bird", "-p", "-c", str(out / "bird.cfg")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    if "bird6.cfg" in files:
+        r = subprocess.run(["bird6", "-p", "-c", str(out / "bird6.cfg")], capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
 
 
 def test_communities_as_calicos_template_writes_them() -> None:
@@ -122,6 +131,17 @@ def test_communities_as_calicos_template_writes_them() -> None:
       }
 }
 """)  # exactly Calico's compiled_templates/mesh/communities/bird.cfg
+
+
+def test_ipv6_pools_bring_bird6_files_with_v6_peers() -> None:
+    files = render.render(SCENARIOS["ipv6-mesh"])
+    assert set(files) == set(render.FILES)
+    six = files["bird6.cfg"]
+    assert "protocol bgp Mesh_fd00_3__112 from bgp_template {" in six and "neighbor fd00:3::112 as 64512;" in six
+    assert "router id 192.168.3.111;" in six and 'include "bird6_aggr.cfg";' in six
+    assert "route fd00:244:0:1::/122 blackhole;" in files["bird6_aggr.cfg"]
+    assert "fd00" not in files["bird_aggr.cfg"] and "set(" not in six
+    assert "bird6.cfg" not in render.render(SCENARIOS["mesh-ipip-always"])
 
 
 def test_mesh_names_and_passive_side() -> None:
