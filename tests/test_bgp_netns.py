@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,8 +71,22 @@ def test_full_mesh_establishes_and_bird_routes_carry_pod_traffic(bgp_cluster: Cl
     assert lines[8:] == [rule, "", "IPv6 BGP status", "No IPv6 peers found.", ""]
 
     # A new peer re-renders and reloads BIRD; the sessions that did not change stay up.
-    since = {line.split()[0]: line.split()[4] for line in c.birdc("node1", "show", "protocols").splitlines()
-             if line.startswith("Mesh_")}
+    def mesh_since() -> dict[str, str]:
+        return {line.split()[0]: line.split()[4] for line in c.birdc("node1", "show", "protocols").splitlines()
+                if line.startswith("Mesh_")}
+
+    # BIRD's "since" has one-second steps and settles just after Established: wait until two
+    # readings more than a second apart agree.
+    last: dict[str, object] = {"since": mesh_since(), "at": time.monotonic()}
+
+    def settled() -> bool:
+        now = mesh_since()
+        if now != last["since"]:
+            last.update(since=now, at=time.monotonic())
+            return False
+        return time.monotonic() - float(last["at"]) > 1.2  # type: ignore[arg-type]
+    wait_until(settled, "the mesh sessions to settle", 30)
+    since = mesh_since()
     c.calicoctl("apply", "-f", "-", stdin=json.dumps({
         "apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", "metadata": {"name": "tor"},
         "spec": {"peerIP": "192.168.3.250", "asNumber": 65000}}))
