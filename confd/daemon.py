@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,33 @@ from confd import render, writer
 from libcalico import backend
 from libcalico.backend.api import Backend
 from libcalico.backend.config import DatastoreConfig
+from libcalico.errors import CalicoError
 from libcalico.model import ResourceListOptions
 from libcalico.watching import Syncer, SyncStatus, Update, UpdateType
 
 log = logging.getLogger("confd")
 KINDS = ("BGPConfiguration", "BGPPeer", "Node", "IPPool", "IPAMBlock")
+# Where BGP password secrets live: calico-node's namespace, as Calico reads them.
+SECRETS_NAMESPACE = os.environ.get("NAMESPACE", "kube-system")
+
+
+async def read_secrets(be: Backend, refs: set[tuple[str, str]], namespace: str) -> dict[tuple[str, str], str]:
+    """BGP passwords from Kubernetes secrets in ``namespace`` (calico-node's); none on etcd."""
+    reader = getattr(be, "read_secret", None)
+    out: dict[tuple[str, str], str] = {}
+    if reader is None:
+        return out
+    for name, key in sorted(refs):
+        try:
+            data = await reader(namespace, name)
+        except CalicoError as exc:
+            log.warning("BGP password secret %s/%s: %s", namespace, name, exc)
+            continue
+        if key in data:
+            out[(name, key)] = data[key]
+        else:
+            log.warning("BGP password secret %s/%s has no key %r", namespace, name, key)
+    return out
 
 
 class Confd:
@@ -78,13 +101,15 @@ class Confd:
                     log.info("BIRD%s reconfigured", "6" if v == 6 else "")
         return changed
 
-    async def loop(self) -> None:
+    async def loop(self, be: Backend | None = None) -> None:
         while True:
             await self.dirty.wait()
             self.dirty.clear()
             if self.status is not SyncStatus.IN_SYNC:
                 continue
             try:
+                if be is not None:
+                    self.inputs.secrets = await read_secrets(be, render.password_refs(self.inputs), SECRETS_NAMESPACE)
                 await asyncio.to_thread(self.render_and_write)
             except writer.CheckFailed as exc:
                 log.error("%s", exc)
@@ -98,6 +123,7 @@ async def onetime(be: Backend, confd: Confd) -> list[str]:
     for kind in KINDS:
         listing = await be.list(ResourceListOptions(kind))
         confd.on_updates([Update(UpdateType.NEW, kv) for kv in listing.items])
+    confd.inputs.secrets = await read_secrets(be, render.password_refs(confd.inputs), SECRETS_NAMESPACE)
     return await asyncio.to_thread(confd.render_and_write)
 
 
@@ -114,7 +140,7 @@ async def run(node: str, outdir: Path, ds: DatastoreConfig, cmds: writer.Command
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         syncer = Syncer(be, [ResourceListOptions(k) for k in KINDS], confd)
-        tasks = [asyncio.create_task(syncer.run(), name="syncer"), asyncio.create_task(confd.loop(), name="render")]
+        tasks = [asyncio.create_task(syncer.run(), name="syncer"), asyncio.create_task(confd.loop(be), name="render")]
         await stop.wait()
         for t in tasks:
             t.cancel()

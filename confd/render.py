@@ -38,6 +38,8 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from libcalico import api
+from libcalico.api.bgp import BGPPassword
+
 from libcalico.selector import parse
 
 DEFAULT_AS = "64512"
@@ -52,6 +54,8 @@ class Inputs:
     peers: dict[str, api.BGPPeer] = field(default_factory=dict)
     pools: dict[str, api.IPPool] = field(default_factory=dict)
     blocks: list[str] = field(default_factory=list)  # CIDRs of blocks affine to this node
+    # Secret values BGP passwords refer to: (secret name, key) -> value (Kubernetes datastore only).
+    secrets: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
 def _ip(node: api.Node | None, v: int = 4) -> str:
@@ -122,7 +126,9 @@ def peerings(inputs: Inputs, v: int = 4) -> list[Peering]:
             ip = _ip(node, v)
             if name == inputs.node or not ip:
                 continue
-            out[ip] = Peering(f"Mesh_{_name(ip)}", ip, node_as(inputs, name), passive=_higher(ip, my_ip))
+            cfg = _default(inputs)
+            out[ip] = Peering(f"Mesh_{_name(ip)}", ip, node_as(inputs, name), passive=_higher(ip, my_ip),
+                              password=_secret(inputs, cfg.spec.node_mesh_password if cfg else None))
     for _, peer in sorted(inputs.peers.items()):
         spec = peer.spec
         if spec.node and spec.node != inputs.node:
@@ -150,7 +156,7 @@ def peerings(inputs: Inputs, v: int = 4) -> list[Peering]:
             out[ip] = Peering(f"{kind}_{_name(ip)}", ip, asn, port if target is None else 0, rr_client=rr_client,
                               local_as=str(spec.local_as_number) if spec.local_as_number is not None else "",
                               keep_next_hop=spec.keep_original_next_hop, ttl_security=spec.ttl_security or 0,
-                              password=_secret(spec.password),
+                              password=_secret(inputs, spec.password),
                               passive=target is not None and _higher(ip, my_ip))
     return list(out.values())
 
@@ -166,9 +172,22 @@ def _higher(a: str, b: str) -> bool:
     return int(ipaddress.ip_address(a)) > int(ipaddress.ip_address(b))
 
 
-def _secret(password: object) -> str:
-    # Passwords come from Kubernetes secrets (secretKeyRef); the etcd datastore has none to read.
-    return ""
+def password_refs(inputs: Inputs) -> set[tuple[str, str]]:
+    """The (secret, key) pairs the peers' and the mesh's passwords name."""
+    refs = set()
+    cfg = _default(inputs)
+    for pw in [p.spec.password for p in inputs.peers.values()] + [cfg.spec.node_mesh_password if cfg else None]:
+        ref = pw.secret_key_ref if pw is not None else None
+        if ref is not None:
+            refs.add((ref.name, ref.key))
+    return refs
+
+
+def _secret(inputs: Inputs, password: BGPPassword | None) -> str:
+    """A BGP password's value, from the Kubernetes secret it names ("" when it cannot be read: on the
+    etcd datastore there are no secrets, as with Calico)."""
+    ref = password.secret_key_ref if password is not None else None
+    return inputs.secrets.get((ref.name, ref.key), "") if ref is not None else ""
 
 
 _BGP_FILTERS = '''  import filter {

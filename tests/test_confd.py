@@ -181,3 +181,29 @@ def test_a_config_bird_rejects_leaves_the_old_one(tmp_path: Path) -> None:
     assert (out / "bird.cfg").read_text() == good["bird.cfg"]
     assert [p.name for p in out.iterdir() if p.name.startswith(".stage")] == []
     assert writer.write(good, out) == []  # unchanged: nothing to write, nothing to reload
+
+
+async def test_bgp_passwords_come_from_kubernetes_secrets(kube_api: Any, tmp_path: Path) -> None:
+    """On the Kubernetes datastore a BGPPeer's password is read from the secret it names; BIRD accepts it."""
+    import base64
+
+    from confd import daemon
+    from libcalico.backend.kubernetes import KubeConfig, KubernetesBackend
+    from libcalico.model import KVPair, ResourceKey
+
+    api_ = kube_api.api
+    api_._create(next(s for s in api_.served.values() if s.plural == "secrets"), "kube-system", {
+        "metadata": {"name": "bgp-secrets"}, "data": {"tor": base64.b64encode(b"s3cret!").decode()}})
+    api_._create(next(s for s in api_.served.values() if s.plural == "nodes"), None, {
+        "metadata": {"name": "node1", "annotations": {"projectcalico.org/IPv4Address": "192.168.3.111/24"}}})
+    be = KubernetesBackend(KubeConfig(kubeconfig=str(kube_api.kubeconfig)))
+    try:
+        p = peer("tor", peerIP="192.168.3.1", asNumber="65000",
+                 password={"secretKeyRef": {"name": "bgp-secrets", "key": "tor"}})
+        await be.create(KVPair(ResourceKey.for_resource(p), p))
+        confd = daemon.Confd("node1", tmp_path / "config", writer.Commands(socket=str(tmp_path / "none.ctl")))
+        await daemon.onetime(be, confd)
+    finally:
+        await be.close()
+    text = (tmp_path / "config" / "bird.cfg").read_text()
+    assert 'password "s3cret!";' in text and "protocol bgp Global_192_168_3_1 from bgp_template {" in text

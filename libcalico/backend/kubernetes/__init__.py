@@ -494,6 +494,19 @@ class KubernetesBackend:
         kind = EventType.ADDED if type_ == "ADDED" else EventType.MODIFIED
         return WatchEvent(kind, kv.key, kv, old, revision)
 
+    # --- secrets (BGP passwords) ----------------------------------------------------------------
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, str]:
+        """A Secret's data, decoded (BGPPeer passwords refer to keys of secrets)."""
+        import base64
+
+        api = await self._connect()
+        try:
+            secret = self._plain(await k8s.CoreV1Api(api).read_namespaced_secret(name, namespace))
+        except Exception as exc:
+            raise _map_error(exc, f"Secret({namespace}/{name})", "read secret") from None
+        return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+
     async def close(self) -> None:
         if self._api is not None:
             with contextlib.suppress(Exception):
