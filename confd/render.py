@@ -228,6 +228,10 @@ def _communities(inputs: Inputs) -> list[str]:
     return out
 
 
+_FILTERS_INTERNAL = (_BGP_FILTERS % "true").rstrip("\n")
+_FILTERS_EXTERNAL = (_BGP_FILTERS % "false").rstrip("\n")
+
+
 def bird_cfg(inputs: Inputs, v: int = 4) -> str:
     me = inputs.nodes.get(inputs.node)
     my_ip = _ip(me, v)
@@ -286,7 +290,7 @@ def bird_cfg(inputs: Inputs, v: int = 4) -> str:
             lines.append("  next hop keep;")
         if p.password:
             lines.append(f'  password "{p.password}";')
-        lines.append((_BGP_FILTERS % ("true" if internal else "false")).rstrip("\n"))
+        lines.append(_FILTERS_INTERNAL if internal else _FILTERS_EXTERNAL)
         if p.passive:
             lines.append("  passive on;")
         lines.append("}")
