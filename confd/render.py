@@ -302,10 +302,6 @@ def _pools(inputs: Inputs, v: int = 4) -> list[api.IPPool]:
                   key=lambda p: int(ipaddress.ip_network(p.spec.cidr).network_address))
 
 
-def _mode(v: object) -> str:
-    return str(getattr(v, "value", v) or "Never")
-
-
 def _service_cidrs(cfg: api.BGPConfiguration, v: int) -> list[str]:
     """serviceClusterIPs, serviceExternalIPs and serviceLoadBalancerIPs of IP version ``v``."""
     blocks = (*cfg.spec.service_cluster_ips, *cfg.spec.service_external_ips, *cfg.spec.service_load_balancer_ips)
@@ -342,7 +338,7 @@ def bird_ipam_cfg(inputs: Inputs, v: int = 4) -> str:
             "          krt_metric = 2147483647 - bgp_local_pref;", "      }",
             "      if (krt_metric < 1024) then {", "          preference = 200;", "      }", "  }"]
     for p in _pools(inputs, v):
-        vxlan, ipip = _mode(p.spec.vxlan_mode), _mode(p.spec.ipip_mode)
+        vxlan, ipip = p.spec.vxlan, p.spec.ipip
         if vxlan != "Never":
             out.append(f"  if (net ~ {p.spec.cidr}) then {{ reject; }} # VXLAN routes are handled by Felix.")
         elif ipip != "Never":

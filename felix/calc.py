@@ -101,11 +101,6 @@ def _vtep(name: str, node: api.Node | None) -> VTEP | None:
     return VTEP(name, node.spec.ipv4_vxlan_tunnel_addr, node.spec.vxlan_tunnel_mac_addr or vxlan_mac(name), ip)
 
 
-def _mode(value: object) -> str:
-    text = getattr(value, "value", value)
-    return str(text) if text else "Never"
-
-
 def calculate(state: ClusterState, me: str, *, interface_prefix: str = "cali",
               program_cluster_routes: str = "EnabledIPIPOnly") -> Desired:
     """The desired dataplane of node ``me`` for ``state``.
@@ -124,9 +119,9 @@ def calculate(state: ClusterState, me: str, *, interface_prefix: str = "cali",
 
     my_node = state.nodes.get(me)
     _, my_subnet = _node_ip(my_node)
-    if any(_mode(p.spec.vxlan_mode) != "Never" for p in pools):
+    if any(p.spec.vxlan != "Never" for p in pools):
         out.vxlan = _vtep(me, my_node)
-    out.ipip = any(_mode(p.spec.ipip_mode) != "Never" for p in pools)
+    out.ipip = any(p.spec.ipip != "Never" for p in pools)
     if out.ipip and my_node is not None and my_node.spec.bgp:
         out.ipip_address = my_node.spec.bgp.ipv4_ipip_tunnel_addr
 
@@ -177,9 +172,9 @@ def calculate(state: ClusterState, me: str, *, interface_prefix: str = "cali",
 
 def _felix_owns(pool: api.IPPool, program_ipip: bool, program_noencap: bool) -> bool:
     """Whether this pool's cluster routes (and its blocks' blackholes) are Felix's or BIRD's."""
-    if _mode(pool.spec.vxlan_mode) != "Never":
+    if pool.spec.vxlan != "Never":
         return True
-    if _mode(pool.spec.ipip_mode) != "Never":
+    if pool.spec.ipip != "Never":
         return program_ipip
     return program_noencap
 
@@ -191,7 +186,7 @@ def _remote_route(cidr: str, pool: api.IPPool, owner: str, node: api.Node | None
     if not node_ip:
         return None
     same_subnet = my_subnet is not None and ipaddress.ip_address(node_ip) in my_subnet
-    vxlan, ipip = _mode(pool.spec.vxlan_mode), _mode(pool.spec.ipip_mode)
+    vxlan, ipip = pool.spec.vxlan, pool.spec.ipip
     if vxlan == "Always" or (vxlan == "CrossSubnet" and not same_subnet):
         vtep = _vtep(owner, node)
         return Route(cidr, "vxlan", VXLAN_DEVICE, vtep.ip, onlink=True) if vtep else None

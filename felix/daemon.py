@@ -118,11 +118,11 @@ class Felix:
         node = self.state.nodes.get(me)
         if node is None:
             return
-        if any(calc._mode(p.spec.ipip_mode) != "Never" for p in self.state.pools.values()) and not (
+        if any(p.spec.ipip != "Never" for p in self.state.pools.values()) and not (
                 node.spec.bgp and node.spec.bgp.ipv4_ipip_tunnel_addr):
             ip = await IPAM(self.be).ensure_tunnel_address(me, "ipip")
             log.info("IPIP tunnel address of %s: %s", me, ip)
-        wants = any(calc._mode(p.spec.vxlan_mode) != "Never" for p in self.state.pools.values())
+        wants = any(p.spec.vxlan != "Never" for p in self.state.pools.values())
         if not wants:
             return
         if not node.spec.ipv4_vxlan_tunnel_addr:

@@ -98,7 +98,7 @@ def run_experiment(lab: Lab, title: str, src_pod: str, dst_ip: str, dst_node: st
               "ipip-crosssubnet": "tunl0"}.get(lab.state.encap, "")
     points: list[tuple[str, str, str]] = []
     src_ns = lab.state.nodes[src["node"]]["ns"]
-    src_if = _host_iface(lab, src_pod)
+    src_if = _host_iface(src_pod)
     # In the order the packet meets them: out of the pod, into the tunnel, onto the wire, and back.
     points.append((src_ns, src_if, f"node {src['node']} (pod side)"))
     if tunnel and _link_exists(lab, src_ns, tunnel):
@@ -111,7 +111,7 @@ def run_experiment(lab: Lab, title: str, src_pod: str, dst_ip: str, dst_node: st
             points.append((dns, tunnel, f"node {dst_node}"))
     if dst_pod:
         d = lab.state.pods[dst_pod]
-        points.append((lab.state.nodes[d["node"]]["ns"], _host_iface(lab, dst_pod), f"node {d['node']} (pod side)"))
+        points.append((lab.state.nodes[d["node"]]["ns"], _host_iface(dst_pod), f"node {d['node']} (pod side)"))
     if dst_node is None:
         points.append((lab.ns_name("ext"), "ens192", "external server"))
     caps = [(p, _capture(lab, p[0], p[1])) for p in points]
@@ -136,7 +136,7 @@ def run_experiment(lab: Lab, title: str, src_pod: str, dst_ip: str, dst_node: st
     return exp
 
 
-def _host_iface(lab: Lab, pod: str) -> str:
+def _host_iface(pod: str) -> str:
     from libcalico.names import veth_name_for_workload
 
     return veth_name_for_workload("default", pod)

@@ -35,6 +35,12 @@ def wait_until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> No
         raise AssertionError(str(exc)) from None
 
 
+def block_of(ip: str) -> str:
+    """The /26 IPAM block an IPv4 pod address sits in (the pools here use blockSize 26)."""
+    a, b, c, d = (int(x) for x in ip.split("."))
+    return f"{a}.{b}.{c}.{d & ~63}/26"
+
+
 @dataclass
 class ClusterNode:
     name: str

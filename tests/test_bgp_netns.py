@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster, wait_until
+from tests.cluster import Cluster, block_of, wait_until
 from tests.netns import Namespaces
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
@@ -27,11 +27,6 @@ POOL = {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"na
                  "natOutgoing": True}}
 BGPCONFIG = {"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration", "metadata": {"name": "default"},
              "spec": {"asNumber": 64512, "nodeToNodeMeshEnabled": True, "logSeverityScreen": "Info"}}
-
-
-def block_of(ip: str) -> str:
-    a, b, c, d = (int(x) for x in ip.split("."))
-    return f"{a}.{b}.{c}.{d & ~63}/26"
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import Cluster, capture, wait_until
+from tests.cluster import Cluster, block_of, capture, wait_until
 from tests.netns import Namespaces, kernel_supports
 
 NO_IPIP = "this kernel lacks the ipip module (the VM tier of issue 9 runs IPIP for real)"
@@ -40,11 +40,6 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
             yield c
         finally:
             c.stop()
-
-
-def block_of(ip: str) -> str:
-    a, b, c, d = (int(x) for x in ip.split("."))
-    return f"{a}.{b}.{c}.{d & ~63}/26"
 
 
 def test_pods_on_different_nodes_talk_over_vxlan_and_the_underlay_sees_udp_4789(cluster: Cluster) -> None:

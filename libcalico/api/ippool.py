@@ -89,6 +89,16 @@ class IPPoolSpec(CalicoModel):
             return self.block_size
         return DEFAULT_BLOCK_SIZE_V4 if self.ip_version == 4 else DEFAULT_BLOCK_SIZE_V6
 
+    @property
+    def vxlan(self) -> str:
+        """vxlanMode as text, unset meaning Never: what Felix and confd branch on."""
+        return (self.vxlan_mode or EncapMode.NEVER).value
+
+    @property
+    def ipip(self) -> str:
+        """ipipMode as text, unset meaning Never."""
+        return (self.ipip_mode or EncapMode.NEVER).value
+
     @model_validator(mode="after")
     def _rules(self) -> IPPoolSpec:
         if not self.cidr:  # the cidr validator already reported it
