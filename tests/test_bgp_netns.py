@@ -29,6 +29,12 @@ BGPCONFIG = {"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration", "
              "spec": {"asNumber": 64512, "nodeToNodeMeshEnabled": True, "logSeverityScreen": "Info"}}
 
 
+def _now_of_day() -> int:
+    """Local time of day in seconds, the clock BIRD's "since" column shows."""
+    now = time.localtime()
+    return now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec
+
+
 @pytest.fixture
 def bgp_cluster(tmp_path: Path) -> Iterator[Cluster]:
     with Namespaces("bgp") as ns:
@@ -66,29 +72,31 @@ def test_full_mesh_establishes_and_bird_routes_carry_pod_traffic(bgp_cluster: Cl
     assert lines[8:] == [rule, "", "IPv6 BGP status", "No IPv6 peers found.", ""]
 
     # A new peer re-renders and reloads BIRD; the sessions that did not change stay up.
-    def mesh_since() -> dict[str, str]:
-        return {line.split()[0]: line.split()[4] for line in c.birdc("node1", "show", "protocols").splitlines()
-                if line.startswith("Mesh_")}
+    # BIRD 1.6 prints "since" as the wall clock minus an age kept in whole monotonic seconds,
+    # so one reading can differ from the next by a second without any state change. A session
+    # that restarted would show the reload's time instead: wait until that is at least three
+    # seconds after every "since", then allow the one-second jitter and nothing more.
+    def mesh_since() -> dict[str, int]:
+        def seconds(hms: str) -> int:
+            h, m, s = map(int, hms.split(":"))
+            return h * 3600 + m * 60 + s
+        return {line.split()[0]: seconds(line.split()[4])
+                for line in c.birdc("node1", "show", "protocols").splitlines() if line.startswith("Mesh_")}
 
-    # BIRD's "since" has one-second steps and settles just after Established: wait until two
-    # readings more than a second apart agree.
-    last: dict[str, object] = {"since": mesh_since(), "at": time.monotonic()}
+    def seconds_after(later: int, earlier: int) -> int:
+        return (later - earlier + 43200) % 86400 - 43200  # across midnight too
 
-    def settled() -> bool:
-        now = mesh_since()
-        if now != last["since"]:
-            last.update(since=now, at=time.monotonic())
-            return False
-        return time.monotonic() - float(last["at"]) > 1.2  # type: ignore[arg-type]
-    wait_until(settled, "the mesh sessions to settle", 30)
     since = mesh_since()
+    wait_until(lambda: all(seconds_after(_now_of_day(), t) >= 3 for t in since.values()),
+               "three seconds past the sessions' start")
     c.calicoctl("apply", "-f", "-", stdin=json.dumps({
         "apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", "metadata": {"name": "tor"},
         "spec": {"peerIP": "192.168.3.250", "asNumber": 65000}}))
     wait_until(lambda: "Global_192_168_3_250" in c.birdc("node1", "show", "protocols"), "BIRD to load the new peer")
     assert c.established("node1") == ["Mesh_192_168_3_112", "Mesh_192_168_3_113"]
-    assert {line.split()[0]: line.split()[4] for line in c.birdc("node1", "show", "protocols").splitlines()
-            if line.startswith("Mesh_")} == since
+    after = mesh_since()
+    assert after.keys() == since.keys()
+    assert all(abs(seconds_after(after[k], since[k])) <= 1 for k in since), (since, after)
     pa, ip_a = c.add_pod("node1", "pod-a")
     pb, ip_b = c.add_pod("node2", "pod-b")
     wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_b))} via 192.168.3.112 dev ens192 proto bird",
