@@ -59,6 +59,7 @@ class Confd:
         self.dirty = asyncio.Event()
         self.status = SyncStatus.WAIT_FOR_DATASTORE
         self.renders = 0
+        self.warned: list[str] = []
 
     def on_status(self, status: SyncStatus) -> None:
         self.status = status
@@ -86,6 +87,11 @@ class Confd:
     def render_and_write(self) -> list[str]:
         self.inputs.blocks = sorted(c for c, owner in self.block_owner.items() if owner == self.inputs.node)
         files = render.render(self.inputs)
+        warnings = render.warnings(self.inputs)
+        if warnings != self.warned:
+            for w in warnings:
+                log.warning("%s", w)
+            self.warned = warnings
         changed = writer.write(files, self.outdir, self.cmds)
         self.renders += 1
         if changed:

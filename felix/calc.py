@@ -15,9 +15,10 @@ What it computes, as Calico's Felix does:
   ``CrossSubnet`` and the node in another subnet): a route via that node's VTEP
   address ``dev vxlan.calico onlink``, plus the VTEP's ARP and FDB entries;
   with ``CrossSubnet`` and the same subnet: a plain route via the node's IP;
-* IPIP pools the same way through ``tunl0`` (``via <node ip> onlink``), when
-  ``programClusterRoutes`` leaves IPIP to Felix (``Enabled``);
-* pools with no encapsulation: no route from Felix (BIRD learns them);
+* IPIP pools the same way through ``tunl0`` (``via <node ip> onlink``), always
+  (stock BIRD cannot route through tunl0: see :func:`calculate`);
+* pools with no encapsulation: routes via the node's IP when
+  ``programClusterRoutes`` gives them to Felix, else none (BIRD learns them);
 * natOutgoing: the pools to masquerade from, and all pool CIDRs (not masqueraded to).
 """
 
@@ -106,10 +107,12 @@ def calculate(state: ClusterState, me: str, *, interface_prefix: str = "cali",
     """The desired dataplane of node ``me`` for ``state``.
 
     ``program_cluster_routes`` is FelixConfiguration's field: VXLAN pools' routes are
-    always Felix's; IPIP pools' when it is Enabled or EnabledIPIPOnly (the default);
-    unencapsulated pools' when it is Enabled or EnabledNoEncapOnly. The rest are BIRD's.
+    always Felix's; unencapsulated pools' when it is Enabled or EnabledNoEncapOnly, else
+    BIRD's. IPIP pools' are always Felix's too: in Calico, Disabled and EnabledNoEncapOnly
+    leave them to BIRD, whose fork sets ``krt_tunnel``; stock BIRD 1.6 cannot route
+    through tunl0, so here confd never accepts them and Felix keeps them (see
+    ``confd.render.cluster_route_policy``).
     """
-    program_ipip = program_cluster_routes in ("Enabled", "EnabledIPIPOnly")
     program_noencap = program_cluster_routes in ("Enabled", "EnabledNoEncapOnly")
     out = Desired()
     pools = [p for p in state.pools.values() if ipaddress.ip_network(p.spec.cidr).version == 4]
@@ -148,11 +151,11 @@ def calculate(state: ClusterState, me: str, *, interface_prefix: str = "cali",
         if owner == me:
             # The blackhole goes with the cluster routes: where BIRD owns a pool's routes, its
             # static protocol installs the blackhole (the seed's "blackhole ... proto bird").
-            if _felix_owns(pool, program_ipip, program_noencap):
+            if _felix_owns(pool, program_noencap):
                 out.routes[str(cidr)] = Route(str(cidr), "blackhole")
             continue
         route = _remote_route(str(cidr), pool, owner, state.nodes.get(owner), my_subnet,
-                              program_ipip=program_ipip, program_noencap=program_noencap)
+                              program_noencap=program_noencap)
         if route is not None:
             out.routes[str(cidr)] = route
 
@@ -170,18 +173,15 @@ def calculate(state: ClusterState, me: str, *, interface_prefix: str = "cali",
     return out
 
 
-def _felix_owns(pool: api.IPPool, program_ipip: bool, program_noencap: bool) -> bool:
+def _felix_owns(pool: api.IPPool, program_noencap: bool) -> bool:
     """Whether this pool's cluster routes (and its blocks' blackholes) are Felix's or BIRD's."""
-    if pool.spec.vxlan != "Never":
+    if pool.spec.vxlan != "Never" or pool.spec.ipip != "Never":
         return True
-    if pool.spec.ipip != "Never":
-        return program_ipip
     return program_noencap
 
 
 def _remote_route(cidr: str, pool: api.IPPool, owner: str, node: api.Node | None,
-                  my_subnet: ipaddress.IPv4Network | None, *, program_ipip: bool,
-                  program_noencap: bool) -> Route | None:
+                  my_subnet: ipaddress.IPv4Network | None, *, program_noencap: bool) -> Route | None:
     node_ip, _ = _node_ip(node)
     if not node_ip:
         return None
@@ -193,7 +193,7 @@ def _remote_route(cidr: str, pool: api.IPPool, owner: str, node: api.Node | None
     if vxlan == "CrossSubnet":
         return Route(cidr, "noencap", "", node_ip)
     if ipip == "Always" or (ipip == "CrossSubnet" and not same_subnet):
-        return Route(cidr, "ipip", IPIP_DEVICE, node_ip, onlink=True) if program_ipip else None
+        return Route(cidr, "ipip", IPIP_DEVICE, node_ip, onlink=True)
     if ipip == "CrossSubnet":
-        return Route(cidr, "noencap", "", node_ip) if program_ipip else None
+        return Route(cidr, "noencap", "", node_ip)
     return Route(cidr, "noencap", "", node_ip) if program_noencap else None

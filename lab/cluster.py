@@ -44,6 +44,7 @@ class LabError(RuntimeError):
 
 
 def wait_until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    timeout *= netns.TIMEOUT_SCALE
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if cond():
@@ -118,7 +119,7 @@ class Lab:
     def run(self, ns: str, *cmd: str, env: dict[str, str] | None = None, stdin: str | None = None,
             check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         r = subprocess.run(["ip", "netns", "exec", ns, *cmd], env=env, input=stdin, capture_output=True, text=True,
-                           timeout=timeout)
+                           timeout=timeout * netns.TIMEOUT_SCALE)
         if check and r.returncode != 0:
             raise LabError(f"`{' '.join(cmd)}` in {ns} failed: {(r.stderr or r.stdout).strip()}")
         return r
@@ -190,6 +191,10 @@ class Lab:
             raise LabError(f"a lab already runs from {self.dir}; `calico-lab down` first")
         if datastore not in ("etcd", "kubernetes"):
             raise LabError(f"--datastore must be etcd or kubernetes, not {datastore!r}")
+        if encap.startswith("ipip") and not netns.kernel_supports("ipip"):
+            raise LabError(f"--encap {encap} needs the kernel's ipip module, which this kernel lacks, so such a lab "
+                           f"cannot stay up here; `calico-lab demo --encap {encap}` runs the whole demo in a VM "
+                           "on Debian's kernel instead and writes its report here")
         self.state.encap, self.state.bgp, self.state.datastore = encap, bgp, datastore
         self.dir.mkdir(parents=True, exist_ok=True)
         self._save()
@@ -264,7 +269,7 @@ class Lab:
             step = "confd and BIRD"
             onetime = [self._confd_onetime(name) for name in self.state.nodes]
             for name, proc in zip(self.state.nodes, onetime, strict=True):
-                _, err = proc.communicate(timeout=120)
+                _, err = proc.communicate(timeout=120 * netns.TIMEOUT_SCALE)
                 if proc.returncode != 0:
                     raise LabError(f"calico-confd -onetime on {name} failed: {err.strip()}")
             for name in self.state.nodes:

@@ -4,7 +4,14 @@
     calico-lab pod create NAME --node NODE
     calico-lab exec NAME -- CMD...
     calico-lab status
+    calico-lab demo [--out DIR]
+    calico-lab demo --encap ENCAP [--nodes 4] [--bgp mesh|rr] [--out DIR]
     calico-lab down
+
+``demo`` alone runs the seed's experiments on the running lab. With
+``--encap`` it is a run of its own: up, the experiments, down. For the IPIP
+encapsulations on a kernel without the ipip module that run happens in a VM on
+Debian's kernel (:mod:`lab.vm`), which writes the same report here.
 
 State lives under ``$CALICO_LAB_DIR`` (default /var/run/calico-lab/<name>), so
 ``down`` cleans up after any ``up``, finished or not. Needs root (network
@@ -44,7 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
     sub.add_parser("env", help="print the environment for calicoctl")
     demo = sub.add_parser("demo", help="run the seed's experiments with per-hop captures; write a report")
-    demo.add_argument("--out", type=Path, default=None, help="report directory (default: the run directory)")
+    demo.add_argument("--out", type=Path, default=None,
+                      help="report directory (default: the lab's directory; with --encap, the run directory)")
+    demo.add_argument("--encap", choices=ENCAPS, default=None,
+                      help="a demo run of its own: up with this encapsulation, the experiments, down "
+                           "(IPIP in a VM when this kernel lacks the module)")
+    demo.add_argument("--nodes", type=int, default=4, help="with --encap: how many nodes")
+    demo.add_argument("--bgp", default="mesh", choices=("mesh", "rr"), help="with --encap: mesh or route reflector")
     return p
 
 
@@ -65,6 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("no lab is running")
                 return 0
             lab.down()
+        elif args.command == "demo" and args.encap:
+            return demo_run(lab, args.encap, args.nodes, args.bgp, args.out or args.dir)
         elif not lab.exists:
             raise LabError("no lab is running; `calico-lab up` first")
         elif args.command == "status":
@@ -93,6 +108,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LabError as exc:
         sys.stderr.write(f"calico-lab: {exc}\n")
         return 1
+    return 0
+
+
+def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path) -> int:
+    """``calico-lab demo --encap``: up, the experiments, down; in a VM when this kernel lacks ipip."""
+    from lab import demo, netns, vm
+
+    if lab.exists:
+        raise LabError(f"a lab already runs from {lab.dir}; `calico-lab down` first, or give another --lab-name")
+    if encap.startswith("ipip") and not os.environ.get("PYCALICO_IN_VM") and not netns.kernel_supports("ipip"):
+        reason = vm.unavailable("ipip")
+        if reason:
+            raise LabError(f"this kernel has no ipip module, and {reason}")
+        out = out.resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        kernel = vm.find_kernel("ipip")
+        print(f"This kernel has no ipip module: the IPIP demo runs in a VM on Debian's kernel "
+              f"{kernel.version if kernel else '?'} (under emulation this takes several minutes); "
+              f"the report comes back to {out}.", flush=True)
+        argv = [vm.python(), "-m", "lab.main", "--dir", "/tmp/calico-lab", "--lab-name", lab.state.name, "demo",
+                "--encap", encap, "--nodes", str(nodes), "--bgp", bgp, "--out", str(out)]
+        r = vm.run(" ".join(argv), module="ipip", rwdirs=[out], cwd=Path(__file__).resolve().parent.parent,
+                   env={"PYCALICO_IN_VM": "1"}, progress=lambda line: print(line, flush=True))
+        print(f"(ran in {vm.describe(r)}: {r.seconds:.0f} s)")
+        return r.returncode
+    try:
+        lab.up(nodes, encap, bgp)
+        path = demo.run(lab, out)
+        print(path.read_text())
+        print(f"report written to {path}")
+    finally:
+        if lab.exists:
+            lab.down()
     return 0
 
 

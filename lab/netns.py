@@ -13,6 +13,10 @@ import subprocess
 from collections.abc import Mapping
 from types import TracebackType
 
+# Deadlines stretch by this factor where everything runs slower, as in the emulated VM of
+# lab.vm (which sets it); they are limits on waiting for a condition, never expectations.
+TIMEOUT_SCALE = float(os.environ.get("PYCALICO_TIMEOUT_SCALE", "1"))
+
 
 def remove(name: str) -> None:
     """Kill whatever still runs in namespace ``name``, then delete it (its links go with it)."""
@@ -41,7 +45,8 @@ class Namespaces:
             check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         data = stdin.decode() if isinstance(stdin, bytes) else stdin
         return subprocess.run(["ip", "netns", "exec", ns, *cmd], env=dict(env) if env is not None else None,
-                              input=data, capture_output=True, text=True, check=check, timeout=timeout)
+                              input=data, capture_output=True, text=True, check=check,
+                              timeout=timeout * TIMEOUT_SCALE)
 
     def link(self, a: str, a_if: str, a_ip: str, b: str, b_if: str, b_ip: str) -> None:
         """A veth between two of our namespaces, addressed and up."""

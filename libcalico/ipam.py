@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from libcalico import api
 from libcalico.api.ipam import (AllocationAttribute, BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
                                 IPAMConfig, IPAMConfigSpec, IPAMHandle, IPAMHandleSpec, affinity_name, cidr_to_name)
-from libcalico.backend.api import Backend
+from libcalico.backend.api import Backend, CreateAndUpdate
 from libcalico.errors import AlreadyExists, CalicoError, Conflict, NotFound
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
 from libcalico.selector import Selector, parse
@@ -79,6 +79,14 @@ class BlockUsage:
     size: int
     used: int
     allocations: list[Allocation] = field(default_factory=list)
+
+
+_net = functools.lru_cache(maxsize=16384)(ipaddress.ip_network)
+
+
+@functools.lru_cache(maxsize=16384)
+def _within(cidr: str, pool: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    return _net(cidr).subnet_of(pool)  # type: ignore[arg-type]
 
 
 @functools.lru_cache(maxsize=256)
@@ -250,17 +258,20 @@ class IPAM:
 
     async def _auto_assign(self, node: str, handle_id: str | None, attrs: dict[str, str], num: int,
                            pools: Sequence[str], version: int, use: str) -> list[str]:
-        chosen, cfg = await asyncio.gather(self.pools_for(node, version, pools, use), self.config())
+        if self._inputs is not None:  # both answered from memory: no tasks to gather
+            chosen, cfg = await self.pools_for(node, version, pools, use), await self.config()
+        else:
+            chosen, cfg = await asyncio.gather(self.pools_for(node, version, pools, use), self.config())
         if not chosen:
             raise IPAMError(f"no configured Calico pools for node {node}")
         got: list[str] = []
         # 1. The node's own blocks (as last seen by this instance, else as listed now).
-        nets = [ipaddress.ip_network(p.spec.cidr) for p in chosen]
+        nets = [_net(p.spec.cidr) for p in chosen]
         affine = self._affine.get(node)
         if affine is None:
             affine = self._affine[node] = await self.affine_blocks(node)
         for cidr in affine:
-            if not any(ipaddress.ip_network(cidr).subnet_of(n) for n in nets):  # type: ignore[arg-type]
+            if not any(_within(cidr, n) for n in nets):
                 continue
             got += await self._assign_from_block(cidr, num - len(got), handle_id, attrs, node, affine_only=True)
             if len(got) == num:
@@ -380,8 +391,6 @@ class IPAM:
             ordinals = spec.unallocated[:num]
             if not ordinals:
                 return []
-            if handle_id:
-                await self._change_handle(handle_id, cidr, len(ordinals))
             attributes = list(spec.attributes)
             index = next((i for i, a in enumerate(attributes)
                           if a.handle_id == handle_id and a.secondary == attrs), -1)
@@ -394,16 +403,32 @@ class IPAM:
             new_spec = spec.model_copy(update={"allocations": allocations, "unallocated": spec.unallocated[num:],
                                                "attributes": attributes,
                                                "sequence_number": spec.sequence_number + 1})
+            block = KVPair(key, kv.value.model_copy(update={"spec": new_spec}), kv.revision)
+            if handle_id and isinstance(self._be, CreateAndUpdate):
+                # A new handle and the block in one transaction; an existing handle (a second
+                # address for it) takes the two-step path below.
+                try:
+                    _, stored = await self._be.create_and_update(self._new_handle(handle_id, cidr, len(ordinals)),
+                                                                 block)
+                    self._blocks[cidr] = stored
+                    base = _net(cidr).network_address
+                    return [str(base + o) for o in ordinals]
+                except AlreadyExists:
+                    pass   # the handle exists: add to it in two steps
+                except (Conflict, NotFound):
+                    self._blocks.pop(cidr, None)
+                    continue
+            if handle_id:
+                await self._change_handle(handle_id, cidr, len(ordinals))
             try:
-                stored = await self._be.update(KVPair(key, kv.value.model_copy(update={"spec": new_spec}),
-                                                      kv.revision))
+                stored = await self._be.update(block)
             except (Conflict, NotFound):
                 self._blocks.pop(cidr, None)
                 if handle_id:
                     await self._change_handle(handle_id, cidr, -len(ordinals))
                 continue
             self._blocks[cidr] = stored
-            base = ipaddress.ip_network(cidr).network_address
+            base = _net(cidr).network_address
             return [str(base + o) for o in ordinals]
         raise Conflict(key)
 
@@ -447,11 +472,16 @@ class IPAM:
 
     # --- handles ---------------------------------------------------------------------------
 
+    @staticmethod
+    def _new_handle(handle_id: str, cidr: str, count: int) -> KVPair:
+        key = _key("IPAMHandle", handle_id.lower())
+        return KVPair(key, IPAMHandle(metadata=api.ObjectMeta(name=key.name),
+                                      spec=IPAMHandleSpec(handle_id=handle_id, block={cidr: count})))
+
     async def _change_handle(self, handle_id: str, cidr: str, delta: int) -> None:
         key = _key("IPAMHandle", handle_id.lower())
         if delta > 0:  # most handles are new: try to create first, one round trip
-            handle = IPAMHandle(metadata=api.ObjectMeta(name=key.name),
-                                spec=IPAMHandleSpec(handle_id=handle_id, block={cidr: delta}))
+            handle = self._new_handle(handle_id, cidr, delta).value
             try:
                 await self._be.create(KVPair(key, handle))
                 return

@@ -22,6 +22,8 @@ resourceVersion. Callers only ever hand back a revision they were given.
 
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -70,6 +72,18 @@ def _ipam_key(path: str) -> tuple[str, str] | None:
     return None
 
 
+@functools.lru_cache(maxsize=16384)
+def _path(kind: str, name: str, namespace: str) -> str:
+    """The datastore path of a key (cached: IPAM computes the same few on every allocation)."""
+    cls = resource_class(kind)
+    ipam = _ipam_path(cls.KIND, name)
+    if ipam is not None:
+        return ipam
+    if cls.NAMESPACED:
+        return f"{RESOURCE_PREFIX}{cls.PLURAL}/{namespace}/{name}"
+    return f"{RESOURCE_PREFIX}{cls.PLURAL}/{name}"
+
+
 def resource_class(kind: str) -> type[Resource]:
     cls = registry.by_kind(kind)
     if cls is None:
@@ -94,13 +108,7 @@ class ResourceKey:
         return self.resource_class.NAMESPACED
 
     def path(self) -> str:
-        cls = self.resource_class
-        ipam = _ipam_path(cls.KIND, self.name)
-        if ipam is not None:
-            return ipam
-        if cls.NAMESPACED:
-            return f"{RESOURCE_PREFIX}{cls.PLURAL}/{self.namespace}/{self.name}"
-        return f"{RESOURCE_PREFIX}{cls.PLURAL}/{self.name}"
+        return _path(self.kind, self.name, self.namespace)
 
     def __str__(self) -> str:
         if self.namespaced:

@@ -16,3 +16,23 @@ if [ "$need_apt" = 1 ]; then
     etcd-server etcd-client bird nftables iproute2 tcpdump iputils-ping openssl >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+
+# The kernel_vm tier (IPIP for real): where this kernel cannot make an ipip link, the IPIP
+# tests and `calico-lab demo --encap ipip` run in a virtme-ng VM on Debian's kernel, whose
+# modules include ipip. Nothing of this is installed where the kernel has ipip.
+ipip_probe() {
+  local ns="pcprobe$$" ok=1
+  ip netns add "$ns" 2>/dev/null || return 1
+  ip netns exec "$ns" ip link add probe0 type ipip >/dev/null 2>&1 && ok=0
+  ip netns del "$ns" 2>/dev/null || true
+  return "$ok"
+}
+if ! ipip_probe; then
+  if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! ls /lib/modules/*/kernel/net/ipv4/ipip.ko* >/dev/null 2>&1 \
+      || ! command -v busybox >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq qemu-system-x86 linux-image-amd64 busybox-static >/dev/null
+  fi
+  command -v vng >/dev/null 2>&1 || python3 -m pip install -q --disable-pip-version-check virtme-ng
+fi

@@ -24,6 +24,8 @@ from libcalico.backend.memory import MemoryBackend
 from tests.etcd_server import EtcdServer
 from tests.kube_api import RunningAPI, running_api
 
+pytest_plugins = ["tests.vm_tier"]
+
 REPO = Path(__file__).resolve().parent.parent
 CRDS_V1 = REPO / "crds" / "v1"
 CRDS_V3 = REPO / "crds" / "v3"

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from libcalico import api
-from libcalico.backend.api import Backend, EventType, WatchEvent
+from libcalico.backend.api import Backend, CreateAndUpdate, EventType, WatchEvent
 from libcalico.backend.etcdv3 import EtcdBackend
 from libcalico.backend.kubernetes import KubernetesBackend
 from libcalico.backend.memory import MemoryBackend
@@ -219,3 +219,27 @@ class TestWatch:
             finally:
                 with contextlib.suppress(Exception):
                     await stream.aclose()  # type: ignore[attr-defined]
+
+
+class TestCreateAndUpdate:
+    """The optional two-key atomic write (etcd, memory); both keys change, or neither does."""
+
+    async def test_both_or_neither(self, backend: Backend) -> None:
+        if not isinstance(backend, CreateAndUpdate):
+            pytest.skip(f"{type(backend).__name__} has no multi-key transactions")
+        p1 = await backend.create(pool("p1"))
+        made, updated = await backend.create_and_update(
+            pool("p2", "10.245.0.0/16"), KVPair(p1.key, pool("p1", "10.246.0.0/16").value, p1.revision))
+        assert made.revision and updated.revision
+        assert (await backend.get(p1.key)).value.spec.cidr == "10.246.0.0/16"
+        # The key to create exists: nothing changes.
+        with pytest.raises(AlreadyExists):
+            await backend.create_and_update(pool("p2"), KVPair(p1.key, pool("p1").value, updated.revision))
+        # A stale revision for the update: nothing changes, the new key is not made either.
+        with pytest.raises(Conflict):
+            await backend.create_and_update(pool("p3", "10.247.0.0/16"), KVPair(p1.key, pool("p1").value, p1.revision))
+        with pytest.raises(NotFound):
+            await backend.create_and_update(pool("p3", "10.247.0.0/16"), pool("gone"))
+        names = [kv.key.name for kv in (await backend.list(POOLS)).items]
+        assert names == ["p1", "p2"]
+        assert (await backend.get(p1.key)).value.spec.cidr == "10.246.0.0/16"

@@ -163,12 +163,20 @@ def test_route_reflector_clients_and_cluster_id() -> None:
 
 
 def test_the_kernel_filter_leaves_to_bird_only_what_felix_does_not_program() -> None:
-    ipam = render.bird_ipam_cfg(SCENARIOS["mesh-no-encap"])  # default EnabledIPIPOnly
+    felix = "then { reject; } # Cluster routes are handled by Felix."
+    ipam = render.bird_ipam_cfg(SCENARIOS["mesh-no-encap"])  # default EnabledNoEncapOnly: BIRD's
     assert "if (net ~ 10.244.0.0/16) then { accept; }\n  accept;" in ipam
     ipam = render.bird_ipam_cfg(SCENARIOS["mesh-ipip-always"])
-    assert "if (net ~ 10.244.0.0/16) then { reject; } # Cluster routes are handled by Felix." in ipam
-    ipam = render.bird_ipam_cfg(SCENARIOS["cluster-routes-disabled"])
-    assert "if (net ~ 10.245.0.0/16) then { accept; }\n  accept;" in ipam
+    assert f"if (net ~ 10.244.0.0/16) {felix}" in ipam
+    ipam = render.bird_ipam_cfg(SCENARIOS["cluster-routes-disabled"])  # BIRD programs nothing
+    assert f"if (net ~ 10.244.0.0/16) {felix}" in ipam and f"if (net ~ 10.245.0.0/16) {felix}" in ipam
+    # Enabled: BIRD's for the unencapsulated pool; IPIP stays Felix's (no krt_tunnel), and confd says so.
+    enabled = SCENARIOS["cluster-routes-enabled"]
+    ipam = render.bird_ipam_cfg(enabled)
+    assert "if (net ~ 10.244.0.0/16) then { accept; }" in ipam and f"if (net ~ 10.245.0.0/16) {felix}" in ipam
+    assert "krt_tunnel" in render.warnings(enabled)[0] and render.warnings(SCENARIOS["mesh-ipip-always"]) == []
+    # An unknown value (a newer API) falls back to the default, as Calico's confd does.
+    assert render.cluster_route_policy(inputs(cfg=bgpconfig())) == render.CLUSTER_ROUTE_POLICIES["EnabledNoEncapOnly"]
 
 
 def test_a_config_bird_rejects_leaves_the_old_one(tmp_path: Path) -> None:

@@ -84,14 +84,13 @@ class TestVXLAN:
 
 
 class TestIPIPAndClusterRoutes:
-    def test_ipip_routes_are_felixs_by_default_and_birds_when_disabled(self) -> None:
+    def test_ipip_routes_are_felixs_whatever_program_cluster_routes_says(self) -> None:
+        # Calico's Disabled / EnabledNoEncapOnly hand IPIP to BIRD's fork (krt_tunnel); stock BIRD
+        # cannot route through tunl0, so Felix keeps them (confd warns).
         s = state([pool(ipipMode="Always")], THREE_NODES, BLOCKS)
-        d = calc.calculate(s, "node1")
-        assert d.routes["10.244.2.0/26"] == calc.Route("10.244.2.0/26", "ipip", "tunl0", "192.168.3.112", True)
-        d = calc.calculate(s, "node1", program_cluster_routes="Disabled")
-        assert "10.244.2.0/26" not in d.routes
-        d = calc.calculate(s, "node1", program_cluster_routes="EnabledNoEncapOnly")
-        assert "10.244.2.0/26" not in d.routes
+        for value in ("EnabledIPIPOnly", "Enabled", "Disabled", "EnabledNoEncapOnly"):
+            d = calc.calculate(s, "node1", program_cluster_routes=value)
+            assert d.routes["10.244.2.0/26"] == calc.Route("10.244.2.0/26", "ipip", "tunl0", "192.168.3.112", True)
 
     def test_unencapsulated_pools_follow_program_cluster_routes(self) -> None:
         s = state([pool()], THREE_NODES, BLOCKS)

@@ -5,6 +5,7 @@ See tests/cluster.py for the topology (namespaces only, nothing touches the host
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -16,8 +17,6 @@ import pytest
 
 from tests.cluster import Cluster, block_of, capture, wait_until
 from tests.netns import Namespaces, kernel_supports
-
-NO_IPIP = "this kernel lacks the ipip module (the VM tier of issue 9 runs IPIP for real)"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
@@ -146,14 +145,30 @@ def test_ipip_on_a_kernel_without_the_module_is_reported_not_faked(cluster: Clus
     assert cluster.health("node1", "liveness") == 204
 
 
-@pytest.mark.skipif(not kernel_supports("ipip"), reason=NO_IPIP)
+@pytest.mark.kernel_vm("ipip")
 def test_ipip_pods_talk_through_tunl0(cluster: Cluster) -> None:
     _set_pool(cluster, vxlanMode="Never", ipipMode="Always")
     pa, ip_a = cluster.add_pod("node1", "pod-a")
     pb, ip_b = cluster.add_pod("node2", "pod-b")
     wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_b))} via 192.168.3.112 dev tunl0 proto 80 onlink",
                                  cluster.routes("node1"), re.M) is not None, "node1's IPIP route")
+    # tunl0 is up and holds the node's IPIP tunnel address, allocated from the pool and recorded on the Node.
+    node1 = cluster.nodes["node1"].ns
+    wait_until(lambda: bool(json.loads(cluster.ns.run(node1, "ip", "-j", "addr", "show", "tunl0").stdout)[0]
+                            ["addr_info"]), "tunl0's address")
+    tunl = json.loads(cluster.ns.run(node1, "ip", "-j", "addr", "show", "tunl0").stdout)[0]
+    assert "UP" in tunl["flags"]
+    addr = tunl["addr_info"][0]["local"]
+    assert ipaddress.ip_address(addr) in ipaddress.ip_network("10.244.0.0/16")
+    node = json.loads(cluster.calicoctl("get", "node", "node1", "-o", "json"))
+    assert node["spec"]["bgp"]["ipv4IPIPTunnelAddr"] == addr
+    assert "vxlan.calico" not in cluster.ns.run(node1, "ip", "link").stdout  # the VXLAN device went
+    # On the wire: IP protocol 4, outer node addresses, inner pod addresses.
+    tap = capture(cluster.ns, cluster.under, "br0", "ip proto 4", count=1)
     assert cluster.ns.run(pa, "ping", "-c", "2", "-W", "3", ip_b, check=False).returncode == 0
+    out, _ = tap.communicate(timeout=30)
+    assert re.search(rf"192\.168\.3\.111 > 192\.168\.3\.112: (IP )?{re.escape(ip_a)} > {re.escape(ip_b)}: "
+                     "ICMP echo request", out), out
 
 
 def test_changing_the_encapsulation_at_run_time_reprograms_without_restart(cluster: Cluster) -> None:
@@ -173,16 +188,19 @@ def test_changing_the_encapsulation_at_run_time_reprograms_without_restart(clust
     assert block_of(ip_b) not in cluster.routes("node1")  # unencapsulated: BIRD's routes, not Felix's
 
 
-def test_cross_subnet_encapsulates_only_between_subnets(tmp_path: Path) -> None:
+@pytest.mark.parametrize("encap", ["vxlan", pytest.param("ipip", marks=pytest.mark.kernel_vm("ipip"))])
+def test_cross_subnet_encapsulates_only_between_subnets(tmp_path: Path, encap: str) -> None:
     """The seed's CrossSubnet story: node1 and node2 share 192.168.3.0/24, node3 sits behind a router
-    on 192.168.4.0/24. Pod traffic inside the subnet is plain; across the router it is VXLAN."""
+    on 192.168.4.0/24. Pod traffic inside the subnet is plain; across the router it is VXLAN (UDP 4789
+    between the nodes) or IPIP (IP protocol 4 between the nodes, through tunl0)."""
     with Namespaces("xs") as ns:
         c = Cluster(ns, tmp_path)
         try:
             c.start()
             c.add_subnet("br1", "192.168.4.1/24")
-            c.calicoctl("apply", "-f", "-", stdin=json.dumps(
-                {**POOL, "spec": {**POOL["spec"], "vxlanMode": "CrossSubnet"}}))
+            modes = {"vxlanMode": "CrossSubnet"} if encap == "vxlan" else {"vxlanMode": "Never",
+                                                                           "ipipMode": "CrossSubnet"}
+            c.calicoctl("apply", "-f", "-", stdin=json.dumps({**POOL, "spec": {**POOL["spec"], **modes}}))
             c.add_node("node1", "192.168.3.111")
             c.add_node("node2", "192.168.3.112")
             c.add_node("node3", "192.168.4.113", bridge="br1", gateway="192.168.4.1")
@@ -193,8 +211,9 @@ def test_cross_subnet_encapsulates_only_between_subnets(tmp_path: Path) -> None:
             _, ip_c = c.add_pod("node3", "pod-c")
             wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_b))} via 192.168.3.112 dev ens192 proto 80",
                                          c.routes("node1"), re.M) is not None, "the in-subnet direct route")
-            wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_c))} via \S+ dev vxlan\.calico proto 80 onlink",
-                                         c.routes("node1"), re.M) is not None, "the cross-subnet VXLAN route")
+            across = (rf"^{re.escape(block_of(ip_c))} via \S+ dev vxlan\.calico proto 80 onlink" if encap == "vxlan"
+                      else rf"^{re.escape(block_of(ip_c))} via 192\.168\.4\.113 dev tunl0 proto 80 onlink")
+            wait_until(lambda: re.search(across, c.routes("node1"), re.M) is not None, "the cross-subnet route")
             wait_until(lambda: block_of(ip_a) in c.routes("node3"), "node3's route back")
 
             plain = capture(ns, c.under, "br0", f"icmp and host {ip_b}")
@@ -202,9 +221,13 @@ def test_cross_subnet_encapsulates_only_between_subnets(tmp_path: Path) -> None:
             out, _ = plain.communicate(timeout=30)
             assert f"{ip_a} > {ip_b}" in out, out
 
-            tunnel = capture(ns, c.under, "br0", "udp port 4789")
+            tunnel = capture(ns, c.under, "br0", "udp port 4789" if encap == "vxlan" else "ip proto 4")
             assert ns.run(pa, "ping", "-c", "2", "-W", "3", ip_c, check=False).returncode == 0
             out, _ = tunnel.communicate(timeout=30)
-            assert "192.168.3.111" in out and "192.168.4.113.4789" in out, out
+            if encap == "vxlan":
+                assert "192.168.3.111" in out and "192.168.4.113.4789" in out, out
+            else:  # outer node addresses, inner pod addresses, one packet
+                assert re.search(rf"192\.168\.3\.111 > 192\.168\.4\.113: (IP )?{re.escape(ip_a)} > "
+                                 rf"{re.escape(ip_c)}: ICMP echo request", out), out
         finally:
             c.stop()

@@ -42,6 +42,7 @@ class CalicoModel(BaseModel):
         extra="forbid",
         validate_assignment=False,
         str_strip_whitespace=False,
+        defer_build=True,
     )
 
 

@@ -93,3 +93,22 @@ class Backend(Protocol):
     async def close(self) -> None:
         """Release connections. The backend is unusable afterwards."""
         ...
+
+
+@runtime_checkable
+class CreateAndUpdate(Protocol):
+    """A backend that can write two keys in one atomic step (etcd: one transaction).
+
+    IPAM uses it to record a new handle and the block it allocates from together,
+    one round trip instead of two, and with no window in which the handle counts
+    an address the block does not hold. Backends without it (Kubernetes: no
+    multi-object transactions) get the two writes in Calico's order instead.
+    """
+
+    async def create_and_update(self, create: KVPair, update: KVPair) -> tuple[KVPair, KVPair]:
+        """Create ``create`` (must not exist) and CAS-update ``update``, both or neither.
+
+        :class:`AlreadyExists` (for ``create.key``) if the first exists, else
+        :class:`NotFound` or :class:`Conflict` (for ``update.key``) as ``update`` would.
+        """
+        ...

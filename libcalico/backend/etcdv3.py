@@ -215,6 +215,24 @@ class EtcdBackend:
             self._raise_failed(kv.key, resp)
         return self._stored(kv, resp.header.revision)
 
+    async def create_and_update(self, create: KVPair, update: KVPair) -> tuple[KVPair, KVPair]:
+        stub = await self._stub()
+        req = rpc.TxnRequest(
+            compare=[self._compare(create.key, "", must_exist=False),
+                     self._compare(update.key, update.revision, must_exist=True)],
+            success=[self._put_op(create), self._put_op(update)],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=create.key.path().encode(), count_only=True)),
+                     rpc.RequestOp(request_range=rpc.RangeRequest(key=update.key.path().encode(), count_only=True))],
+        )
+        resp = await self._call("create_and_update", stub.Txn(req, **self._kw()))
+        if not resp.succeeded:
+            if resp.responses[0].response_range.count:
+                raise AlreadyExists(create.key)
+            if not resp.responses[1].response_range.count:
+                raise NotFound(update.key)
+            raise Conflict(update.key)
+        return self._stored(create, resp.header.revision), self._stored(update, resp.header.revision)
+
     async def apply(self, kv: KVPair) -> KVPair:
         stub = await self._stub()
         req = rpc.PutRequest(key=kv.key.path().encode(), value=codec.encode(kv.value))

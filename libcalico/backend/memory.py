@@ -89,6 +89,15 @@ class MemoryBackend:
         assert stored is not None
         return self._pair(kv.key, stored)
 
+    async def create_and_update(self, create: KVPair, update: KVPair) -> tuple[KVPair, KVPair]:
+        if create.key.path() in self._data:
+            raise AlreadyExists(create.key)
+        self._check(update.key, update.revision)
+        made = await self._write(create.key, create.value)
+        stored = await self._write(update.key, update.value)
+        assert made is not None and stored is not None
+        return self._pair(create.key, made), self._pair(update.key, stored)
+
     async def apply(self, kv: KVPair) -> KVPair:
         stored = await self._write(kv.key, kv.value)
         assert stored is not None
