@@ -132,7 +132,7 @@ def run_experiment(lab: Lab, title: str, src_pod: str, dst_ip: str, dst_node: st
     exp.note = note
     if lab.state.encap.startswith("ipip") and not _link_exists(lab, src_ns, "tunl0"):
         exp.note = ("This kernel has no ipip module: tunl0 does not exist, so IPIP cannot carry this traffic "
-                    "here. Nothing is shown as if it had (the VM tier of issue 9 runs IPIP for real).")
+                    "here. Nothing is shown as if it had (`calico-lab demo --encap ipip` runs IPIP in a VM).")
     return exp
 
 

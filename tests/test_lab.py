@@ -12,13 +12,15 @@ from pathlib import Path
 
 import pytest
 
+from lab.netns import TIMEOUT_SCALE
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
 
 def lab(tmp: Path, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CALICO_LAB_DIR": str(tmp)}
     r = subprocess.run(["calico-lab", "--lab-name", name, *args], env=env, capture_output=True, text=True,
-                       timeout=300)
+                       timeout=300 * TIMEOUT_SCALE)
     if check:
         assert r.returncode == 0, r.stdout + r.stderr
     return r
@@ -69,6 +71,30 @@ def test_up_pods_traffic_status_demo_down(tmp_path: Path) -> None:
     assert namespaces(name) == []
     assert not (tmp_path / name).exists()
     assert root_links() == links_before
+
+
+@pytest.mark.kernel_vm("ipip")
+def test_the_seeds_ipip_demo_hop_by_hop(tmp_path: Path) -> None:
+    """The seed's main demo, IPIP Always, as a run of its own (up, experiments, down): between nodes
+    the wire carries IP protocol 4 with the node addresses outside and the pods' inside; tunl0 and
+    the cali* interfaces see the plain pod packet."""
+    name = f"li{os.getpid() % 10000}"
+    out = tmp_path / "report"
+    r = lab(tmp_path, name, "demo", "--encap", "ipip", "--nodes", "3", "--out", str(out), check=False)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    report = (out / "demo-ipip-mesh.md").read_text()
+    assert report.count("**reached**") == 4, report
+    first = report.split("## 2.")[0]
+    pods = r"10\.244\.\S+ > 10\.244\.\S+"
+    assert re.search(rf"\| node worker1 \| `tunl0` \| yes \| {pods} \|  \| none \|", first), first
+    assert re.search(rf"\| node worker1 \| `ens192` \| yes \| 192\.168\.3\.111 > 192\.168\.3\.112 \| {pods} \| "
+                     r"IPIP \(IP protocol 4\) \| `10\.244\.\S+ via 192\.168\.3\.112 dev tunl0", first), first
+    assert re.search(rf"\| node worker2 \| `tunl0` \| yes \| {pods} \|", first), first
+    assert re.search(rf"\| node worker2 \(pod side\) \| `cali\w+` \| yes \| {pods} \|  \| none \|", first), first
+    third = report.split("## 3.")[1].split("## 4.")[0]  # same node: never onto the wire
+    assert re.search(r"\| node worker1 \| `ens192` \| no \|", third), third
+    assert "IPIP" in report.split("### calicoctl get ippool -o wide")[1].split("###")[0]
+    assert namespaces(name) == [] and not (tmp_path / name).exists()
 
 
 def test_down_cleans_up_after_up_was_killed_half_way(tmp_path: Path) -> None:

@@ -110,9 +110,23 @@ class VMTier:
             out = Path(d)
             report = out / "reports.json"
             args = " ".join(f"'{n}'" for n in self.nodeids)
-            script = f"{vm.python()} -m pytest -p no:cacheprovider -v -ra --durations=5 {args}"
+            # The tests' temporary directories stay in the VM's /tmp (BIRD's control socket cannot
+            # live on the 9p share); with $PYCALICO_VM_BASETEMP set, their logs are copied out to it
+            # every few seconds, to follow a slow run from the host.
+            basetemp = "/tmp/pycalico-vm-basetemp"
+            follow = os.environ.get("PYCALICO_VM_BASETEMP", "")
+            script = (f"{vm.python()} -m pytest -p no:cacheprovider -v -ra --durations=5 "
+                      f"--basetemp {basetemp} {args}")
+            rwdirs = [out]
+            if follow:
+                Path(follow).mkdir(parents=True, exist_ok=True)
+                rwdirs.append(Path(follow))
+                script = (f"(while sleep 5; do cd {basetemp} 2>/dev/null || continue; "
+                          f"for s in $(find . -name '*.ctl' -type s); do birdc -s $s show route all > $s.routes 2>&1; "
+                          f"birdc -s $s show protocols all > $s.protocols 2>&1; done; "
+                          f"find . -type f -size -2M -exec cp --parents {{}} {follow}/ \\; ; cd /; done) &\n{script}")
             try:
-                r = vm.run(script, module=self.module, rwdirs=[out], cwd=REPO,
+                r = vm.run(script, module=self.module, rwdirs=rwdirs, cwd=REPO,
                            env={IN_VM: "1", REPORT: str(report)}, timeout=2700)
             except RuntimeError as e:
                 self._error = str(e)
