@@ -70,11 +70,14 @@ class Namespaces:
 
 
 def kernel_supports(kind: str) -> bool:
-    """Whether this kernel can make a link of ``kind`` (ipip, vxlan...), tried in a throwaway namespace."""
+    """Whether this kernel can make a link of ``kind`` (ipip, veth...), tried in a throwaway namespace."""
     name = f"pcprobe{os.getpid() % 100000}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
-        r = subprocess.run(["ip", "netns", "exec", name, "ip", "link", "add", "probe0", "type", kind],
+        # A bare ipip link would clash with tunl0, which loading the module makes in every
+        # namespace ("File exists"): give it a remote (a documentation address; nothing is sent).
+        extra = ["remote", "192.0.2.1"] if kind == "ipip" else []
+        r = subprocess.run(["ip", "netns", "exec", name, "ip", "link", "add", "probe0", "type", kind, *extra],
                            capture_output=True)
         return r.returncode == 0
     finally:

@@ -23,7 +23,7 @@ python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 ipip_probe() {
   local ns="pcprobe$$" ok=1
   ip netns add "$ns" 2>/dev/null || return 1
-  ip netns exec "$ns" ip link add probe0 type ipip >/dev/null 2>&1 && ok=0
+  ip netns exec "$ns" ip link add probe0 type ipip remote 192.0.2.1 >/dev/null 2>&1 && ok=0
   ip netns del "$ns" 2>/dev/null || true
   return "$ok"
 }
