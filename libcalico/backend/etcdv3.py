@@ -263,8 +263,14 @@ class EtcdBackend:
         return KVPair(key, codec.decode(key, kv.value, rev), rev)
 
     async def get(self, key: ResourceKey) -> KVPair:
-        stub = await self._stub()
-        resp = await self._call("get", stub.Range(rpc.RangeRequest(key=key.path().encode()), **self._kw()))
+        for attempt in (1, 2):  # a read is safe to repeat: once more after a stall or a dropped connection
+            try:
+                stub = await self._stub()
+                resp = await self._call("get", stub.Range(rpc.RangeRequest(key=key.path().encode()), **self._kw()))
+                break
+            except DatastoreUnavailable:
+                if attempt == 2:
+                    raise
         if not resp.kvs:
             raise NotFound(key)
         return self._decode(key, resp.kvs[0])
