@@ -183,6 +183,7 @@ class IPAM:
         self._be = backend
         self._retries = retries
         self._inputs = inputs
+        self._atomic = backend if isinstance(backend, CreateAndUpdate) else None  # handle + block in one write
         # One assignment at a time per node within this process, as Calico's host-wide IPAM lock
         # serialises its CNI invocations: callers on one node would only fight over the same block.
         self._node_locks: dict[str, asyncio.Lock] = {}
@@ -404,12 +405,12 @@ class IPAM:
                                                "attributes": attributes,
                                                "sequence_number": spec.sequence_number + 1})
             block = KVPair(key, kv.value.model_copy(update={"spec": new_spec}), kv.revision)
-            if handle_id and isinstance(self._be, CreateAndUpdate):
+            if handle_id and self._atomic is not None:
                 # A new handle and the block in one transaction; an existing handle (a second
                 # address for it) takes the two-step path below.
                 try:
-                    _, stored = await self._be.create_and_update(self._new_handle(handle_id, cidr, len(ordinals)),
-                                                                 block)
+                    _, stored = await self._atomic.create_and_update(
+                        self._new_handle(handle_id, cidr, len(ordinals)), block)
                     self._blocks[cidr] = stored
                     base = _net(cidr).network_address
                     return [str(base + o) for o in ordinals]
