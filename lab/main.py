@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,7 +118,7 @@ def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path) -> int:
 
     if lab.exists:
         raise LabError(f"a lab already runs from {lab.dir}; `calico-lab down` first, or give another --lab-name")
-    if encap.startswith("ipip") and not os.environ.get("PYCALICO_IN_VM") and not netns.kernel_supports("ipip"):
+    if encap.startswith("ipip") and not os.environ.get(vm.IN_VM) and not netns.kernel_supports("ipip"):
         reason = vm.unavailable("ipip")
         if reason:
             raise LabError(f"this kernel has no ipip module, and {reason}")
@@ -129,8 +130,8 @@ def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path) -> int:
               f"the report comes back to {out}.", flush=True)
         argv = [vm.python(), "-m", "lab.main", "--dir", "/tmp/calico-lab", "--lab-name", lab.state.name, "demo",
                 "--encap", encap, "--nodes", str(nodes), "--bgp", bgp, "--out", str(out)]
-        r = vm.run(" ".join(argv), module="ipip", rwdirs=[out], cwd=Path(__file__).resolve().parent.parent,
-                   env={"PYCALICO_IN_VM": "1"}, progress=lambda line: print(line, flush=True))
+        r = vm.run(shlex.join(argv), module="ipip", rwdirs=[out], cwd=Path(__file__).resolve().parent.parent,
+                   env={vm.IN_VM: "1"}, progress=lambda line: print(line, flush=True))
         print(f"(ran in {vm.describe(r)}: {r.seconds:.0f} s)")
         return r.returncode
     try:

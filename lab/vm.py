@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MODULE_PATHS = {"ipip": "kernel/net/ipv4/ipip.ko"}
+IN_VM = "PYCALICO_IN_VM"   # set for what runs inside: it is the kernel that has the module
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import pytest
 from lab import vm
 from lab.netns import kernel_supports
 
-IN_VM = "PYCALICO_IN_VM"          # set inside the VM: run the tests directly
+IN_VM = vm.IN_VM                  # set inside the VM: run the tests directly
 REPORT = "PYCALICO_VM_REPORT"     # where the VM's pytest writes its reports
 REPO = Path(__file__).resolve().parent.parent
 
