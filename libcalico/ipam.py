@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from libcalico import api
 from libcalico.api.ipam import (AllocationAttribute, BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
                                 IPAMConfig, IPAMConfigSpec, IPAMHandle, IPAMHandleSpec, affinity_name, cidr_to_name)
-from libcalico.backend.api import Backend, CreateAndUpdate
+from libcalico.backend.api import Backend, CreateAndUpdate, ListKeys, ListMany
 from libcalico.errors import AlreadyExists, CalicoError, Conflict, NotFound
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
 from libcalico.selector import Selector, parse
@@ -44,6 +44,8 @@ from libcalico.watching import Syncer, SyncStatus, Update
 log = logging.getLogger(__name__)
 
 RETRIES = 100  # Calico's ipamEtcdRetries
+# Calico's safeguard against runaway block claims when IPAMConfig.maxBlocksPerHost is 0 (unset).
+DEFAULT_MAX_BLOCKS_PER_HOST = 20
 ATTR_NAMESPACE = "namespace"
 ATTR_POD = "pod"
 ATTR_NODE = "node"
@@ -184,6 +186,8 @@ class IPAM:
         self._retries = retries
         self._inputs = inputs
         self._atomic = backend if isinstance(backend, CreateAndUpdate) else None  # handle + block in one write
+        self._keys = backend if isinstance(backend, ListKeys) else None  # which blocks exist, without reading them
+        self._many = backend if isinstance(backend, ListMany) else None  # an allocation's inputs in one read
         # One assignment at a time per node within this process, as Calico's host-wide IPAM lock
         # serialises its CNI invocations: callers on one node would only fight over the same block.
         self._node_locks: dict[str, asyncio.Lock] = {}
@@ -217,17 +221,39 @@ class IPAM:
         except NotFound:
             return {}
 
+    async def _read_inputs(self, node: str) -> tuple[list[api.IPPool], dict[str, str], IPAMConfigSpec, list[str] | None]:
+        """The pools, the node's labels, the IPAM configuration and (if not known yet) the node's blocks.
+
+        From the watch when there is one and it is in sync; else in one read where the backend
+        can (a CNI plugin's only read before it writes), else in three reads at once.
+        """
+        if self._inputs is not None and self._inputs.in_sync:
+            inputs = self._inputs
+            return list(inputs.pools.values()), inputs.labels.get(node, {}), inputs.config, None
+        if self._many is None:
+            listing, labels, cfg = await asyncio.gather(self._be.list(ResourceListOptions("IPPool")),
+                                                        self._node_labels(node), self.config())
+            return [kv.value for kv in listing.items], labels, cfg, None
+        want_affine = node not in self._affine
+        pools, configs, nodes, *affinities = await self._many.list_many(
+            [ResourceListOptions("IPPool"), ResourceListOptions("IPAMConfig", name="default"),
+             ResourceListOptions("Node", name=node)] + ([ResourceListOptions("BlockAffinity", node=node)]
+                                                        if want_affine else []))
+        return ([kv.value for kv in pools.items],
+                dict(nodes.items[0].value.metadata.labels) if nodes.items else {},
+                configs.items[0].value.spec if configs.items else IPAMConfigSpec(),
+                self._confirmed(node, affinities[0].items) if affinities else None)
+
     async def pools_for(self, node: str, version: int = 4, requested: Sequence[str] = (),
                         use: str = "Workload") -> list[api.IPPool]:
         """The pools an allocation for ``node`` may use, in Calico's order (requested order, else by CIDR)."""
-        if self._inputs is not None and self._inputs.in_sync:
-            pools = list(self._inputs.pools.values())
-            labels = self._inputs.labels.get(node, {})
-        else:
-            listing, labels = await asyncio.gather(self._be.list(ResourceListOptions("IPPool")),
-                                                   self._node_labels(node))
-            pools = [kv.value for kv in listing.items]
-        pools = [p for p in pools if ipaddress.ip_network(p.spec.cidr).version == version]
+        pools, labels, _, _ = await self._read_inputs(node)
+        return self._select_pools(pools, labels, version, requested, use)
+
+    @staticmethod
+    def _select_pools(pools: list[api.IPPool], labels: dict[str, str], version: int, requested: Sequence[str],
+                      use: str) -> list[api.IPPool]:
+        pools = [p for p in pools if _net(p.spec.cidr).version == version]
         if requested:
             chosen = []
             for want in requested:
@@ -239,7 +265,7 @@ class IPAM:
                 chosen.append(match[0])
             return chosen
         out = []
-        for p in sorted(pools, key=lambda p: ipaddress.ip_network(p.spec.cidr)):
+        for p in sorted(pools, key=lambda p: _net(p.spec.cidr)):
             uses = [u.value if hasattr(u, "value") else u for u in p.spec.allowed_uses] or ["Workload", "Tunnel"]
             if p.spec.disabled or use not in uses:
                 continue
@@ -259,10 +285,10 @@ class IPAM:
 
     async def _auto_assign(self, node: str, handle_id: str | None, attrs: dict[str, str], num: int,
                            pools: Sequence[str], version: int, use: str) -> list[str]:
-        if self._inputs is not None:  # both answered from memory: no tasks to gather
-            chosen, cfg = await self.pools_for(node, version, pools, use), await self.config()
-        else:
-            chosen, cfg = await asyncio.gather(self.pools_for(node, version, pools, use), self.config())
+        all_pools, labels, cfg, listed = await self._read_inputs(node)
+        if listed is not None:
+            self._affine[node] = listed
+        chosen = self._select_pools(all_pools, labels, version, pools, use)
         if not chosen:
             raise IPAMError(f"no configured Calico pools for node {node}")
         got: list[str] = []
@@ -271,9 +297,11 @@ class IPAM:
         affine = self._affine.get(node)
         if affine is None:
             affine = self._affine[node] = await self.affine_blocks(node)
+        owned = 0
         for cidr in affine:
             if not any(_within(cidr, n) for n in nets):
                 continue
+            owned += 1
             got += await self._assign_from_block(cidr, num - len(got), handle_id, attrs, node, affine_only=True)
             if len(got) == num:
                 return got
@@ -282,12 +310,18 @@ class IPAM:
         for cidr in self._affine.pop(node, []):
             self._blocks.pop(cidr, None)
         # 2. New blocks for the node.
+        limit = cfg.max_blocks_per_host or DEFAULT_MAX_BLOCKS_PER_HOST
         while len(got) < num and cfg.auto_allocate_blocks:
-            if cfg.max_blocks_per_host and len(await self.affine_blocks(node, chosen)) >= cfg.max_blocks_per_host:
-                break
+            if owned >= limit:  # as Calico: an error, not a reason to borrow
+                if got:
+                    await self.release_ips(got)
+                raise IPAMError(f"cannot allocate new block due to per host block limit: node {node} already has "
+                                f"{owned} blocks and the limit is {limit} (IPAMConfig maxBlocksPerHost"
+                                f"{'' if cfg.max_blocks_per_host else ', 0 means ' + str(limit)})")
             claimed = await self.claim_block(node, chosen, cfg.strict_affinity)
             if claimed is None:
                 break
+            owned += 1
             got += await self._assign_from_block(claimed, num - len(got), handle_id, attrs, node, affine_only=True)
         # 3. Borrow from other blocks in the pools.
         if len(got) < num and not cfg.strict_affinity:
@@ -311,29 +345,36 @@ class IPAM:
 
     async def affine_blocks(self, node: str, pools: Sequence[api.IPPool] | None = None) -> list[str]:
         """CIDRs of the node's confirmed blocks (within ``pools`` if given), sorted."""
-        nets = [ipaddress.ip_network(p.spec.cidr) for p in pools] if pools is not None else None
+        return self._confirmed(node, (await self._be.list(ResourceListOptions("BlockAffinity", node=node))).items,
+                               pools)
+
+    @staticmethod
+    def _confirmed(node: str, affinities: list[KVPair], pools: Sequence[api.IPPool] | None = None) -> list[str]:
+        nets = [_net(p.spec.cidr) for p in pools] if pools is not None else None
         out = []
-        for kv in (await self._be.list(ResourceListOptions("BlockAffinity", node=node))).items:
+        for kv in affinities:
             spec = kv.value.spec
             if spec.node != node or spec.state != "confirmed" or spec.deleted == "true":
                 continue
-            net = ipaddress.ip_network(spec.cidr)
-            if nets is None or any(net.subnet_of(n) for n in nets):  # type: ignore[arg-type]
+            if nets is None or any(_within(spec.cidr, n) for n in nets):
                 out.append(spec.cidr)
-        return sorted(out, key=ipaddress.ip_network)
+        return sorted(out, key=_net)
 
     async def claim_block(self, node: str, pools: Sequence[api.IPPool], strict: bool = False) -> str | None:
         """Claim a free block for ``node`` (affinity pending -> block -> affinity confirmed)."""
-        taken = {kv.value.spec.cidr for kv in (await self._be.list(ResourceListOptions("IPAMBlock"))).items}
+        blocks = ResourceListOptions("IPAMBlock")
+        if self._keys is not None:
+            taken = {key.name for key in await self._keys.list_keys(blocks)}
+        else:
+            taken = {kv.key.name for kv in (await self._be.list(blocks)).items}
         start = zlib.crc32(node.encode())
         for pool in pools:
             net = ipaddress.ip_network(pool.spec.cidr)
             for cidr in _blocks_of(net, pool.spec.block_size, start):
-                if cidr in taken:
+                if cidr_to_name(cidr) in taken:
                     continue
                 if await self._claim(node, cidr, strict):
                     return cidr
-                taken.add(cidr)
         return None
 
     async def _claim(self, node: str, cidr: str, strict: bool) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from libcalico import api
-from libcalico.backend.api import Backend, CreateAndUpdate, EventType, WatchEvent
+from libcalico.backend.api import Backend, CreateAndUpdate, EventType, ListKeys, ListMany, WatchEvent
 from libcalico.backend.etcdv3 import EtcdBackend
 from libcalico.backend.kubernetes import KubernetesBackend
 from libcalico.backend.memory import MemoryBackend
@@ -243,3 +243,48 @@ class TestCreateAndUpdate:
         names = [kv.key.name for kv in (await backend.list(POOLS)).items]
         assert names == ["p1", "p2"]
         assert (await backend.get(p1.key)).value.spec.cidr == "10.246.0.0/16"
+
+
+class TestListKeys:
+    """The optional keys-only listing (etcd, memory): the keys ``list`` returns, nothing else."""
+
+    async def test_the_same_keys_as_list_in_the_same_order(self, backend: Backend) -> None:
+        if not isinstance(backend, ListKeys):
+            pytest.skip(f"{type(backend).__name__} lists values only")
+        assert await backend.list_keys(POOLS) == []
+        for name, cidr in (("p2", "10.245.0.0/16"), ("p1", "10.244.0.0/16"), ("p3", "10.246.0.0/16")):
+            await backend.create(pool(name, cidr))
+        await backend.create(wep("ns1", "np1"))
+        await backend.create(wep("ns2", "np1"))
+        for opts in (POOLS, ResourceListOptions("IPPool", name="p2"), ResourceListOptions("NetworkPolicy"),
+                     ResourceListOptions("NetworkPolicy", namespace="ns2"), ResourceListOptions("IPPool", name="no")):
+            assert await backend.list_keys(opts) == [kv.key for kv in (await backend.list(opts)).items], opts
+        assert [k.name for k in await backend.list_keys(POOLS)] == ["p1", "p2", "p3"]
+
+
+class TestListMany:
+    """The optional many-listings read (etcd, memory): what ``list`` returns for each, at one revision."""
+
+    async def test_each_listing_as_list_returns_it(self, backend: Backend) -> None:
+        if not isinstance(backend, ListMany):
+            pytest.skip(f"{type(backend).__name__} reads one listing at a time")
+        for name, cidr in (("p2", "10.245.0.0/16"), ("p1", "10.244.0.0/16")):
+            await backend.create(pool(name, cidr))
+        last = await backend.create(wep("ns1", "np1"))
+        opts = [POOLS, ResourceListOptions("IPPool", name="p2"), ResourceListOptions("IPPool", name="none"),
+                ResourceListOptions("NetworkPolicy", namespace="ns1"), ResourceListOptions("NetworkPolicy", "ns9")]
+        got = await backend.list_many(opts)
+        assert [[kv.key for kv in listing.items] for listing in got] == \
+            [[kv.key for kv in (await backend.list(o)).items] for o in opts]
+        assert [kv.value for kv in got[0].items] == [kv.value for kv in (await backend.list(POOLS)).items]
+        assert {listing.revision for listing in got} == {last.revision}
+
+    async def test_a_listing_longer_than_a_page_is_read_whole_at_the_same_revision(
+            self, backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+        if not isinstance(backend, ListMany):
+            pytest.skip(f"{type(backend).__name__} reads one listing at a time")
+        monkeypatch.setattr("libcalico.backend.etcdv3.LIST_PAGE", 2)
+        for i in range(5):
+            await backend.create(pool(f"p{i}", f"10.{i}.0.0/16"))
+        [pools, none] = await backend.list_many([POOLS, ResourceListOptions("IPPool", name="x")])
+        assert [kv.key.name for kv in pools.items] == [f"p{i}" for i in range(5)] and none.items == []

@@ -91,6 +91,26 @@ class TestAffinity:
         assert (await backend.list(ResourceListOptions("IPAMBlock"))).items == []
         assert (await backend.list(ResourceListOptions("IPAMHandle"))).items == []
 
+    async def test_a_node_stops_at_its_block_limit_with_calicos_error_and_does_not_borrow(
+            self, backend: Backend) -> None:
+        await add_pool(backend, "p", "10.0.0.0/24", block_size=30)  # 64 blocks of four
+        ipam = IPAM(backend)
+        await ipam.set_config(IPAMConfigSpec(max_blocks_per_host=2))
+        await ipam.auto_assign("n1", pod_handle("full"), attrs("full", "n1"), num=8)
+        await ipam.auto_assign("n2", pod_handle("other"), attrs("other", "n2"))  # free addresses to borrow
+        before = {kv.key for kv in (await backend.list(ResourceListOptions("IPAMHandle"))).items}
+        with pytest.raises(IPAMError, match="cannot allocate new block due to per host block limit: node n1 "
+                                            r"already has 2 blocks and the limit is 2 \(IPAMConfig maxBlocksPerHost\)"):
+            await ipam.auto_assign("n1", pod_handle("one-more"), attrs("one-more", "n1"))
+        assert {kv.key for kv in (await backend.list(ResourceListOptions("IPAMHandle"))).items} == before
+        assert len(await ipam.affine_blocks("n1")) == 2
+        # Unset (0), the limit is Calico's safeguard of 20 blocks.
+        await ipam.set_config(IPAMConfigSpec())
+        await ipam.auto_assign("n1", pod_handle("more"), attrs("more", "n1"), num=18 * 4)
+        with pytest.raises(IPAMError, match=r"already has 20 blocks and the limit is 20 .*0 means 20"):
+            await ipam.auto_assign("n1", pod_handle("too-many"), attrs("too-many", "n1"))
+        assert len(await ipam.affine_blocks("n1")) == 20
+
 
 class TestHandlesAndRelease:
     async def test_allocation_records_handle_and_attributes(self, backend: Backend) -> None:

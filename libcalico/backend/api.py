@@ -27,7 +27,7 @@ Every write returns the pair as stored, with its new revision, and the value's
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -111,4 +111,34 @@ class CreateAndUpdate(Protocol):
         :class:`AlreadyExists` (for ``create.key``) if the first exists, else
         :class:`NotFound` or :class:`Conflict` (for ``update.key``) as ``update`` would.
         """
+        ...
+
+
+@runtime_checkable
+class ListKeys(Protocol):
+    """A backend that can list which keys exist without reading their values (etcd: keys_only).
+
+    IPAM uses it to find which blocks of a pool are taken when it claims one:
+    Calico lists every block there, and decoding each (64 allocations and
+    their attributes) is what made a claim slow as a cluster grows. Backends
+    without it (Kubernetes) are listed in full instead.
+    """
+
+    async def list_keys(self, opts: ResourceListOptions) -> list[ResourceKey]:
+        """The keys that ``list(opts)`` would return, in the same order."""
+        ...
+
+
+@runtime_checkable
+class ListMany(Protocol):
+    """A backend that can read several listings in one round trip, at one revision (etcd: one txn).
+
+    A one-shot allocator (the CNI plugin: one process per pod) reads the pools,
+    the IPAM configuration, its Node and its block affinities before it can
+    choose a block. Four reads become one request, and the four answers are one
+    consistent snapshot. Backends without it are read one listing at a time.
+    """
+
+    async def list_many(self, opts: Sequence[ResourceListOptions]) -> list[KVList]:
+        """``[list(o) for o in opts]``, all read at the same revision."""
         ...

@@ -23,10 +23,11 @@ one place this backend translates errors.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -275,31 +276,64 @@ class EtcdBackend:
             raise NotFound(key)
         return self._decode(key, resp.kvs[0])
 
-    async def list(self, opts: ResourceListOptions) -> KVList:
-        stub = await self._stub()
+    @staticmethod
+    def _range_request(opts: ResourceListOptions, start: bytes | None = None, revision: int = 0,
+                       keys_only: bool = False) -> Any:
         prefix = opts.prefix().encode()
         if opts.name and (opts.namespace or not opts.resource_class.NAMESPACED):
-            resp = await self._call("list", stub.Range(rpc.RangeRequest(key=prefix), **self._kw()))  # one key
-            kvs, revision = list(resp.kvs), resp.header.revision
-        else:
-            # Pages of LIST_PAGE keys, all read at the first page's revision: one consistent
-            # snapshot, and no response over gRPC's 4 MiB message limit however many objects.
-            kvs, revision, start, end = [], 0, prefix, _range_end(prefix)
-            while True:
-                req = rpc.RangeRequest(key=start, range_end=end, limit=LIST_PAGE, revision=revision,
-                                       sort_order=rpc.RangeRequest.ASCEND, sort_target=rpc.RangeRequest.KEY)
+            return rpc.RangeRequest(key=prefix, keys_only=keys_only, revision=revision)  # one key
+        # Pages of LIST_PAGE keys, all read at the first page's revision: one consistent
+        # snapshot, and no response over gRPC's 4 MiB message limit however many objects.
+        return rpc.RangeRequest(key=start or prefix, range_end=_range_end(prefix), limit=LIST_PAGE,
+                                revision=revision, keys_only=keys_only,
+                                sort_order=rpc.RangeRequest.ASCEND, sort_target=rpc.RangeRequest.KEY)
+
+    async def _range(self, opts: ResourceListOptions, keys_only: bool = False, revision: int = 0,
+                     first: Any = None) -> tuple[list[Any], int]:
+        """The raw key-values under ``opts``' prefix, and the revision they were read at.
+
+        ``first`` is a first page already read (by :meth:`list_many`) at ``revision``.
+        """
+        stub = await self._stub()
+        kvs: list[Any] = []
+        start = None
+        while True:
+            if first is None:
+                req = self._range_request(opts, start, revision, keys_only)
                 resp = await self._call("list", stub.Range(req, **self._kw()))
-                revision = revision or resp.header.revision
-                kvs += resp.kvs
-                if not resp.more or not resp.kvs:
-                    break
-                start = resp.kvs[-1].key + b"\0"
-        items = []
+            else:
+                resp, first = first, None
+            revision = revision or resp.header.revision
+            kvs += resp.kvs
+            if not resp.more or not resp.kvs:
+                return kvs, revision
+            start = resp.kvs[-1].key + b"\0"
+
+    def _matching(self, opts: ResourceListOptions, kvs: list[Any]) -> Iterator[tuple[ResourceKey, Any]]:
         for kv in kvs:
             key = ResourceKey.from_path(kv.key.decode())
             if key is not None and opts.matches(key):
-                items.append(self._decode(key, kv))
-        return KVList(items, str(revision))
+                yield key, kv
+
+    async def list(self, opts: ResourceListOptions) -> KVList:
+        kvs, revision = await self._range(opts)
+        return KVList([self._decode(key, kv) for key, kv in self._matching(opts, kvs)], str(revision))
+
+    async def list_many(self, opts: Sequence[ResourceListOptions]) -> builtins.list[KVList]:
+        stub = await self._stub()
+        req = rpc.TxnRequest(success=[rpc.RequestOp(request_range=self._range_request(o)) for o in opts])
+        resp = await self._call("list", stub.Txn(req, **self._kw()))
+        revision = resp.header.revision
+        out = []
+        for o, r in zip(opts, resp.responses, strict=True):
+            page = r.response_range
+            kvs, _ = await self._range(o, revision=revision, first=page) if page.more else (list(page.kvs), 0)
+            out.append(KVList([self._decode(key, kv) for key, kv in self._matching(o, kvs)], str(revision)))
+        return out
+
+    async def list_keys(self, opts: ResourceListOptions) -> builtins.list[ResourceKey]:
+        kvs, _ = await self._range(opts, keys_only=True)
+        return [key for key, _ in self._matching(opts, kvs)]
 
     async def watch(self, opts: ResourceListOptions, revision: str) -> AsyncIterator[WatchEvent]:
         prefix = opts.prefix().encode()

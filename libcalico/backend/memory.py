@@ -10,8 +10,9 @@ through a reference. It passes the same contract suite as the etcd backend
 
 from __future__ import annotations
 
+import builtins
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from libcalico.api.meta import Resource
@@ -114,6 +115,12 @@ class MemoryBackend:
     async def list(self, opts: ResourceListOptions) -> KVList:
         items = [self._pair(k, s) for path, (k, s) in sorted(self._data.items()) if opts.matches(k)]
         return KVList(items, str(self._revision))
+
+    async def list_many(self, opts: Sequence[ResourceListOptions]) -> builtins.list[KVList]:
+        return [await self.list(o) for o in opts]  # no await in list: nothing changes in between
+
+    async def list_keys(self, opts: ResourceListOptions) -> builtins.list[ResourceKey]:
+        return [k for path, (k, s) in sorted(self._data.items()) if opts.matches(k)]
 
     async def watch(self, opts: ResourceListOptions, revision: str) -> AsyncIterator[WatchEvent]:
         after = int(revision) if revision else self._revision
