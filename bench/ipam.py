@@ -21,7 +21,7 @@ The machine this runs on is shared and noisy, so the bench runs ``--rounds``
 rounds, each measuring the baseline and then every variant, and reports each
 variant's median ratio ours/baseline over the rounds (higher is better).
 
-    python3 -m bench.ipam [--n 1600] [--rounds 3]
+    python3 -m bench.ipam [--n 1600] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -197,7 +197,7 @@ def main(n: int, rounds: int) -> dict[str, object]:
 if __name__ == "__main__":
     p = argparse.ArgumentParser()
     p.add_argument("--n", type=int, default=1600)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--worker", choices=("raw", "ipam"), help=argparse.SUPPRESS)
     p.add_argument("--endpoint", help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)

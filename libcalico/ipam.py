@@ -5,7 +5,9 @@ claims a block (a BlockAffinity, then the IPAMBlock with ``affinity:
 host:<node>``) and allocates from its own blocks first; it claims another only
 when its blocks are full; when its pools have no free block left it borrows
 free addresses from other nodes' blocks, unless ``strictAffinity`` is set.
-Which pools: the requested ones, else every enabled pool whose nodeSelector
+A node owns at most ``maxBlocksPerHost`` blocks (Calico's safeguard of 20
+when unset); at that limit an allocation fails as Calico's does, it does not
+borrow. Which pools: the requested ones, else every enabled pool whose nodeSelector
 matches the node and that allows the use (Workload, Tunnel).
 
 Every allocation belongs to a *handle* (``k8s-pod-network.<containerID>`` for
