@@ -180,7 +180,9 @@ class Lab:
 
     # --- up -----------------------------------------------------------------------------------
 
-    def up(self, nodes: int = 4, encap: str = "vxlan", bgp: str = "mesh", datastore: str = "etcd") -> None:
+    def up(self, nodes: int = 4, encap: str = "vxlan", bgp: str = "mesh", datastore: str = "etcd",
+           stays_up: bool = True) -> None:
+        """Make the lab. ``stays_up=False`` (a one-shot demo) leaves out the hint on using it afterwards."""
         if encap not in ENCAPS:
             raise LabError(f"--encap must be one of {', '.join(ENCAPS)}, not {encap!r}")
         if bgp not in ("mesh", "rr"):
@@ -286,6 +288,9 @@ class Lab:
             envtext = f"export DATASTORE_TYPE=etcdv3\nexport ETCD_ENDPOINTS={self.state.etcd['endpoint']}\n"
         (self.dir / "calicoctl.env").write_text(envtext)
         oneline = "export " + " ".join(line.removeprefix("export ") for line in envtext.splitlines())
+        if not stays_up:
+            self.say("\nThe lab is up; it goes down again after the demo.")
+            return
         self.say(f"\nThe lab is up. Use calicoctl against it with:\n  {oneline}\n"
                  f"  ip netns exec {self.underlay} calicoctl get nodes -o wide\n"
                  f"(environment also in {self.dir / 'calicoctl.env'})")

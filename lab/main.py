@@ -135,7 +135,7 @@ def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path) -> int:
         print(f"(ran in {vm.describe(r)}: {r.seconds:.0f} s)")
         return r.returncode
     try:
-        lab.up(nodes, encap, bgp)
+        lab.up(nodes, encap, bgp, stays_up=False)
         path = demo.run(lab, out)
         print(path.read_text())
         print(f"report written to {path}")

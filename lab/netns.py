@@ -7,6 +7,7 @@ failure included, after killing whatever still runs inside.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -69,8 +70,13 @@ class Namespaces:
         self.cleanup()
 
 
+@functools.cache
 def kernel_supports(kind: str) -> bool:
-    """Whether this kernel can make a link of ``kind`` (ipip, veth...), tried in a throwaway namespace."""
+    """Whether this kernel can make a link of ``kind`` (ipip, veth...), tried in a throwaway namespace.
+
+    Asked once per process and kind: the answer does not change while we run, and the
+    lab, the demo and the test tier each ask before they start.
+    """
     name = f"pcprobe{os.getpid() % 100000}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:

@@ -10,11 +10,12 @@ server" is one more namespace on the bridge. Everything is removed on exit.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -209,6 +210,31 @@ class Cluster:
                     proc.wait(10)
         if self.etcd is not None:
             self.etcd.cleanup()
+
+
+SEED_NODES = (("node1", "192.168.3.111"), ("node2", "192.168.3.112"), ("node3", "192.168.3.113"))
+
+
+@contextlib.contextmanager
+def running(prefix: str, tmp_path: Path, *resources: dict[str, Any],
+            nodes: Sequence[tuple[str, str]] = SEED_NODES, bgp: bool = False) -> Iterator[Cluster]:
+    """A cluster with ``resources`` applied, ``nodes`` (name, address) on the underlay, Felix on each
+    and, with ``bgp``, confd and BIRD too; all of it stopped and removed afterwards, also on failure."""
+    with Namespaces(prefix) as ns:
+        c = Cluster(ns, tmp_path)
+        try:
+            c.start()
+            for resource in resources:
+                c.calicoctl("apply", "-f", "-", stdin=json.dumps(resource))
+            for name, ip in nodes:
+                c.add_node(name, ip)
+            for name in c.nodes:
+                c.start_felix(name)
+                if bgp:
+                    c.start_bgp(name)
+            yield c
+        finally:
+            c.stop()
 
 
 def capture(ns: Namespaces, netns: str, iface: str, bpf: str, count: int = 1) -> subprocess.Popen[str]:

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster import Cluster, block_of, capture, wait_until
-from tests.netns import Namespaces
+from tests.cluster import SEED_NODES, Cluster, block_of, capture, running, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
@@ -37,20 +36,8 @@ def _now_of_day() -> int:
 
 @pytest.fixture
 def bgp_cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with Namespaces("bgp") as ns:
-        c = Cluster(ns, tmp_path)
-        try:
-            c.start()
-            c.calicoctl("apply", "-f", "-", stdin=json.dumps(POOL))
-            c.calicoctl("apply", "-f", "-", stdin=json.dumps(BGPCONFIG))
-            for i, name in enumerate(("node1", "node2", "node3")):
-                c.add_node(name, f"192.168.3.11{i + 1}")
-            for name in c.nodes:
-                c.start_felix(name)
-                c.start_bgp(name)
-            yield c
-        finally:
-            c.stop()
+    with running("bgp", tmp_path, POOL, BGPCONFIG, bgp=True) as c:
+        yield c
 
 
 def test_full_mesh_establishes_and_bird_routes_carry_pod_traffic(bgp_cluster: Cluster) -> None:
@@ -137,40 +124,28 @@ def test_ipip_when_program_cluster_routes_asks_bird_for_it(tmp_path: Path) -> No
     cluster route) and FelixConfiguration Disabled. Calico's BIRD fork would install the IPIP routes
     with krt_tunnel="tunl0"; stock BIRD 1.6 cannot, so confd keeps the IPIP pool out of BIRD's kernel
     filter and says why, Felix routes it through tunl0, and BGP still carries the blocks."""
-    with Namespaces("bip") as ns:
-        c = Cluster(ns, tmp_path)
-        try:
-            c.start()
-            c.calicoctl("apply", "-f", "-", stdin=json.dumps(
-                {**POOL, "spec": {**POOL["spec"], "ipipMode": "Always"}}))
-            c.calicoctl("apply", "-f", "-", stdin=json.dumps(
-                {**BGPCONFIG, "spec": {**BGPCONFIG["spec"], "programClusterRoutes": "Enabled"}}))
-            c.calicoctl("apply", "-f", "-", stdin=json.dumps({
-                "apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration", "metadata": {"name": "default"},
-                "spec": {"programClusterRoutes": "Disabled"}}))
-            for name, ip in (("node1", "192.168.3.111"), ("node2", "192.168.3.112")):
-                c.add_node(name, ip)
-            for name in c.nodes:
-                c.start_felix(name)
-                c.start_bgp(name)
-            for name in c.nodes:
-                wait_until(lambda n=name: len(c.established(n)) == 1, f"{name}'s mesh session", 60)
-            pa, ip_a = c.add_pod("node1", "pod-a")
-            _, ip_b = c.add_pod("node2", "pod-b")
-            block = block_of(ip_b)
-            wait_until(lambda: block in c.birdc("node1", "show", "route", "protocol", "Mesh_192_168_3_112"),
-                       "BGP to carry node2's block to node1", 60)
-            wait_until(lambda: re.search(rf"^{re.escape(block)} via 192.168.3.112 dev tunl0 proto 80 onlink",
-                                         c.routes("node1"), re.M) is not None, "Felix's IPIP route")
-            assert not re.search(rf"^{re.escape(block)} .*proto bird", c.routes("node1"), re.M)
-            ipam_cfg = (tmp_path / "node1" / "confd" / "config" / "bird_ipam.cfg").read_text()
-            assert "if (net ~ 10.244.0.0/16) then { reject; } # Cluster routes are handled by Felix." in ipam_cfg
-            assert "krt_tunnel" in (tmp_path / "confd-node1.log").read_text()
+    with running("bip", tmp_path,
+                 {**POOL, "spec": {**POOL["spec"], "ipipMode": "Always"}},
+                 {**BGPCONFIG, "spec": {**BGPCONFIG["spec"], "programClusterRoutes": "Enabled"}},
+                 {"apiVersion": "projectcalico.org/v3", "kind": "FelixConfiguration", "metadata": {"name": "default"},
+                  "spec": {"programClusterRoutes": "Disabled"}},
+                 nodes=SEED_NODES[:2], bgp=True) as c:
+        for name in c.nodes:
+            wait_until(lambda n=name: len(c.established(n)) == 1, f"{name}'s mesh session", 60)
+        pa, ip_a = c.add_pod("node1", "pod-a")
+        _, ip_b = c.add_pod("node2", "pod-b")
+        block = block_of(ip_b)
+        wait_until(lambda: block in c.birdc("node1", "show", "route", "protocol", "Mesh_192_168_3_112"),
+                   "BGP to carry node2's block to node1", 60)
+        wait_until(lambda: re.search(rf"^{re.escape(block)} via 192.168.3.112 dev tunl0 proto 80 onlink",
+                                     c.routes("node1"), re.M) is not None, "Felix's IPIP route")
+        assert not re.search(rf"^{re.escape(block)} .*proto bird", c.routes("node1"), re.M)
+        ipam_cfg = (tmp_path / "node1" / "confd" / "config" / "bird_ipam.cfg").read_text()
+        assert "if (net ~ 10.244.0.0/16) then { reject; } # Cluster routes are handled by Felix." in ipam_cfg
+        assert "krt_tunnel" in (tmp_path / "confd-node1.log").read_text()
 
-            tap = capture(c.ns, c.under, "br0", "ip proto 4", count=1)
-            assert c.ns.run(pa, "ping", "-c", "2", "-W", "3", ip_b, check=False).returncode == 0
-            out, _ = tap.communicate(timeout=30)
-            assert re.search(rf"192\.168\.3\.111 > 192\.168\.3\.112: (IP )?{re.escape(ip_a)} > {re.escape(ip_b)}: "
-                             "ICMP echo request", out), out
-        finally:
-            c.stop()
+        tap = capture(c.ns, c.under, "br0", "ip proto 4", count=1)
+        assert c.ns.run(pa, "ping", "-c", "2", "-W", "3", ip_b, check=False).returncode == 0
+        out, _ = tap.communicate(timeout=30)
+        assert re.search(rf"192\.168\.3\.111 > 192\.168\.3\.112: (IP )?{re.escape(ip_a)} > {re.escape(ip_b)}: "
+                         "ICMP echo request", out), out

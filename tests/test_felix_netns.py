@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster import Cluster, block_of, capture, wait_until
+from tests.cluster import Cluster, block_of, capture, running, wait_until
 from tests.netns import Namespaces, kernel_supports
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
@@ -27,18 +27,8 @@ POOL = {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"na
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    with Namespaces("fx") as ns:
-        c = Cluster(ns, tmp_path)
-        try:
-            c.start()
-            c.calicoctl("apply", "-f", "-", stdin=json.dumps(POOL))
-            for i, name in enumerate(("node1", "node2", "node3")):
-                c.add_node(name, f"192.168.3.11{i + 1}")
-            for name in c.nodes:
-                c.start_felix(name)
-            yield c
-        finally:
-            c.stop()
+    with running("fx", tmp_path, POOL) as c:
+        yield c
 
 
 def test_pods_on_different_nodes_talk_over_vxlan_and_the_underlay_sees_udp_4789(cluster: Cluster) -> None:
