@@ -3,6 +3,10 @@
 Starts its own etcd on 127.0.0.1. Baseline, same run, same concurrency: each
 caller does compare-and-swap transactions (compare mod_revision, put) on its
 own key with aetcd's raw Txn, the primitive every IPAM write is built on.
+A second baseline, ``raw_same_txn``, writes the very transaction an allocation
+makes (a new handle and a block-sized compare-and-swap, both or neither), so
+that what etcd and gRPC cost for IPAM's write is told apart from our Python;
+``watched_vs_same_txn`` is the watched variant against it.
 Ours, ``IPAM.auto_assign`` of one address with a handle and attributes:
 
 * ``watched``: 8 nodes, one caller each, one allocator whose inputs (pools,
@@ -39,8 +43,9 @@ from aetcd.rpc import rpc_pb2 as rpc
 
 from libcalico import api
 from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
-from libcalico.api.ipam import IPAMConfigSpec
-from libcalico.ipam import IPAM, WatchedInputs, pod_handle
+from libcalico.api.ipam import AllocationAttribute, IPAMConfigSpec
+from libcalico.backend import codec
+from libcalico.ipam import IPAM, WatchedInputs, new_block, pod_handle
 from libcalico.model import KVPair, ResourceKey
 from tests.etcd_server import EtcdServer
 
@@ -58,6 +63,47 @@ async def raw_cas(client: aetcd.Client, n: int, tag: str) -> float:
             compare = rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=rev)
             put = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=str(i).encode()))
             resp = await stub.Txn(rpc.TxnRequest(compare=[compare], success=[put]))
+            assert resp.succeeded
+            rev = resp.header.revision
+
+    t = time.perf_counter()
+    await asyncio.gather(*(caller(c) for c in range(CALLERS)))
+    return n / (time.perf_counter() - t)
+
+
+def _half_full_block() -> bytes:
+    """The stored bytes of a /26 with 32 pod addresses: what an allocation writes, on average."""
+    block = new_block("10.0.0.0/26", "node0")
+    attrs = [AllocationAttribute(handle_id=pod_handle(f"pod-{i}"),
+                                 secondary={"namespace": "default", "pod": f"pod-{i}", "node": "node0"})
+             for i in range(32)]
+    spec = block.spec.model_copy(update={"allocations": list(range(32)) + [None] * 32,
+                                         "unallocated": list(range(32, 64)), "attributes": attrs})
+    return codec.encode(block.model_copy(update={"spec": spec}))
+
+
+async def raw_same_txn(client: aetcd.Client, n: int, tag: str) -> float:
+    """The transaction an allocation makes, written raw: create a handle key and compare-and-swap a
+    block-sized value, both or neither, with the same failure reads. What etcd and gRPC cost for
+    IPAM's write, without any of our Python."""
+    await client.connect()
+    stub = client.kvstub
+    value = _half_full_block()
+
+    async def caller(c: int) -> None:
+        key = f"/bench/same/{tag}/block{c}".encode()
+        rev = 0
+        for i in range(n // CALLERS):
+            handle = f"/bench/same/{tag}/handle/{c}-{i}".encode()
+            req = rpc.TxnRequest(
+                compare=[rpc.Compare(key=handle, result=rpc.Compare.EQUAL, target=rpc.Compare.CREATE,
+                                     create_revision=0),
+                         rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=rev)],
+                success=[rpc.RequestOp(request_put=rpc.PutRequest(key=handle, value=b'{"block":{"10.0.0.0/26":1}}')),
+                         rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))],
+                failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=handle, count_only=True)),
+                         rpc.RequestOp(request_range=rpc.RangeRequest(key=key, count_only=True))])
+            resp = await stub.Txn(req)
             assert resp.succeeded
             rev = resp.header.revision
 
@@ -152,7 +198,7 @@ async def in_process_round(server: EtcdServer, n: int, r: int) -> dict[str, floa
     raw = aetcd.Client(host="127.0.0.1", port=server.client_port)
     be = EtcdBackend(EtcdConfig(endpoints=(server.endpoint,)))
     try:
-        rates = {"raw": await raw_cas(raw, n, f"r{r}")}
+        rates = {"raw": await raw_cas(raw, n, f"r{r}"), "raw_same_txn": await raw_same_txn(raw, n, f"r{r}")}
         for variant in VARIANTS:
             rates[variant] = await allocations(be, n, variant, f"{variant.replace('_', '-')}-r{r}")
         return rates
@@ -173,8 +219,8 @@ async def add_pool(server: EtcdServer, n: int) -> None:
 def main(n: int, rounds: int) -> dict[str, object]:
     server = EtcdServer()
     server.start()
-    ratios: dict[str, list[float]] = {v: [] for v in (*VARIANTS, "processes")}
-    rates: dict[str, list[float]] = {v: [] for v in ("raw", *VARIANTS, "raw_processes", "processes")}
+    ratios: dict[str, list[float]] = {v: [] for v in (*VARIANTS, "processes", "watched_vs_same_txn")}
+    rates: dict[str, list[float]] = {v: [] for v in ("raw", "raw_same_txn", *VARIANTS, "raw_processes", "processes")}
     try:
         asyncio.run(add_pool(server, n))
         for r in range(rounds):
@@ -186,6 +232,7 @@ def main(n: int, rounds: int) -> dict[str, object]:
             for variant in VARIANTS:
                 ratios[variant].append(got[variant] / got["raw"])
             ratios["processes"].append(got["processes"] / got["raw_processes"])
+            ratios["watched_vs_same_txn"].append(got["watched"] / got["raw_same_txn"])
     finally:
         server.cleanup()
     return {"n": n, "callers": CALLERS, "rounds": rounds,
