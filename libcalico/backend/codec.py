@@ -12,7 +12,9 @@ left out and put back from the key on decode.
 JSON is written and read by pydantic_core (already there for the models):
 the same compact bytes as ``json.dumps(separators=(",", ":"))``, except that
 non-ASCII is written as UTF-8 (as Go's encoder does), in a quarter of the
-time. A block is encoded on every allocation, so this shows in the IPAM bench.
+time. A block is encoded on every allocation, so this shows in the IPAM bench;
+it is written straight from its model by pydantic's serializer, in the shape
+of Calico's AllocationBlock (``strictAffinity`` always present, as Go writes it).
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ through a reference. It passes the same contract suite as the etcd backend
 
 from __future__ import annotations
 
-import builtins
 import asyncio
+import builtins
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
