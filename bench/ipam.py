@@ -37,38 +37,37 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import aetcd
 from aetcd.rpc import rpc_pb2 as rpc
 
 from libcalico import api
-from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
 from libcalico.api.ipam import AllocationAttribute, IPAMConfigSpec
 from libcalico.backend import codec
+from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
 from libcalico.ipam import IPAM, WatchedInputs, new_block, pod_handle
 from libcalico.model import KVPair, ResourceKey
 from tests.etcd_server import EtcdServer
 
 CALLERS = 8
 
+Op = Callable[[int], Awaitable[None]]  # the i-th operation of one caller
 
-async def raw_cas(client: aetcd.Client, n: int, tag: str) -> float:
-    await client.connect()
-    stub = client.kvstub
 
-    async def caller(c: int) -> None:
-        key = f"/bench/cas/{tag}/{c}".encode()
-        rev = 0
-        for i in range(n // CALLERS):
-            compare = rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=rev)
-            put = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=str(i).encode()))
-            resp = await stub.Txn(rpc.TxnRequest(compare=[compare], success=[put]))
-            assert resp.succeeded
-            rev = resp.header.revision
+def cas(stub: Any, key: bytes) -> Op:
+    """Compare-and-swap transactions on ``key`` (compare mod_revision, put), each on the last one's revision."""
+    rev = 0
 
-    t = time.perf_counter()
-    await asyncio.gather(*(caller(c) for c in range(CALLERS)))
-    return n / (time.perf_counter() - t)
+    async def op(i: int) -> None:
+        nonlocal rev
+        compare = rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=rev)
+        put = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=str(i).encode()))
+        resp = await stub.Txn(rpc.TxnRequest(compare=[compare], success=[put]))
+        assert resp.succeeded
+        rev = resp.header.revision
+    return op
 
 
 def _half_full_block() -> bytes:
@@ -82,34 +81,54 @@ def _half_full_block() -> bytes:
     return codec.encode(block.model_copy(update={"spec": spec}))
 
 
-async def raw_same_txn(client: aetcd.Client, n: int, tag: str) -> float:
+def same_txn(stub: Any, prefix: str, value: bytes) -> Op:
     """The transaction an allocation makes, written raw: create a handle key and compare-and-swap a
     block-sized value, both or neither, with the same failure reads. What etcd and gRPC cost for
     IPAM's write, without any of our Python."""
-    await client.connect()
-    stub = client.kvstub
-    value = _half_full_block()
+    key = f"{prefix}/block".encode()
+    rev = 0
 
+    async def op(i: int) -> None:
+        nonlocal rev
+        handle = f"{prefix}/handle/{i}".encode()
+        req = rpc.TxnRequest(
+            compare=[rpc.Compare(key=handle, result=rpc.Compare.EQUAL, target=rpc.Compare.CREATE, create_revision=0),
+                     rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=rev)],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=handle, value=b'{"block":{"10.0.0.0/26":1}}')),
+                     rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))],
+            failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=handle, count_only=True)),
+                     rpc.RequestOp(request_range=rpc.RangeRequest(key=key, count_only=True))])
+        resp = await stub.Txn(req)
+        assert resp.succeeded
+        rev = resp.header.revision
+    return op
+
+
+def allocate(ipam: Callable[[], IPAM], node: str, prefix: str) -> Op:
+    """One address for pod ``<prefix>-<i>`` on ``node``, from the allocator ``ipam()`` gives."""
+    async def op(i: int) -> None:
+        pod = f"{prefix}-{i}"
+        await ipam().auto_assign(node, pod_handle(pod), {"namespace": "default", "pod": pod, "node": node})
+    return op
+
+
+async def rate(n: int, caller_op: Callable[[int], Op]) -> float:
+    """Operations per second of CALLERS concurrent callers, n in all; caller c runs ``caller_op(c)``."""
     async def caller(c: int) -> None:
-        key = f"/bench/same/{tag}/block{c}".encode()
-        rev = 0
+        op = caller_op(c)
         for i in range(n // CALLERS):
-            handle = f"/bench/same/{tag}/handle/{c}-{i}".encode()
-            req = rpc.TxnRequest(
-                compare=[rpc.Compare(key=handle, result=rpc.Compare.EQUAL, target=rpc.Compare.CREATE,
-                                     create_revision=0),
-                         rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=rev)],
-                success=[rpc.RequestOp(request_put=rpc.PutRequest(key=handle, value=b'{"block":{"10.0.0.0/26":1}}')),
-                         rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=value))],
-                failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=handle, count_only=True)),
-                         rpc.RequestOp(request_range=rpc.RangeRequest(key=key, count_only=True))])
-            resp = await stub.Txn(req)
-            assert resp.succeeded
-            rev = resp.header.revision
+            await op(i)
 
     t = time.perf_counter()
     await asyncio.gather(*(caller(c) for c in range(CALLERS)))
     return n / (time.perf_counter() - t)
+
+
+async def raw_rates(client: aetcd.Client, n: int, tag: str) -> dict[str, float]:
+    await client.connect()
+    stub, block = client.kvstub, _half_full_block()
+    return {"raw": await rate(n, lambda c: cas(stub, f"/bench/cas/{tag}/{c}".encode())),
+            "raw_same_txn": await rate(n, lambda c: same_txn(stub, f"/bench/same/{tag}/{c}", block))}
 
 
 async def allocations(be: EtcdBackend, n: int, variant: str, tag: str) -> float:
@@ -118,20 +137,13 @@ async def allocations(be: EtcdBackend, n: int, variant: str, tag: str) -> float:
         await inputs.start()
         await inputs.wait_in_sync()
     shared = IPAM(be, inputs=inputs)
-
-    async def caller(c: int) -> None:
-        node = f"{tag}-node0" if variant == "one_node" else f"{tag}-node{c}"  # fresh nodes every round
-        for i in range(n // CALLERS):
-            pod = f"{tag}-{c}-{i}"
-            ipam = IPAM(be) if variant == "one_shot" else shared
-            await ipam.auto_assign(node, pod_handle(pod), {"namespace": "default", "pod": pod, "node": node})
-
-    t = time.perf_counter()
-    await asyncio.gather(*(caller(c) for c in range(CALLERS)))
-    rate = n / (time.perf_counter() - t)
+    ipam = (lambda: IPAM(be)) if variant == "one_shot" else (lambda: shared)
+    # Fresh nodes every round; one_node puts every caller on the same one.
+    result = await rate(n, lambda c: allocate(ipam, f"{tag}-node{0 if variant == 'one_node' else c}",
+                                              f"{tag}-{c}"))
     if inputs is not None:
         await inputs.stop()
-    return rate
+    return result
 
 
 async def worker(kind: str, endpoint: str, port: int, caller: int, count: int, tag: str) -> None:
@@ -139,28 +151,14 @@ async def worker(kind: str, endpoint: str, port: int, caller: int, count: int, t
     if kind == "raw":
         client = aetcd.Client(host="127.0.0.1", port=port)
         await client.connect()
-        stub = client.kvstub
-        key = f"/bench/proc/{tag}/{caller}".encode()
-        rev = 0
-
-        async def op(i: int) -> None:
-            nonlocal rev
-            compare = rpc.Compare(key=key, result=rpc.Compare.EQUAL, target=rpc.Compare.MOD, mod_revision=rev)
-            put = rpc.RequestOp(request_put=rpc.PutRequest(key=key, value=str(i).encode()))
-            resp = await stub.Txn(rpc.TxnRequest(compare=[compare], success=[put]))
-            assert resp.succeeded
-            rev = resp.header.revision
+        op = cas(client.kvstub, f"/bench/proc/{tag}/{caller}".encode())
     else:
         be = EtcdBackend(EtcdConfig(endpoints=(endpoint,)))
         inputs = WatchedInputs(be)
         await inputs.start()
         await inputs.wait_in_sync()
-        ipam = IPAM(be, inputs=inputs)
-        node = f"proc-{tag}-node{caller}"
-
-        async def op(i: int) -> None:
-            pod = f"proc-{tag}-{caller}-{i}"
-            await ipam.auto_assign(node, pod_handle(pod), {"namespace": "default", "pod": pod, "node": node})
+        allocator = IPAM(be, inputs=inputs)
+        op = allocate(lambda: allocator, f"proc-{tag}-node{caller}", f"proc-{tag}-{caller}")
     await op(-1)
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
@@ -198,7 +196,7 @@ async def in_process_round(server: EtcdServer, n: int, r: int) -> dict[str, floa
     raw = aetcd.Client(host="127.0.0.1", port=server.client_port)
     be = EtcdBackend(EtcdConfig(endpoints=(server.endpoint,)))
     try:
-        rates = {"raw": await raw_cas(raw, n, f"r{r}"), "raw_same_txn": await raw_same_txn(raw, n, f"r{r}")}
+        rates = await raw_rates(raw, n, f"r{r}")
         for variant in VARIANTS:
             rates[variant] = await allocations(be, n, variant, f"{variant.replace('_', '-')}-r{r}")
         return rates

@@ -23,7 +23,6 @@ resourceVersion. Callers only ever hand back a revision they were given.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import dataclass, field, replace
 from typing import Any
 

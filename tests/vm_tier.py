@@ -15,7 +15,6 @@ a boot costs tens of seconds.
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import tempfile
@@ -32,9 +31,8 @@ REPORT = "PYCALICO_VM_REPORT"     # where the VM's pytest writes its reports
 REPO = Path(__file__).resolve().parent.parent
 
 
-@functools.cache
 def _host_has(module: str) -> bool:
-    return os.geteuid() == 0 and kernel_supports(module)
+    return os.geteuid() == 0 and kernel_supports(module)  # kernel_supports asks the kernel once
 
 
 def _module(item: pytest.Item) -> str | None:
