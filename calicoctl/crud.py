@@ -293,6 +293,8 @@ def print_get(opts: Options, r: Results, ds: backend.DatastoreConfig, out: TextI
     objs: list[tuple[str, list[Resource], dict[str, Any]]] = []
     for item in r.resources:
         if isinstance(item, client.ResourceList):
+            for bad in item.corrupt:  # the rest of the listing is still shown
+                sys.stderr.write(f"Warning: skipped a {item.kind} that does not parse: {bad}\n")
             objs.append((item.kind, item.items, _wire_list(item.kind, item, False)))
         else:
             objs.append((item.KIND, [item], _wire(item, opts.export and bool(opts.names))))

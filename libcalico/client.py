@@ -26,7 +26,7 @@ import datetime
 import ipaddress
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic
@@ -38,7 +38,7 @@ from libcalico.api.loading import errored_fields
 from libcalico.api.meta import Resource
 from libcalico.api.policy import PolicyType
 from libcalico.backend.api import Backend
-from libcalico.errors import ErroredField, NotFound, ValidationError
+from libcalico.errors import CorruptEntry, ErroredField, NotFound, ValidationError
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
 
 CALICO_VERSION = "v3.31.0-pycalico"
@@ -49,6 +49,8 @@ class ResourceList:
     kind: str
     items: list[Resource]
     revision: str
+    # Stored entries that do not parse, left out of ``items`` (see libcalico.errors.CorruptEntry).
+    corrupt: list[CorruptEntry] = field(default_factory=list)
 
 
 def _now() -> str:
@@ -124,7 +126,7 @@ class Client:
     async def list(self, kind: str, namespace: str = "", name: str = "") -> ResourceList:
         cls = _cls(kind)
         listing = await self.backend.list(ResourceListOptions(cls.KIND, namespace if cls.NAMESPACED else "", name))
-        return ResourceList(cls.KIND, [kv.value for kv in listing.items], listing.revision)
+        return ResourceList(cls.KIND, [kv.value for kv in listing.items], listing.revision, listing.corrupt)
 
     # --- writes --------------------------------------------------------------------------
 

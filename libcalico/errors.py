@@ -16,7 +16,13 @@ The tree::
     ├── Conflict                 compare-and-swap lost (stale revision)
     ├── DatastoreUnavailable     cannot reach or talk to the datastore
     ├── WatchCompacted           watch asked for history that was compacted
+    ├── CorruptEntry             a stored value that does not parse into its kind
     └── OperationNotSupported    e.g. deleting ClusterInformation
+
+A :class:`CorruptEntry` is never fatal to a daemon: as in libcalico-go (a
+"parse failure" update with a nil value), a list skips it and reports it on
+the side, a watch passes it as an event without a value, and the one watch
+loop (:mod:`libcalico.watching`) logs it and treats the key as deleted.
 """
 
 from __future__ import annotations
@@ -98,6 +104,20 @@ class WatchCompacted(CalicoError):
     def __init__(self, revision: str) -> None:
         self.revision = revision
         super().__init__(f"watch revision {revision} has been compacted; a re-list is required")
+
+
+class CorruptEntry(CalicoError):
+    """A stored value that does not parse into its kind (written around Calico's validation).
+
+    ``key`` is the entry's key (a :class:`~libcalico.model.ResourceKey`; typed
+    loosely because the error tree sits below the model); ``reasons`` say what
+    failed, field by field, without any library's help URL.
+    """
+
+    def __init__(self, key: object, reasons: list[str]) -> None:
+        self.key = key
+        self.reasons = list(reasons)
+        super().__init__(f"stored datastore entry for {key} does not parse: {'; '.join(self.reasons)}")
 
 
 class OperationNotSupported(CalicoError):

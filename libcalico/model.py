@@ -29,6 +29,7 @@ from typing import Any
 from libcalico.api import registry
 from libcalico.api.ipam import name_to_cidr, split_affinity_name
 from libcalico.api.meta import Resource
+from libcalico.errors import CorruptEntry
 
 RESOURCE_PREFIX = "/calico/resources/v3/projectcalico.org/"
 IPAM_PREFIX = "/calico/ipam/v2/"
@@ -198,3 +199,6 @@ class KVList:
 
     items: list[KVPair] = field(default_factory=list)
     revision: str = ""
+    # Entries that did not parse, left out of ``items`` (libcalico-go logs and skips them too);
+    # a caller that shows a listing to a person reports them.
+    corrupt: list[CorruptEntry] = field(default_factory=list)

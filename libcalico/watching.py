@@ -11,6 +11,12 @@ calicoctl's watchers) uses :func:`follow`:
 4. on :class:`WatchCompacted` go back to 1; on :class:`DatastoreUnavailable`
    wait (with backoff) and go back to 1.
 
+A stored value that does not parse (:class:`~libcalico.errors.CorruptEntry`)
+is Calico's "parse failure" update: logged, once per revision, and passed on
+as a deletion of that key (when the consumer had it), so one bad key written
+around Calico's validation never stops a daemon and every other key goes on.
+When the key is fixed, the next update brings it back.
+
 :class:`Syncer` runs one :func:`follow` per resource type and turns their
 progress into Calico's syncer status: ``WaitForDatastore`` until the first
 listing succeeds, ``ResyncInProgress`` until every type has listed, then
@@ -30,7 +36,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from libcalico.backend.api import Backend, EventType
-from libcalico.errors import DatastoreUnavailable, WatchCompacted
+from libcalico.errors import CorruptEntry, DatastoreUnavailable, WatchCompacted
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
 
 log = logging.getLogger(__name__)
@@ -100,6 +106,8 @@ async def follow(
             listing = await backend.list(opts)
             updates: list[Update] = []
             seen: set[ResourceKey] = set()
+            for bad in listing.corrupt:
+                _log_corrupt(bad, listing.revision)
             for kv in listing.items:
                 seen.add(kv.key)
                 prev = known.get(kv.key)
@@ -116,11 +124,12 @@ async def follow(
             stream = backend.watch(opts, listing.revision)
             try:
                 async for ev in stream:
-                    if ev.type is EventType.DELETED:
+                    if ev.type is EventType.DELETED or ev.new is None:
+                        if ev.corrupt is not None:
+                            _log_corrupt(ev.corrupt, ev.revision)
                         if known.pop(ev.key, None) is not None:
                             events.on_updates([Update(UpdateType.DELETED, KVPair(ev.key, None, ev.revision))])
                     else:
-                        assert ev.new is not None
                         kind = UpdateType.NEW if ev.key not in known else UpdateType.UPDATED
                         known[ev.key] = ev.new.revision
                         events.on_updates([Update(kind, ev.new)])
@@ -135,6 +144,10 @@ async def follow(
             delay = backoff.next()
             log.warning("datastore unavailable while following %s: %s; retrying in %.1fs", opts.kind, exc, delay)
             await sleep(delay)
+
+
+def _log_corrupt(error: CorruptEntry, revision: str) -> None:
+    log.warning("parse failure at revision %s, treated as deleted: %s", revision, error)
 
 
 class SyncerCallbacks(Protocol):

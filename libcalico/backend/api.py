@@ -13,6 +13,10 @@ revision rules are the heart of it:
 * ``delete(key, revision)``: CAS when a revision is given, like update.
 * ``get`` and ``list`` return the stored revision with each pair; ``list``
   also returns the datastore revision the listing was taken at.
+* A stored value that does not parse: ``get`` raises :class:`CorruptEntry`;
+  ``list`` leaves it out of ``items`` and reports it in ``corrupt``; ``watch``
+  passes it as an event with ``corrupt`` set and no ``new``; ``delete``
+  removes it and returns the pair with value None (so an operator can clear it).
 * ``watch(opts, revision)`` yields every change strictly after ``revision``
   (a list's revision, so list + watch misses nothing and repeats nothing).
   When the datastore no longer has that history it raises
@@ -31,6 +35,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from libcalico.errors import CorruptEntry
 from libcalico.model import KVList, KVPair, ResourceKey, ResourceListOptions
 
 
@@ -45,7 +50,10 @@ class WatchEvent:
     """One change. ``new`` is set for ADDED/MODIFIED, ``old`` for DELETED (and MODIFIED where known).
 
     ``revision`` is the datastore revision of the change; resuming a watch from
-    it continues right after this event.
+    it continues right after this event. An ADDED/MODIFIED whose new value does
+    not parse has ``new`` None and ``corrupt`` saying why (libcalico-go's parse
+    failure update): the consumer treats the key as deleted. An old value that
+    does not parse is left out (``old`` None).
     """
 
     type: EventType
@@ -53,6 +61,7 @@ class WatchEvent:
     new: KVPair | None
     old: KVPair | None
     revision: str
+    corrupt: CorruptEntry | None = None
 
 
 @runtime_checkable

@@ -26,12 +26,21 @@ import pydantic_core
 
 from libcalico.api.ipam import split_affinity_name
 from libcalico.api.meta import Resource
-from libcalico.errors import CalicoError
+from libcalico.errors import CorruptEntry
 from libcalico.model import ResourceKey
 
+__all__ = ["CorruptEntry", "decode", "encode", "reasons", "with_revision"]
 
-class CorruptEntry(CalicoError):
-    """A stored value that does not decode into its kind (written by something else?)."""
+
+def reasons(exc: Exception) -> list[str]:
+    """What failed, field by field, as an operator reads it (pydantic's help URLs left out)."""
+    if isinstance(exc, pydantic.ValidationError):
+        out = []
+        for err in exc.errors(include_url=False):
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            out.append(f"{loc}: {err.get('msg', '')}" if loc else str(err.get("msg", "")))
+        return out or [str(exc)]
+    return [str(exc) or type(exc).__name__]
 
 
 def _ipam_encode(value: Resource) -> bytes | None:
@@ -89,13 +98,17 @@ def encode(value: Resource) -> bytes:
 def decode(key: ResourceKey, data: bytes, revision: str) -> Resource:
     try:
         raw = pydantic_core.from_json(data)
+        if not isinstance(raw, dict):
+            raise ValueError(f"a JSON object was expected, not {type(raw).__name__}")
         raw = _ipam_decode(key, raw) or raw
         raw.setdefault("metadata", {})["resourceVersion"] = revision
         raw.setdefault("kind", key.kind)
         raw.setdefault("apiVersion", "projectcalico.org/v3")
         return key.resource_class.model_validate(raw)
-    except (ValueError, pydantic.ValidationError) as exc:
-        raise CorruptEntry(f"unexpected error parsing stored datastore entry for {key}: {exc}") from exc
+    except (ValueError, TypeError, AttributeError, KeyError, RecursionError) as exc:
+        # pydantic.ValidationError is a ValueError; the others come from a raw shape _ipam_decode
+        # did not expect (a list where an object should be, ...).
+        raise CorruptEntry(key, reasons(exc)) from exc
 
 
 def with_revision(value: Resource, revision: str) -> Resource:

@@ -43,6 +43,7 @@ from libcalico.errors import (
     AlreadyExists,
     CalicoError,
     Conflict,
+    CorruptEntry,
     DatastoreUnavailable,
     NotFound,
     WatchCompacted,
@@ -248,7 +249,10 @@ class EtcdBackend:
         prev = resp.responses[0].response_delete_range.prev_kvs
         if not prev:  # deleted concurrently between compare and delete cannot happen in one txn
             raise NotFound(key)
-        return self._decode(key, prev[0])
+        try:
+            return self._decode(key, prev[0])
+        except CorruptEntry:  # deleting a value that does not parse is how an operator clears it
+            return KVPair(key, None, str(prev[0].mod_revision))
 
     @staticmethod
     def _raise_failed(key: ResourceKey, resp: Any) -> None:
@@ -315,9 +319,19 @@ class EtcdBackend:
             if key is not None and opts.matches(key):
                 yield key, kv
 
+    def _listing(self, opts: ResourceListOptions, kvs: list[Any], revision: int) -> KVList:
+        out = KVList([], str(revision))
+        for key, kv in self._matching(opts, kvs):
+            try:
+                out.items.append(self._decode(key, kv))
+            except CorruptEntry as exc:  # libcalico-go logs and skips it; one bad key hides no other
+                log.warning("skipping %s", exc)
+                out.corrupt.append(exc)
+        return out
+
     async def list(self, opts: ResourceListOptions) -> KVList:
         kvs, revision = await self._range(opts)
-        return KVList([self._decode(key, kv) for key, kv in self._matching(opts, kvs)], str(revision))
+        return self._listing(opts, kvs, revision)
 
     async def list_many(self, opts: Sequence[ResourceListOptions]) -> builtins.list[KVList]:
         stub = await self._stub()
@@ -328,7 +342,7 @@ class EtcdBackend:
         for o, r in zip(opts, resp.responses, strict=True):
             page = r.response_range
             kvs, _ = await self._range(o, revision=revision, first=page) if page.more else (list(page.kvs), 0)
-            out.append(KVList([self._decode(key, kv) for key, kv in self._matching(o, kvs)], str(revision)))
+            out.append(self._listing(o, kvs, revision))
         return out
 
     async def list_keys(self, opts: ResourceListOptions) -> builtins.list[ResourceKey]:
@@ -358,12 +372,15 @@ class EtcdBackend:
         rev = str(event.kv.mod_revision)
         old = None
         if event.prev_kv is not None and event.prev_kv.key:
-            old = self._decode(key, event.prev_kv)
+            with contextlib.suppress(CorruptEntry):
+                old = self._decode(key, event.prev_kv)
         if event.kind == "DELETE":
             return WatchEvent(EventType.DELETED, key, None, old, rev)
-        new = self._decode(key, event.kv)
         kind = EventType.ADDED if event.kv.version == 1 else EventType.MODIFIED
-        return WatchEvent(kind, key, new, old, rev)
+        try:
+            return WatchEvent(kind, key, self._decode(key, event.kv), old, rev)
+        except CorruptEntry as exc:
+            return WatchEvent(kind, key, None, old, rev, exc)
 
     async def close(self) -> None:
         with contextlib.suppress(Exception):

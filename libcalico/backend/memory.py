@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from libcalico.api.meta import Resource
 from libcalico.backend import codec
 from libcalico.backend.api import EventType, WatchEvent
-from libcalico.errors import AlreadyExists, Conflict, NotFound, WatchCompacted
+from libcalico.errors import AlreadyExists, Conflict, CorruptEntry, NotFound, WatchCompacted
 from libcalico.model import KVList, KVPair, ResourceKey, ResourceListOptions
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -54,10 +58,13 @@ class MemoryBackend:
         return KVPair(key, codec.decode(key, stored.data, rev), rev)
 
     async def _write(self, key: ResourceKey, value: Resource | None) -> _Stored | None:
+        return await self._write_raw(key, None if value is None else codec.encode(value))
+
+    async def _write_raw(self, key: ResourceKey, data: bytes | None) -> _Stored | None:
         self._revision += 1
         path = key.path()
         old = self._data.get(path)
-        new = None if value is None else _Stored(codec.encode(value), self._revision)
+        new = None if data is None else _Stored(data, self._revision)
         if new is None:
             self._data.pop(path, None)
         else:
@@ -107,14 +114,24 @@ class MemoryBackend:
     async def delete(self, key: ResourceKey, revision: str = "") -> KVPair:
         old = self._check(key, revision)
         await self._write(key, None)
-        return self._pair(key, old)
+        try:
+            return self._pair(key, old)
+        except CorruptEntry:
+            return KVPair(key, None, str(old.mod_revision))
 
     async def get(self, key: ResourceKey) -> KVPair:
         return self._pair(key, self._check(key, ""))
 
     async def list(self, opts: ResourceListOptions) -> KVList:
-        items = [self._pair(k, s) for path, (k, s) in sorted(self._data.items()) if opts.matches(k)]
-        return KVList(items, str(self._revision))
+        out = KVList([], str(self._revision))
+        for _, (k, s) in sorted(self._data.items()):
+            if opts.matches(k):
+                try:
+                    out.items.append(self._pair(k, s))
+                except CorruptEntry as exc:
+                    log.warning("skipping %s", exc)
+                    out.corrupt.append(exc)
+        return out
 
     async def list_many(self, opts: Sequence[ResourceListOptions]) -> builtins.list[KVList]:
         return [await self.list(o) for o in opts]  # no await in list: nothing changes in between
@@ -140,15 +157,22 @@ class MemoryBackend:
                     await self._changed.wait_for(lambda: self._closed or self._revision > after)
 
     def _event(self, change: _Change) -> WatchEvent:
-        old = self._pair(change.key, change.old) if change.old else None
-        new = self._pair(change.key, change.new) if change.new else None
-        if new is None:
+        old = new = None
+        corrupt = None
+        with contextlib.suppress(CorruptEntry):
+            old = self._pair(change.key, change.old) if change.old else None
+        if change.new:
+            try:
+                new = self._pair(change.key, change.new)
+            except CorruptEntry as exc:
+                corrupt = exc
+        if change.new is None:
             kind = EventType.DELETED
-        elif old is None:
+        elif change.old is None:
             kind = EventType.ADDED
         else:
             kind = EventType.MODIFIED
-        return WatchEvent(kind, change.key, new, old, str(change.revision))
+        return WatchEvent(kind, change.key, new, old, str(change.revision), corrupt)
 
     async def close(self) -> None:
         self._closed = True
@@ -156,6 +180,10 @@ class MemoryBackend:
             self._changed.notify_all()
 
     # --- test helpers (etcd has these as admin operations) --------------------------------
+
+    async def put_raw(self, key: ResourceKey, data: bytes) -> None:
+        """Store ``data`` as it is, past every check: what a foreign writer can leave in etcd."""
+        await self._write_raw(key, data)
 
     @property
     def revision(self) -> str:

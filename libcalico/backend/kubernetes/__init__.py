@@ -48,9 +48,11 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from libcalico.api import crds
 from libcalico.api.meta import Resource
+from libcalico.backend import codec
 from libcalico.backend.api import EventType, WatchEvent
 from libcalico.backend.kubernetes import conversion
-from libcalico.errors import (AlreadyExists, CalicoError, Conflict, DatastoreUnavailable, ErroredField, NotFound,
+from libcalico.errors import (AlreadyExists, CalicoError, Conflict, CorruptEntry, DatastoreUnavailable, ErroredField,
+                              NotFound,
                               OperationNotSupported, ValidationError, WatchCompacted)
 from libcalico.model import KVList, KVPair, ResourceKey, ResourceListOptions, resource_class
 from libcalico.names import parse_workload_endpoint_name
@@ -70,10 +72,6 @@ class KubeConfig:
     kubeconfig: str = ""          # path; "" = in-cluster service account
     api_endpoint: str = ""        # overrides the kubeconfig's server (K8S_API_ENDPOINT)
     api_group: str = ""           # CALICO_API_GROUP: crd.projectcalico.org/v1 or projectcalico.org/v3; "" = discover
-
-
-class BadStoredObject(CalicoError):
-    """A Kubernetes object that does not convert into its Calico kind."""
 
 
 @dataclass
@@ -238,9 +236,9 @@ class KubernetesBackend:
         try:
             value: Resource = cls.model_validate(wire)
         except pydantic.ValidationError as exc:
-            meta = wire.get("metadata", {})
-            raise BadStoredObject(f"{kind} {meta.get('namespace', '')}/{meta.get('name', '')} in the Kubernetes "
-                                  f"API does not convert to a valid {kind}: {exc}") from exc
+            meta = wire.get("metadata") or {}
+            key = ResourceKey(kind, str(meta.get("name", "")), str(meta.get("namespace", "") or ""))
+            raise CorruptEntry(key, codec.reasons(exc)) from exc
         return KVPair(ResourceKey.for_resource(value), value, value.metadata.resource_version)
 
     # --- reads -----------------------------------------------------------------------------
@@ -281,6 +279,7 @@ class KubernetesBackend:
     async def list(self, opts: ResourceListOptions) -> KVList:
         sources = await self._sources(opts.kind)
         items: list[KVPair] = []
+        corrupt: list[CorruptEntry] = []
         revisions: list[str] = []
         for src in sources:
             args, kwargs = src.list_args(opts.namespace)
@@ -297,13 +296,15 @@ class KubernetesBackend:
                     continue
                 try:
                     kv = self._pair(opts.kind, wire)
-                except BadStoredObject as exc:
+                except CorruptEntry as exc:
                     log.warning("skipping %s", exc)
+                    if opts.matches(exc.key):  # type: ignore[arg-type]
+                        corrupt.append(exc)
                     continue
                 if opts.matches(kv.key):
                     items.append(kv)
         items.sort(key=lambda kv: (kv.key.namespace, kv.key.name))
-        return KVList(items, "/".join(revisions))
+        return KVList(items, "/".join(revisions), corrupt)
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -481,9 +482,15 @@ class KubernetesBackend:
             return None
         try:
             kv = self._pair(opts.kind, wire)
-        except BadStoredObject as exc:
-            log.warning("watch: skipping %s", exc)
-            return None
+        except CorruptEntry as exc:
+            key: ResourceKey = exc.key  # type: ignore[assignment]
+            if not opts.matches(key):
+                return None
+            old = state.seen.pop(key, None)
+            if type_ == "DELETED":
+                return WatchEvent(EventType.DELETED, key, None, old, revision) if old is not None else None
+            kind = EventType.ADDED if type_ == "ADDED" else EventType.MODIFIED
+            return WatchEvent(kind, key, None, old, revision, exc)
         if not opts.matches(kv.key):
             return None
         old = state.seen.get(kv.key)
