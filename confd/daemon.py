@@ -5,21 +5,21 @@ the IPAM blocks affine to this node. Updates only mark the config dirty; once
 in sync, the config is rendered (:mod:`confd.render`), written through
 :mod:`confd.writer` (stage, ``bird -p -c``, swap) and BIRD reconfigured, only
 when a file changed. ``-onetime`` lists everything once, writes, and exits, as
-Calico's ``confd -onetime`` does.
+Calico's ``confd -onetime`` does. The daemon runs under :mod:`libcalico.daemon`:
+if the syncer or the render loop ends, confd exits (and is restarted) instead
+of running on without updating BIRD.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 from pathlib import Path
 from typing import Any
 
 from confd import render, writer
-from libcalico import backend
+from libcalico import backend, daemon
 from libcalico.backend.api import Backend
 from libcalico.backend.config import DatastoreConfig
 from libcalico.errors import CalicoError
@@ -133,26 +133,27 @@ async def onetime(be: Backend, confd: Confd) -> list[str]:
     return await asyncio.to_thread(confd.render_and_write)
 
 
-async def run(node: str, outdir: Path, ds: DatastoreConfig, cmds: writer.Commands, once: bool) -> int:
+async def run_once(node: str, outdir: Path, ds: DatastoreConfig, cmds: writer.Commands) -> int:
+    """``-onetime``: list everything, write, exit."""
     be = backend.connect(ds)
-    confd = Confd(node, outdir, cmds)
     try:
-        if once:
-            changed = await onetime(be, confd)
-            log.info("onetime: %s", ", ".join(changed) if changed else "nothing changed")
-            return 0
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        syncer = Syncer(be, [ResourceListOptions(k) for k in KINDS], confd)
-        tasks = [asyncio.create_task(syncer.run(), name="syncer"), asyncio.create_task(confd.loop(be), name="render")]
-        await stop.wait()
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        changed = await onetime(be, Confd(node, outdir, cmds))
+        log.info("onetime: %s", ", ".join(changed) if changed else "nothing changed")
         return 0
     finally:
         await be.close()
+
+
+def build(node: str, outdir: Path, ds: DatastoreConfig, cmds: writer.Commands, *,
+          health: tuple[str, int] | None = None) -> daemon.Daemon:
+    """confd under the one daemon runner: the syncer and the render loop are its roots."""
+    d = daemon.Daemon("confd")
+    be = backend.connect(ds)
+    confd = Confd(node, outdir, cmds)
+    syncer = Syncer(be, [ResourceListOptions(k) for k in KINDS], confd)
+    d.root("syncer", syncer.run)
+    d.root("render", lambda: confd.loop(be))
+    d.cleanup("datastore", be.close)
+    if health is not None:
+        d.serve_health(*health)
+    return d

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import socket
 import sys
@@ -18,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from confd import daemon, writer
+from libcalico import daemon as runner
 from libcalico.backend.config import from_environment
 from libcalico.errors import CalicoError
 
@@ -28,16 +28,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-onetime", "--onetime", action="store_true", help="render once and exit")
     p.add_argument("--nodename", default="", help="this node's name (else $NODENAME, else the host name)")
     p.add_argument("--bird-socket", default=os.environ.get("CALICO_BIRD_SOCKET", "/var/run/calico/bird.ctl"))
-    p.add_argument("--log-level", default=os.environ.get("BGP_LOGSEVERITYSCREEN", "INFO"))
+    p.add_argument("--log-level", default=os.environ.get("BGP_LOGSEVERITYSCREEN", "Info"))
+    p.add_argument("--health-port", type=int, default=0, help="serve /liveness and /readiness on this port "
+                   "(127.0.0.1; 0: none)")
     args = p.parse_args(argv)
-    level = args.log_level.upper()
-    logging.basicConfig(stream=sys.stderr, level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
-                        format="%(asctime)s [%(levelname)s] %(name)s %(message)s")
     node = args.nodename or os.environ.get("NODENAME") or socket.gethostname()
     try:
-        return asyncio.run(daemon.run(node, Path(args.confdir) / "config", from_environment(),
-                                      writer.Commands(socket=args.bird_socket), args.onetime))
-    except (CalicoError, writer.CheckFailed) as exc:
+        runner.setup_logging(args.log_level)
+        ds = from_environment()
+        outdir, cmds = Path(args.confdir) / "config", writer.Commands(socket=args.bird_socket)
+        if args.onetime:
+            return asyncio.run(daemon.run_once(node, outdir, ds, cmds))
+        health = ("127.0.0.1", args.health_port) if args.health_port else None
+        return runner.main(daemon.build(node, outdir, ds, cmds, health=health))
+    except (CalicoError, writer.CheckFailed, ValueError) as exc:
         sys.stderr.write(f"calico-confd: {exc}\n")
         return 1
     except KeyboardInterrupt:

@@ -14,6 +14,12 @@ or the periodic resync, repairs whatever drifted. A failed apply stays dirty
 and is retried with backoff. The managers use pyroute2's synchronous API in a
 worker thread, outside the event loop.
 
+Felix runs under the one daemon runner (:mod:`libcalico.daemon`): the
+syncer and the apply loop are its roots, so if either ends, Felix exits and is
+restarted rather than running half-alive; a signal stops it without touching
+the kernel (routes, devices and rules stay as programmed until the next Felix
+reconciles them).
+
 Felix also gives the node its VXLAN tunnel address (from the node's IPAM
 block) and VTEP MAC, on its Node, when a pool uses VXLAN: the other nodes
 build their routes from them. Health on :9099 (``/liveness``, ``/readiness``:
@@ -28,7 +34,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from typing import Any
 
@@ -40,7 +45,7 @@ from felix.dataplane.ipip import IPIPDevice
 from felix.dataplane.nat import NATOutgoing
 from felix.dataplane.routes import RouteTable
 from felix.dataplane.vxlan import VXLANDevice
-from libcalico import api, backend
+from libcalico import api, backend, daemon
 from libcalico.backend.api import Backend
 from libcalico.backend.config import DatastoreConfig, from_environment
 from libcalico.errors import CalicoError, Conflict, NotFound
@@ -62,13 +67,16 @@ APPLY_TIME = prom.Summary("felix_int_dataplane_apply_time_seconds", "Time in sec
 FAILURES = prom.Counter("felix_int_dataplane_failures", "Number of times dataplane updates failed and will be "
                         "retried.", registry=REGISTRY)
 ROUTES = prom.Gauge("felix_route_table_routes", "Routes Felix owns in the main table.", registry=REGISTRY)
+HEALTH_NAME = "int_dataplane"  # Calico's name for the dataplane's health reporter
 _STATE_VALUE = {SyncStatus.WAIT_FOR_DATASTORE: 1, SyncStatus.RESYNC_IN_PROGRESS: 2, SyncStatus.IN_SYNC: 3}
 
 
 class Felix:
-    def __init__(self, be: Backend, cfg: FelixSettings) -> None:
+    def __init__(self, be: Backend, cfg: FelixSettings, *, health: daemon.Health | None = None) -> None:
         self.be = be
         self.cfg = cfg
+        self.health = health or daemon.Health()
+        self.health.register(HEALTH_NAME)
         self.state = calc.ClusterState()
         self.felix_configs: dict[str, api.FelixConfiguration] = {}
         self.dirty = asyncio.Event()
@@ -89,6 +97,7 @@ class Felix:
         self.status = status
         RESYNC_STATE.set(_STATE_VALUE[status])
         log.info("datastore status: %s", status.value)
+        self.report_health()
         self.dirty.set()
 
     def on_updates(self, updates: list[Update]) -> None:
@@ -189,6 +198,7 @@ class Felix:
                 if not self.ready:
                     self.ready = True
                     log.info("first in-sync apply done; ready")
+                self.report_health()
             except (OSError, RuntimeError, CalicoError, NotFound) as exc:
                 FAILURES.inc()
                 log.warning("dataplane apply failed (%s); retrying in %.1fs", exc, backoff)
@@ -204,50 +214,28 @@ class Felix:
 
     # --- health ---------------------------------------------------------------------------------
 
-    async def serve_health(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = (await asyncio.wait_for(reader.readline(), 5)).decode(errors="replace")
-            path = line.split(" ")[1] if len(line.split(" ")) > 1 else "/"
-            ready = self.ready and self.status is SyncStatus.IN_SYNC and not self.problems
-            ok = {"/liveness": True, "/readiness": ready}.get(path)
-            code = "404 Not Found" if ok is None else ("204 No Content" if ok else "503 Service Unavailable")
-            body = "\n".join(self.problems).encode() if path == "/readiness" and not ok else b""
-            writer.write(f"HTTP/1.1 {code}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                         + body)
-            await writer.drain()
-        except (OSError, TimeoutError, IndexError):
-            pass
-        finally:
-            writer.close()
+    def report_health(self) -> None:
+        """Ready after the first in-sync apply, while in sync and while nothing configured is impossible."""
+        ready = self.ready and self.status is SyncStatus.IN_SYNC and not self.problems
+        detail = "\n".join(self.problems) if self.problems else (
+            "" if ready else f"datastore {self.status.value}" if self.status is not SyncStatus.IN_SYNC
+            else "waiting for the first apply")
+        self.health.report(HEALTH_NAME, ready=ready, detail=detail)
 
 
-async def run(cfg: FelixSettings, ds: DatastoreConfig) -> None:
+def build(cfg: FelixSettings, ds: DatastoreConfig) -> daemon.Daemon:
+    """Felix under the one daemon runner: the syncer and the apply loop are its roots."""
+    d = daemon.Daemon("felix")
     be = backend.connect(ds)
-    felix = Felix(be, cfg)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    health = await asyncio.start_server(felix.serve_health, cfg.health_host, cfg.health_port)
-    metrics = None
+    felix = Felix(be, cfg, health=d.health)
+    d.root("syncer", felix.syncer.run)
+    d.root("apply", felix.apply_loop)
+    d.cleanup("datastore", be.close)
+    d.serve_health(cfg.health_host, cfg.health_port)
     if cfg.prometheus_metrics_enabled:
-        metrics, _ = prom.start_http_server(cfg.prometheus_metrics_port, cfg.prometheus_metrics_host,
-                                            registry=REGISTRY)
+        d.serve_metrics(cfg.prometheus_metrics_host, cfg.prometheus_metrics_port, REGISTRY)
     log.info("Felix starting on node %s (health %s:%d)", cfg.hostname, cfg.health_host, cfg.health_port)
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(felix.syncer.run(), name="syncer"),
-                     tg.create_task(felix.apply_loop(), name="apply")]
-            await stop.wait()
-            log.info("shutting down")
-            for t in tasks:
-                t.cancel()
-    finally:
-        health.close()
-        await health.wait_closed()
-        if metrics is not None:
-            metrics.shutdown()
-        await be.close()
+    return d
 
 
 def main_settings() -> tuple[FelixSettings, DatastoreConfig]:
@@ -262,4 +250,4 @@ def main_settings() -> tuple[FelixSettings, DatastoreConfig]:
     return settings(env), from_environment(env)
 
 
-__all__ = ["Felix", "FelixSettings", "main_settings", "run"]
+__all__ = ["Felix", "FelixSettings", "build", "main_settings"]
