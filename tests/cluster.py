@@ -112,14 +112,16 @@ class Cluster:
         self.nodes[name] = ClusterNode(name, ns, ip)
         return self.nodes[name]
 
-    def start_felix(self, name: str) -> None:
+    def start_felix(self, name: str, *, ready: bool = True) -> None:
+        """Start Felix in its node; wait until it is ready unless ``ready`` is False."""
         node = self.nodes[name]
         node.log = self.tmp / f"felix-{name}.log"
         env = self.env(FELIX_FELIXHOSTNAME=name, FELIX_ROUTEREFRESHINTERVAL="5", FELIX_LOGSEVERITYSCREEN="INFO")
         with open(node.log, "ab") as log:
             node.felix = subprocess.Popen(["ip", "netns", "exec", node.ns, "calico-felix"], env=env, stdout=log,
                                           stderr=subprocess.STDOUT)
-        wait_until(lambda: self.health(name, "readiness") == 204, f"Felix on {name} to be ready", 60)
+        if ready:
+            wait_until(lambda: self.health(name, "readiness") == 204, f"Felix on {name} to be ready", 60)
 
     def stop_felix(self, name: str, kill: bool = False) -> int | None:
         """Stop Felix (SIGTERM, or SIGKILL); return its exit code."""

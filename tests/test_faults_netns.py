@@ -7,12 +7,14 @@ waits until the cluster is healthy, so neither depends on what the other left.
 * Felix must reconcile, never flush: a restart (SIGTERM, then kill -9) on either
   node may not drop one packet of a ping running between pods on the two nodes.
 * An etcd outage (frozen, then killed, then restarted on its data dir) leaves the
-  dataplane as it is; CNI ADDs fail with the spec's error object, leak nothing;
-  Felix and confd resync afterwards without losing or duplicating a route.
+  dataplane as it is, also under a Felix that starts during it; CNI ADDs fail with
+  the spec's error object in bounded time and leak nothing; Felix and confd resync
+  afterwards without losing or duplicating a route.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -35,6 +37,14 @@ POOL = {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"na
 OUTAGE = 30.0  # seconds etcd is away
 
 
+def _ready(c: Cluster, name: str) -> bool:
+    return c.health(name, "readiness") == 204
+
+
+def _meshed(c: Cluster, name: str) -> bool:
+    return len(c.established(name)) == len(c.nodes) - 1
+
+
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with running("flt", tmp_path_factory.mktemp("faults"), POOL, nodes=SEED_NODES[:2], bgp=True) as c:
@@ -48,15 +58,15 @@ def cluster(shared: Cluster) -> Cluster:
     for name, node in shared.nodes.items():
         assert node.felix is not None and node.felix.poll() is None, f"Felix on {name} is not running"
         assert node.confd is not None and node.confd.poll() is None, f"confd on {name} is not running"
-        wait_until(lambda n=name: shared.health(n, "readiness") == 204, f"Felix on {name} to be ready")
-        wait_until(lambda n=name: len(shared.established(n)) == 1, f"{name}'s mesh session", 60)
+        wait_until(functools.partial(_ready, shared, name), f"Felix on {name} to be ready")
+        wait_until(functools.partial(_meshed, shared, name), f"{name}'s mesh session", 60)
     return shared
 
 
 class Ping:
     """``ping -i 0.01`` from a pod, stopped with SIGINT; every sequence number is accounted for."""
 
-    def __init__(self, c: Cluster, netns: str, dst: str) -> None:
+    def __init__(self, netns: str, dst: str) -> None:
         self.proc = subprocess.Popen(["ip", "netns", "exec", netns, "ping", "-n", "-i", "0.01", dst],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -78,6 +88,21 @@ def _felix_applies(c: Cluster, name: str) -> int:
     return int(float(m.group(1))) if m else 0
 
 
+def _applied_since(c: Cluster, name: str, applies: int) -> bool:
+    return _felix_applies(c, name) > applies
+
+
+def _dataplane(c: Cluster, name: str) -> dict[str, str]:
+    """What Felix programs on a node, as the kernel shows it: routes, the VXLAN device (its index
+    tells a re-created device from the same one), its ARP and FDB entries, the natOutgoing table."""
+    ns = c.nodes[name].ns
+    return {"routes": c.routes(name),
+            "device": c.ns.run(ns, "ip", "-o", "link", "show", "vxlan.calico").stdout.split(": ")[0],
+            "arp": c.ns.run(ns, "ip", "neigh", "show", "dev", "vxlan.calico").stdout,
+            "fdb": c.ns.run(ns, "bridge", "fdb", "show", "dev", "vxlan.calico").stdout,
+            "nat": c.ns.run(ns, "nft", "list", "table", "ip", "calico-nat").stdout}
+
+
 def test_felix_restarted_by_sigterm_and_kill_under_a_ping_between_nodes_loses_no_packet(cluster: Cluster) -> None:
     c = cluster
     pa, ip_a = c.add_pod("node1", "ping-a")
@@ -86,23 +111,25 @@ def test_felix_restarted_by_sigterm_and_kill_under_a_ping_between_nodes_loses_no
                "routes between the two pods' blocks")
     wait_until(lambda: c.ns.run(pa, "ping", "-c", "1", "-W", "1", ip_b, check=False).returncode == 0,
                "the first ping to get through")
-    before = {n: c.routes(n) for n in c.nodes}
+    before = {n: _dataplane(c, n) for n in c.nodes}
+    assert all(before[n]["arp"] and before[n]["fdb"] and "masquerade" in before[n]["nat"] for n in c.nodes), before
 
-    ping = Ping(c, pa, ip_b)
+    ping = Ping(pa, ip_b)
     try:
         for name in ("node1", "node2"):
             for kill in (False, True):
                 code = c.stop_felix(name, kill=kill)
                 assert code == (-signal.SIGKILL if kill else 0), f"Felix on {name} exited with {code}"
+                assert _dataplane(c, name) == before[name], f"Felix on {name} cleaned up on its way out"
                 c.start_felix(name)  # waits for readiness: the first in-sync apply is done
                 # ... and one more apply after it (the periodic resync), which must not flush either.
-                applies = _felix_applies(c, name)
-                wait_until(lambda n=name, a=applies: _felix_applies(c, n) > a, f"another apply on {name}")
+                wait_until(functools.partial(_applied_since, c, name, _felix_applies(c, name)),
+                           f"another apply on {name}")
     finally:
-        sent, received, lost, summary = ping.stop()
+        sent, _, lost, summary = ping.stop()
     assert not lost, f"{summary}; lost icmp_seq {lost}"
     assert sent > 100, summary  # the ping ran across all four restarts
-    assert {n: c.routes(n) for n in c.nodes} == before
+    assert {n: _dataplane(c, n) for n in c.nodes} == before  # reconciled: nothing re-created
     for node, (pod, netns) in (("node1", ("ping-a", pa)), ("node2", ("ping-b", pb))):
         c.cni(node, "DEL", pod, netns)
 
@@ -151,17 +178,15 @@ def test_etcd_gone_for_30s_keeps_the_dataplane_fails_cni_cleanly_and_everything_
 
     def failing_add(node: str, pod: str) -> None:
         netns = c.ns.add(pod)
-        t0 = time.monotonic()
         r = c.cni_run(node, "ADD", pod, netns, timeout=90)  # bounded: a hang fails the test here
         assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
         err = json.loads(r.stdout)  # the spec's error object, nothing else on stdout
         assert err["cniVersion"] == "1.0.0" and isinstance(err["code"], int) and err["code"] >= 100, err
         assert err["msg"].startswith("etcd ") and "failed" in err["msg"], err  # names the datastore and why
-        print(pod, "ADD failed after", round(time.monotonic() - t0, 1), "s:", err)
         failed[pod] = (node, netns)
         during_outage()
 
-    ping = Ping(c, pa, ip_b)
+    ping = Ping(pa, ip_b)
     started = time.monotonic()
     os.kill(etcd.proc.pid, signal.SIGSTOP)  # first frozen: connections stay open, requests hang
     try:
@@ -170,7 +195,12 @@ def test_etcd_gone_for_30s_keeps_the_dataplane_fails_cni_cleanly_and_everything_
         etcd.proc.wait(10)
         etcd.stop()
         failing_add("node2", "outage-d")
-        while time.monotonic() - started < OUTAGE:
+        # A Felix that starts while the datastore is away waits for it: it programs nothing until in sync.
+        c.stop_felix("node2", kill=True)
+        c.start_felix("node2", ready=False)
+        wait_until(lambda: c.health("node2", "liveness") == 204, "the new Felix on node2 to answer")
+        assert c.health("node2", "readiness") == 503
+        while time.monotonic() - started < OUTAGE:  # the outage lasts its 30 s; look at the nodes meanwhile
             during_outage()
             time.sleep(1)
     finally:
@@ -179,12 +209,12 @@ def test_etcd_gone_for_30s_keeps_the_dataplane_fails_cni_cleanly_and_everything_
             etcd.proc.wait(10)
             etcd.stop()
         etcd.start()  # the same data dir and port
-    sent, received, lost, summary = ping.stop()
+    _, _, lost, summary = ping.stop()
     assert not lost, f"pods lost packets during the outage: {summary}; lost icmp_seq {lost}"
 
     # Felix and confd resync; nothing the failed ADDs started was left behind.
     for name in c.nodes:
-        wait_until(lambda n=name: c.health(n, "readiness") == 204, f"Felix on {name} to be ready again", 60)
+        wait_until(functools.partial(_ready, c, name), f"Felix on {name} to be ready again", 60)
         assert "felix_resync_state 3.0" in c.metrics(name)
     report = c.calicoctl("ipam", "check", "--show-problem-ips")
     assert "found 0 problems" in report, report
@@ -202,7 +232,7 @@ def test_etcd_gone_for_30s_keeps_the_dataplane_fails_cni_cleanly_and_everything_
     result = c.cni(node_c, "ADD", "outage-c", netns_c)
     assert result is not None
     ip_c = result["ips"][0]["address"].split("/")[0]
-    pe, ip_e = c.add_pod("node1", "after-e", ipam={"type": "calico-ipam", "ipv4_pools": ["10.245.0.0/16"]})
+    _, ip_e = c.add_pod("node1", "after-e", ipam={"type": "calico-ipam", "ipv4_pools": ["10.245.0.0/16"]})
     assert ip_e.startswith("10.245."), ip_e
     wait_until(lambda: re.search(rf"^{re.escape(block_of(ip_e))} via \S+ dev vxlan\.calico proto 80 onlink",
                                  c.routes("node2"), re.M) is not None, "node2's route to the new block")
