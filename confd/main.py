@@ -37,7 +37,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(daemon.run(node, Path(args.confdir) / "config", from_environment(),
                                       writer.Commands(socket=args.bird_socket), args.onetime))
-    except (CalicoError, writer.CheckFailed) as exc:
+    except (CalicoError, writer.CheckFailed, daemon.RenderFailed) as exc:
         sys.stderr.write(f"calico-confd: {exc}\n")
         return 1
     except KeyboardInterrupt:
