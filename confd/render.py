@@ -53,6 +53,7 @@ Nothing a user wrote reaches BIRD's config as raw text. Each value is one of:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass, field
 
@@ -78,21 +79,37 @@ class Inputs:
     secrets: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
+# Parsing is cached: the same few thousand strings come back on every render (see bench.confd_render).
+@functools.lru_cache(maxsize=16384)
 def _addr(text: str) -> str:
     """An address as BIRD reads it: parsed (no zone) and written back."""
     return str(fields.parse_ip(text))
 
 
+@functools.lru_cache(maxsize=16384)
 def _net(text: str) -> str:
     """A network as BIRD reads it: parsed, host bits cleared (a bare address is its /32 or /128)."""
     return str(fields.parse_cidr_or_ip(text)[1])
+
+
+@functools.lru_cache(maxsize=16384)
+def _interface_ip(cidr: str) -> str:
+    return str(fields.parse_cidr_or_ip(cidr)[0])
+
+
+@functools.lru_cache(maxsize=16384)
+def _peer_address(peer_ip: str) -> tuple[str, int, int]:
+    """A BGPPeer's peerIP as (address written back, port or 0, IP version)."""
+    host, port = bgp.split_ip_port(peer_ip)
+    addr = fields.parse_ip(host)
+    return str(addr), port or 0, addr.version
 
 
 def _ip(node: api.Node | None, v: int = 4) -> str:
     if node is None or node.spec.bgp is None:
         return ""
     cidr = node.spec.bgp.ipv4_address if v == 4 else node.spec.bgp.ipv6_address
-    return str(fields.parse_cidr_or_ip(cidr)[0]) if cidr else ""
+    return _interface_ip(cidr) if cidr else ""
 
 
 def _name(ip: str) -> str:
@@ -247,9 +264,9 @@ def peerings(inputs: Inputs, v: int = 4) -> list[Peering]:
         kind = "Node" if (spec.node or spec.node_selector) else "Global"
         targets: list[tuple[str, int, str, api.Node | None]] = []
         if spec.peer_ip:
-            host, port = bgp.split_ip_port(spec.peer_ip)
-            if fields.parse_ip(host).version == v:
-                targets.append((_addr(host), port or 0, str(spec.as_number), None))
+            addr, port, version = _peer_address(spec.peer_ip)
+            if version == v:
+                targets.append((addr, port, str(spec.as_number), None))
         if spec.peer_selector:
             sel = parse(spec.peer_selector)
             for name, node in sorted(inputs.nodes.items()):
