@@ -26,7 +26,7 @@ class BGPPassword(CalicoModel):
 
 
 class CIDRBlock(CalicoModel):
-    """A service range to advertise: Calico's ``net`` tag, so no host bits (``omitempty``: "" is ignored)."""
+    # A service range to advertise: Calico's "net" tag, so no host bits ("omitempty": "" is ignored).
     cidr: fields.Net = ""
 
 
