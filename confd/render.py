@@ -251,7 +251,7 @@ def peerings(inputs: Inputs, v: int = 4) -> list[Peering]:
                 continue
             out[(ip, 0)] = Peering(f"Mesh_{_name(ip)}", ip, node_as(inputs, name), passive=_higher(ip, my_ip),
                                    password=mesh_password)
-    meshed = {ip for (ip, _), p in out.items()}
+    meshed = {ip for ip, _ in out}
     for _, peer in sorted(inputs.peers.items()):
         spec = peer.spec
         if spec.node and spec.node != inputs.node:
@@ -340,13 +340,13 @@ def _communities(inputs: Inputs, v: int = 4) -> list[str]:
         if not adv.cidr or fields.parse_cidr_or_ip(adv.cidr)[1].version != v:
             continue
         values = [named.get(c, c) for c in adv.communities]
-        values = [v for v in values if bgp.valid_community(v)]
-        large = list(dict.fromkeys(v for v in values if v.count(":") == 2))
-        standard = list(dict.fromkeys(v for v in values if v.count(":") == 1))
+        values = [c for c in values if bgp.valid_community(c)]
+        large = list(dict.fromkeys(c for c in values if c.count(":") == 2))
+        standard = list(dict.fromkeys(c for c in values if c.count(":") == 1))
         out.append(f"      if ( net ~ {_net(adv.cidr)} ) then {{")
-        out += [f"          bgp_large_community.add(({', '.join(str(int(n)) for n in v.split(':'))}));"
-                for v in large]
-        out += [f"          bgp_community.add(({', '.join(str(int(n)) for n in v.split(':'))}));" for v in standard]
+        out += [f"          bgp_large_community.add(({', '.join(str(int(n)) for n in c.split(':'))}));"
+                for c in large]
+        out += [f"          bgp_community.add(({', '.join(str(int(n)) for n in c.split(':'))}));" for c in standard]
         out.append("      }")
     return out
 
