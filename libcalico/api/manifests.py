@@ -131,6 +131,9 @@ _GoResolver.add_implicit_resolver(
     "tag:yaml.org,2002:null", re.compile(r"^(?:~|null|Null|NULL|)$"), ["~", "n", "N", ""])
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 class _DepthExceeded(Exception):
     def __init__(self, mark: Any) -> None:
         super().__init__("too deep")
@@ -159,6 +162,14 @@ class _Loader(Reader, Scanner, Parser, Composer, SafeConstructor, _GoResolver):
         finally:
             self._depth -= 1
 
+    def construct_scalar(self, node: Any) -> Any:
+        value = super().construct_scalar(node)
+        if isinstance(value, str) and _SURROGATE.search(value):
+            # JSON writes a character beyond U+FFFF as a pair of \u escapes, which YAML reads as two
+            # surrogates: join the pairs, and make a lone one U+FFFD, as Go's decoder does.
+            value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+        return value
+
     def construct_mapping(self, node: MappingNode, deep: bool = False) -> dict[Hashable, Any]:
         # Keys become strings as they are built (sigs.k8s.io/yaml), so that 1 and true stay two keys.
         if isinstance(node, MappingNode):
@@ -177,7 +188,8 @@ def _unsupported_tag(loader: _Loader, node: Node) -> Any:
 
 # Tags that would build values JSON cannot hold (bytes, sets, pairs, datetimes).
 for _tag in ("binary", "timestamp", "omap", "pairs", "set"):
-    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _unsupported_tag)  # type: ignore[type-var]  # stubs know only yaml.Loader
+    # The stubs accept only yaml.Loader and its kin as a loader type.
+    _Loader.add_constructor(f"tag:yaml.org,2002:{_tag}", _unsupported_tag)  # type: ignore[type-var]
 
 
 # --- checks on the composed document ------------------------------------------------------------
