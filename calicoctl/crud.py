@@ -8,7 +8,8 @@ applied 1 'IPPool' resource(s)", "Partial success: ...", "hit error: ...").
 One deliberate difference: every document of a ``-f`` input is parsed and
 validated (models plus defaulting) before anything is written, so an invalid
 manifest changes nothing; Calico writes the valid documents ahead of an
-invalid one.
+invalid one. Input is read with the bounds of :mod:`libcalico.api.manifests`,
+and IPAM's own kinds are refused in a file (:data:`IPAM_KINDS`).
 """
 
 from __future__ import annotations

@@ -348,7 +348,7 @@ async def release(be: Backend, out: TextIO, *, ips: Sequence[str] = (), from_rep
         try:
             with open(path, encoding="utf-8") as f:
                 reports.append(json.load(f))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise IPAMCommandError(f"cannot read the report {path}: {exc}") from None
     try:
         info = await be.get(ResourceKey("ClusterInformation", "default"))
