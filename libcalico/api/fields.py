@@ -148,6 +148,8 @@ class CalicoModel(BaseModel):
         if not isinstance(data, dict):
             return data
         manifest = bool(info.context and info.context.get(MANIFEST))
+        if not manifest and None not in data.values():
+            return data  # stored JSON without nulls: nothing to do (the hot path: IPAM blocks)
         shapes = _shapes(cls)
         out: dict[str, Any] | None = None
         for key, value in data.items():
