@@ -8,7 +8,8 @@ applied 1 'IPPool' resource(s)", "Partial success: ...", "hit error: ...").
 One deliberate difference: every document of a ``-f`` input is parsed and
 validated (models plus defaulting) before anything is written, so an invalid
 manifest changes nothing; Calico writes the valid documents ahead of an
-invalid one.
+invalid one. Input is read with the bounds of :mod:`libcalico.api.manifests`,
+and IPAM's own kinds are refused in a file (:data:`IPAM_KINDS`).
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ from typing import Any, TextIO
 
 from calicoctl import printing, resources
 from libcalico import api, backend, client
+from libcalico.api import manifests
 from libcalico.api.meta import Resource
 from libcalico.backend import config as dsconfig
-from libcalico.errors import AlreadyExists, CalicoError, NotFound, OperationNotSupported, ValidationError
+from libcalico.errors import AlreadyExists, CalicoError, ErroredField, NotFound, OperationNotSupported, ValidationError
 
 PAST = {"create": "created", "apply": "applied", "replace": "replaced", "delete": "deleted",
         "validate": "validated"}
@@ -70,24 +72,55 @@ def _files(path: str, recursive: bool) -> list[str]:
     return out
 
 
-def _read(path: str, stdin: TextIO) -> str:
-    if path == "-":
-        return stdin.read()
+def _read(path: str, stdin: TextIO | None) -> str:
+    """The text of one ``-f`` input, bounded in size (:mod:`libcalico.api.manifests`)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
+        if path == "-":
+            if stdin is None:  # started with stdin closed (0<&-)
+                raise CommandError("failed to execute command: cannot read stdin: it is closed")
+            stream: Any = getattr(stdin, "buffer", stdin)  # bytes when there are bytes to read
+            return manifests.read_text(stream, source="stdin")
+        with open(path, "rb") as f:
+            return manifests.read_text(f, source=path)
     except OSError as exc:
-        raise CommandError(f"failed to execute command: open {path}: {exc.strerror.lower() if exc.strerror else exc}")
+        where = "stdin" if path == "-" else f"open {path}"
+        reason = exc.strerror.lower() if exc.strerror else str(exc)
+        raise CommandError(f"failed to execute command: {where}: {reason}") from exc
+    except ValidationError as exc:
+        raise CommandError(f"failed to execute command: {exc}") from exc
 
 
-def resources_from_files(opts: Options, stdin: TextIO) -> list[Resource]:
+# Calico's calicoctl has no resource manager for IPAM's own kinds: only IPAM (the CNI
+# plugin, the controllers) and `calicoctl ipam` change them. A block written by hand
+# can hand out an address that a handle already holds.
+IPAM_KINDS = {"ipamblock": "IPAMBlock", "blockaffinity": "BlockAffinity", "ipamhandle": "IPAMHandle",
+              "ipamconfig": "IPAMConfig", "ipamconfiguration": "IPAMConfiguration"}
+
+
+def refuse_ipam_kind(doc: Any, *, where: str) -> None:
+    """Raise if ``doc`` is one of IPAM's kinds, in any API group."""
+    kind = doc.get("kind") if isinstance(doc, dict) else None
+    if not isinstance(kind, str) or kind.lower() not in IPAM_KINDS:
+        return
+    how = ("'calicoctl ipam configure'" if kind.lower().startswith("ipamconfig")
+           else "IPAM itself and 'calicoctl ipam'")
+    raise ValidationError([ErroredField("kind", f"{IPAM_KINDS[kind.lower()]} is IPAM state, which calicoctl "
+                                                f"does not read or write from files; it changes only through {how}",
+                                        kind)], context=where)
+
+
+def resources_from_files(opts: Options, stdin: TextIO | None) -> list[Resource]:
     """Every resource of every file, validated and defaulted; raise before any write."""
     assert opts.filename is not None
     out: list[Resource] = []
     for path in _files(opts.filename, opts.recursive):
         text = _read(path, stdin)
+        source = "stdin" if path == "-" else path
         try:
-            loaded = api.load_resources(text, source=path)
+            docs = api.load_documents(text, source=source)
+            for i, doc in enumerate(docs):
+                refuse_ipam_kind(doc, where=f"{source} document {i + 1}")
+            loaded = [api.parse_resource(doc, where=f"{source} document {i + 1}") for i, doc in enumerate(docs)]
             # Defaulting can surface rules only a full object breaks (e.g. a pool
             # smaller than the default block size): check that now, too.
             for res in loaded:
@@ -97,6 +130,9 @@ def resources_from_files(opts: Options, stdin: TextIO) -> list[Resource]:
         if not loaded and not opts.skip_empty:
             raise CommandError(f"no resources specified in file {path}")
         out.extend(loaded)
+    if not out and not opts.skip_empty and opts.filename != "-" and os.path.isdir(opts.filename):
+        # Empty files are refused above, so this is a directory with no manifests in it.
+        raise CommandError(f"no resources specified in directory {opts.filename}")
     return out
 
 
@@ -334,16 +370,28 @@ def print_get(opts: Options, r: Results, ds: backend.DatastoreConfig, out: TextI
         out.write("\n")
 
 
+def datastore_config(path: str | None) -> backend.DatastoreConfig:
+    """Calico's clientmgr.LoadClientConfig: a config file named with -c must exist; only the
+    default path (/etc/calico/calicoctl.cfg) falls back to the environment when it is missing."""
+    path = path or dsconfig.DEFAULT_CONFIG_PATH
+    if path != dsconfig.DEFAULT_CONFIG_PATH and not os.path.exists(path):
+        raise CommandError(f"Error reading config file: {path}")
+    try:
+        return dsconfig.load(path)
+    except OSError as exc:
+        raise CommandError(f"Error reading config file: {path}: {exc.strerror or exc}") from exc
+
+
 def load_config(opts: Options) -> backend.DatastoreConfig:
     try:
-        return dsconfig.load(opts.config)
+        return datastore_config(opts.config)
     except ValidationError as exc:
         raise CommandError(f"Failed to create Calico API client: {exc}") from None
 
 
 def run(opts: Options, stdin: TextIO | None = None, out: TextIO | None = None) -> None:
     """Run one resource command; raise CommandError for a failure to report."""
-    stdin = stdin or sys.stdin
+    stdin = stdin if stdin is not None else sys.stdin
     out = out or sys.stdout
 
     if opts.filename is not None:

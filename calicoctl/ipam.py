@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -148,8 +149,8 @@ async def check(be: Backend, out: TextIO, *, show_all_ips: bool = False, show_pr
         w(f" IPAM block {spec.cidr} affinity={spec.affinity or '<none>'}:\n")
         base = ipaddress.ip_network(spec.cidr).network_address
         for o, idx in enumerate(spec.allocations):
-            if idx is None or idx >= len(spec.attributes):
-                continue
+            if idx is None or not 0 <= idx < len(spec.attributes):
+                continue  # validate_block reports it
             attr = spec.attributes[idx]
             a = _Alloc(str(base + o), attr.handle_id, dict(attr.secondary), spec.cidr, spec.affinity)
             allocs.setdefault(a.ip, []).append(a)
@@ -268,13 +269,36 @@ async def check(be: Backend, out: TextIO, *, show_all_ips: bool = False, show_pr
                   "allocations": {ip: [a.report() for a in v] for ip, v in allocs.items()},
                   "leakedHandles": [{"ID": h, "UID": None, "Revision": handle_kvs[h].revision}
                                     for h in leaked_handles] or None}
-        with open(output, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=2)
+        try:
+            with open(output, "w", encoding="utf-8") as f:
+                json.dump(report, f, indent=2)
+        except OSError as exc:
+            raise IPAMCommandError(f"failed to write the report {output}: {exc.strerror or exc}") from exc
     return problems
 
 
+def check_report_path(output: str) -> None:
+    """Refuse, before checking anything, a report path that cannot be written (Calico ignores the failure)."""
+    parent = os.path.dirname(os.path.abspath(output))
+    if not os.path.isdir(parent):
+        raise IPAMCommandError(f"cannot write the report {output}: directory {parent} does not exist")
+    if os.path.isdir(output):
+        raise IPAMCommandError(f"cannot write the report {output}: it is a directory")
+    target = output if os.path.exists(output) else parent
+    if not os.access(target, os.W_OK):
+        raise IPAMCommandError(f"cannot write the report {output}: permission denied")
+
+
 def validate_block(spec: Any) -> str:
-    """Calico's validateBlock: the reason a block is inconsistent, or ""."""
+    """Calico's validateBlock: the reason a block is inconsistent, or "".
+
+    A block has one slot in ``allocations`` per address of its CIDR (Calico's
+    ``NumAddresses``); a block with more or fewer slots is invalid too (Calico
+    would index past the end of it).
+    """
+    size = ipaddress.ip_network(spec.cidr, strict=False).num_addresses
+    if len(spec.allocations) != size:
+        return f"block has {len(spec.allocations)} allocation slots, expected {size} for {spec.cidr}"
     seen_attrs: set[int] = set()
     seen: set[int] = set()
     for o, idx in enumerate(spec.allocations):
@@ -287,15 +311,17 @@ def validate_block(spec: Any) -> str:
     for i in range(len(spec.attributes)):
         if i not in seen_attrs:
             return f"attribute index {i} exists but is not indexed by an allocation"
-    for i, o in enumerate(spec.unallocated):
-        if o < 0 or o >= len(spec.allocations):
+    free: set[int] = set()
+    for o in spec.unallocated:
+        if o < 0 or o >= size:
             return f"ordinal {o} appears in the Unallocated array but is out of the block"
-        if o in spec.unallocated[:i]:
+        if o in free:
             return f"ordinal {o} appears more than once in Unallocated array"
         if o in seen:
             return f"ordinal {o} is allocated but appears in Unallocated"
-    if len(spec.unallocated) + len(seen) != len(spec.allocations):
-        return (f"expected {len(spec.allocations)} addresses in this block, but Unallocated "
+        free.add(o)
+    if len(spec.unallocated) + len(seen) != size:
+        return (f"expected {size} addresses in this block, but Unallocated "
                 f"({len(spec.unallocated)}) + Allocated ({len(seen)}) = {len(spec.unallocated) + len(seen)}")
     return ""
 
@@ -322,7 +348,7 @@ async def release(be: Backend, out: TextIO, *, ips: Sequence[str] = (), from_rep
         try:
             with open(path, encoding="utf-8") as f:
                 reports.append(json.load(f))
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, RecursionError) as exc:
             raise IPAMCommandError(f"cannot read the report {path}: {exc}") from None
     try:
         info = await be.get(ResourceKey("ClusterInformation", "default"))

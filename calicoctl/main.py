@@ -5,18 +5,49 @@ Commands and flags follow Calico's calicoctl (cobra era): ``create``,
 ``version``, and ``ipam show|check|release|configure`` (:mod:`calicoctl.ipam`).
 Errors go to stderr without a prefix and exit with 1, as calicoctl's main
 does. The node commands join with their issue.
+
+Names and flags may come in any order (``get ippool -o wide NAME``), as
+calicoctl's parsers accept them: each subcommand parses its arguments with
+argparse's intermixed mode. No traceback reaches the user: an error nobody
+anticipated is reported as one line naming its type (``main``'s last guard),
+and logged in full at debug level.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from calicoctl import crud
 from libcalico.backend.config import DEFAULT_CONFIG_PATH
 from libcalico.client import CALICO_VERSION
 from libcalico.errors import CalicoError
+
+
+log = logging.getLogger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    """A subcommand's parser: positionals and flags in any order (argparse's intermixed mode).
+
+    The subparsers action calls ``parse_known_args``; intermixed parsing calls it
+    again internally, and does not support nested subcommands (``ipam show``), so
+    only the outermost call on a parser without subcommands switches mode.
+    """
+
+    _intermixing = False
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._intermixing or self._subparsers is not None:
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
 
 
 def _crud_flags(p: argparse.ArgumentParser, *, names: bool) -> None:
@@ -36,10 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="calicoctl",
         description="The command line tool for managing Calico (pycalico) resources.",
     )
-    parser.add_argument("-l", "--log-level", default="panic", help="Set the log level (accepted for compatibility).")
+    parser.add_argument("-l", "--log-level", default="panic",
+                        help="Set the log level: debug, info, warn, error, fatal or panic (the default: no logging).")
     parser.add_argument("--allow-version-mismatch", action="store_true",
                         help="Accepted for compatibility; pycalico does not check versions.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
     for name, helptext in (("create", "Create a resource by file, directory or stdin."),
                            ("apply", "Apply a resource by file, directory or stdin."),
@@ -103,7 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_ipam(ns: argparse.Namespace) -> int:
     from calicoctl import ipam
-    from libcalico.backend import config as dsconfig
 
     action = ns.ipam_command
     if action is None:
@@ -120,8 +151,10 @@ def run_ipam(ns: argparse.Namespace) -> int:
         "configure": lambda: {"strict_affinity": ns.strictaffinity, "max_blocks_per_host": ns.max_blocks_per_host},
     }[action]()
     try:
-        return ipam.run(action, dsconfig.load(ns.config), **kwargs)
-    except ipam.IPAMCommandError as exc:
+        if action == "check" and ns.output:
+            ipam.check_report_path(ns.output)
+        return ipam.run(action, crud.datastore_config(ns.config), **kwargs)
+    except (ipam.IPAMCommandError, crud.CommandError) as exc:
         sys.stderr.write(f"{exc}\n")
         return 1
 
@@ -147,8 +180,27 @@ def options_from(ns: argparse.Namespace) -> crud.Options:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # the last guard: one line, never a traceback
+        log.debug("unexpected error", exc_info=True)
+        text = " ".join(str(exc).split()) or "(no message)"
+        sys.stderr.write(f"unexpected error: {type(exc).__name__}: {text}\n")
+        return 1
+
+
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING, "warning": logging.WARNING,
+               "error": logging.ERROR}
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     ns = parser.parse_args(argv)
+    level = _LOG_LEVELS.get(str(ns.log_level).lower())
+    if level is not None:  # "fatal" and "panic" (the default) log nothing
+        logging.basicConfig(level=level, stream=sys.stderr, format="%(asctime)s [%(levelname)s] %(message)s")
     if ns.command is None:
         parser.print_help()
         return 1

@@ -178,6 +178,8 @@ class Client:
             doc = json.loads(patch)
         except json.JSONDecodeError as exc:
             raise ValidationError([ErroredField("--patch", f"not valid JSON: {exc.msg}", patch)]) from None
+        except RecursionError:
+            raise ValidationError([ErroredField("--patch", "nested too deeply")]) from None
         wire = current.to_wire()
         if patch_type in ("merge", "strategic"):
             if not isinstance(doc, dict):
@@ -191,7 +193,7 @@ class Client:
         for immutable in ("name", "namespace"):
             if patched["metadata"].get(immutable, "") != wire["metadata"].get(immutable, ""):
                 raise ValidationError([ErroredField(f"metadata.{immutable}", "cannot be changed by a patch")])
-        new = api.parse_resource(patched, where=current.identifier())
+        new = api.parse_resource(patched)  # its errors name the resource
         return await self.update(new)
 
     # --- cross-resource rules ---------------------------------------------------------------

@@ -84,3 +84,52 @@ async def test_ipam_configure_and_show_configuration(etcd: EtcdServer, etcd_env:
     assert "| StrictAffinity     | true  |" in r.stdout
     r = calicoctl(etcd_env, "ipam", "configure", "--strictaffinity", "maybe")
     assert r.returncode == 1 and "--strictaffinity = 'maybe' (must be true or false)" in r.stderr
+
+
+def _block(cidr: str, *, allocations: list[int | None], unallocated: list[int],
+           attributes: list[dict[str, object]]) -> api.IPAMBlock:
+    from libcalico.api.ipam import cidr_to_name
+
+    return api.IPAMBlock.model_validate({"metadata": {"name": cidr_to_name(cidr)}, "spec": {
+        "cidr": cidr, "allocations": allocations, "unallocated": unallocated, "attributes": attributes}})
+
+
+async def test_ipam_check_flags_every_kind_of_inconsistent_block(etcd: EtcdServer, etcd_env: dict[str, str]) -> None:
+    # A /30 has four ordinals. Each block breaks one of the rules Calico's validateBlock checks.
+    attr = {"handle_id": "h", "secondary": {}}
+    broken = {
+        "10.9.0.0/30": (_block("10.9.0.0/30", allocations=[], unallocated=[], attributes=[]),
+                        "block has 0 allocation slots, expected 4"),
+        "10.9.0.4/30": (_block("10.9.0.4/30", allocations=[0, None, None, None], unallocated=[0, 1, 2, 3],
+                               attributes=[attr]), "ordinal 0 is allocated but appears in Unallocated"),
+        "10.9.0.8/30": (_block("10.9.0.8/30", allocations=[None, None, None, None], unallocated=[0, 1, 2],
+                               attributes=[]), "Unallocated (3) + Allocated (0) = 3"),
+        "10.9.0.12/30": (_block("10.9.0.12/30", allocations=[1, None, None, None], unallocated=[1, 2, 3],
+                                attributes=[attr]), "allocation 0 indexes a nonexistent attribute 1"),
+        "10.9.0.16/30": (_block("10.9.0.16/30", allocations=[-1, None, None, None], unallocated=[1, 2, 3],
+                                attributes=[]), "allocation 0 indexes a nonexistent attribute -1"),
+    }
+    good = _block("10.9.0.20/30", allocations=[None] * 4, unallocated=[0, 1, 2, 3], attributes=[])
+    be = EtcdBackend(EtcdConfig(endpoints=(etcd.endpoint,)))
+    try:
+        for blk in [b for b, _ in broken.values()] + [good]:
+            await be.create(KVPair(ResourceKey.for_resource(blk), blk))
+    finally:
+        await be.close()
+    r = calicoctl(etcd_env, "ipam", "check")
+    assert r.returncode == 0, r.stderr
+    invalid = [line for line in r.stdout.splitlines() if " is invalid: " in line]
+    for cidr, (_, why) in broken.items():
+        assert any(f"BlockKey(cidr={cidr}) is invalid: " in line and why in line for line in invalid), (cidr, invalid)
+    assert len(invalid) == len(broken)
+    assert f"Found {len(broken)} invalid IPAMBlocks." in r.stdout.splitlines()
+    problems = int(re.search(r"Check complete; found (\d+) problems\.", r.stdout).group(1))  # type: ignore[union-attr]
+    assert problems >= len(broken)
+
+
+async def test_ipam_check_with_a_report_in_a_missing_directory_fails_before_checking(
+        etcd: EtcdServer, etcd_env: dict[str, str]) -> None:
+    r = calicoctl(etcd_env, "ipam", "check", "-o", "/nonexistent/dir/r.json")
+    assert r.returncode == 1
+    assert r.stdout == ""
+    assert r.stderr == "cannot write the report /nonexistent/dir/r.json: directory /nonexistent/dir does not exist\n"

@@ -154,6 +154,16 @@ def cases() -> Iterator[tuple[str, dict[str, Any], str]]:
                          ("defaultEndpointToHostAction", "Explode"), ("nodeSelector", "a =="),
                          ("notAFelixField", True)]:
         yield case("FelixConfiguration", f"spec.{field}", value)
+    # Strict types (issue 18): Go's encoding/json takes no string for a number or a boolean.
+    for path, value in [("spec.blockSize", "26"), ("spec.natOutgoing", "yes"), ("spec.disabled", "on"),
+                        ("spec.disableBGPExport", "false"), ("spec.natOutgoing", 1)]:
+        yield case("IPPool", path, value)
+    yield case("BGPConfiguration", "spec.nodeToNodeMeshEnabled", "true")
+    yield case("BGPConfiguration", "spec.listenPort", "179")
+    yield case("BGPPeer", "spec.keepOriginalNextHop", "yes")
+    yield case("FelixConfiguration", "spec.ipipMTU", "1440")
+    yield case("FelixConfiguration", "spec.vxlanVNI", 4096.5)
+    yield case("WorkloadEndpoint", "spec.ipNetworks", "10.244.0.5/32")
     yield case("HostEndpoint", "spec.interfaceName", "", "spec.interfaceName")
     yield case("HostEndpoint", "spec.ports", [{"name": "web", "protocol": "ICMP", "port": 80}], "spec.ports")
 

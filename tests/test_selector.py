@@ -126,3 +126,48 @@ def test_arbitrary_text_either_parses_or_raises_selector_error(text: str) -> Non
     except SelectorError:
         return
     assert str(parse(str(sel))) == str(sel)
+
+
+# --- fuzzing (issue 18): hostile selectors and label sets never crash ----------------------------
+
+FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None)
+
+# Fragments of the grammar, glued at random: most soups are invalid, some parse, and the
+# parser's error paths get exercised far more than with arbitrary text.
+_FRAGMENTS = ["a", "b.c/d", "x-y_z", "==", "!=", "!", "&&", "||", "(", ")", "{", "}", ",", "in", "not in",
+              "contains", "starts with", "ends with", "has(", "has(a)", "all()", "global()", "'v'", '"w"', "''",
+              "'", '"', " ", "\t", "=", "&", "|", "\u00e9", "0"]
+soups = st.lists(st.sampled_from(_FRAGMENTS), max_size=20).map(" ".join)
+any_labels = st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=6)
+
+
+@FUZZ
+@given(st.one_of(soups, selectors, st.text(max_size=40)), any_labels)
+def test_a_selector_parses_or_raises_selector_error_and_a_parsed_one_reparses_to_itself(
+        text: str, labels: dict[str, str]) -> None:
+    try:
+        sel = parse(text)
+    except SelectorError as exc:
+        assert exc.text == text and exc.reason
+        return
+    again = parse(str(sel))
+    assert again == sel and hash(again) == hash(sel)
+    assert isinstance(sel.evaluate(labels), bool)
+    assert again.evaluate(labels) == sel.evaluate(labels)
+
+
+@FUZZ
+@given(selectors, any_labels)
+def test_evaluation_never_raises_on_arbitrary_labels(text: str, labels: dict[str, str]) -> None:
+    assert isinstance(parse(text).evaluate(labels), bool)
+
+
+@pytest.mark.parametrize("text", ["(" * 5000 + "a == 'b'" + ")" * 5000, "(" * 101 + "all()" + ")" * 101,
+                                  "!" * 100_000 + "has(a)", " && ".join(["has(a)"] * 20_000)])
+def test_deeply_nested_or_very_long_selectors_give_an_answer_not_a_recursion_error(text: str) -> None:
+    try:
+        sel = parse(text)
+    except SelectorError as exc:
+        assert "nested deeper than" in exc.reason
+        return
+    assert isinstance(sel.evaluate({"a": "b"}), bool)

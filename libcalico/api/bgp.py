@@ -6,12 +6,11 @@ Field names, enums and rules follow api/pkg/apis/projectcalico/v3
 
 from __future__ import annotations
 
-import enum
 import re
 from pydantic import Field, field_validator, model_validator
 
 from libcalico.api import fields
-from libcalico.api.fields import CalicoModel
+from libcalico.api.fields import CalicoModel, WireEnum
 from libcalico.api.meta import Resource
 
 
@@ -47,19 +46,19 @@ class PrefixAdvertisement(CalicoModel):
     communities: list[str] = Field(default_factory=list)
 
 
-class ProgramClusterRoutes(str, enum.Enum):
+class ProgramClusterRoutes(WireEnum):
     ENABLED = "Enabled"
     DISABLED = "Disabled"
     ENABLED_IPIP_ONLY = "EnabledIPIPOnly"
     ENABLED_NO_ENCAP_ONLY = "EnabledNoEncapOnly"
 
 
-class BindMode(str, enum.Enum):
+class BindMode(WireEnum):
     NONE = "None"
     NODE_IP = "NodeIP"
 
 
-class LogSeverity(str, enum.Enum):
+class LogSeverity(WireEnum):
     DEBUG = "Debug"
     INFO = "Info"
     WARNING = "Warning"
@@ -178,7 +177,7 @@ def split_ip_port(text: str) -> tuple[str, int | None]:
     return text, None
 
 
-class NextHopMode(str, enum.Enum):
+class NextHopMode(WireEnum):
     AUTO = "Auto"
     SELF = "Self"
     KEEP = "Keep"

@@ -9,18 +9,17 @@ Field list: api/pkg/apis/projectcalico/v3/felixconfig.go.
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 from pydantic import Field
 
 from libcalico.api import fields
 from libcalico.api.bgp import ProgramClusterRoutes
-from libcalico.api.fields import CalicoModel
+from libcalico.api.fields import CalicoModel, WireEnum
 from libcalico.api.meta import Resource
 
 
-class LogLevel(str, enum.Enum):
+class LogLevel(WireEnum):
     NONE = "None"
     DEBUG = "Debug"
     INFO = "Info"
@@ -29,24 +28,24 @@ class LogLevel(str, enum.Enum):
     FATAL = "Fatal"
 
 
-class EndpointToHostAction(str, enum.Enum):
+class EndpointToHostAction(WireEnum):
     DROP = "Drop"
     ACCEPT = "Accept"
     RETURN = "Return"
 
 
-class EnabledDisabled(str, enum.Enum):
+class EnabledDisabled(WireEnum):
     ENABLED = "Enabled"
     DISABLED = "Disabled"
 
 
-class EnabledDisabledAuto(str, enum.Enum):
+class EnabledDisabledAuto(WireEnum):
     ENABLED = "Enabled"
     DISABLED = "Disabled"
     AUTO = "Auto"
 
 
-class RouteSource(str, enum.Enum):
+class RouteSource(WireEnum):
     CALICO_IPAM = "CalicoIPAM"
     WORKLOAD_IPS = "WorkloadIPs"
 

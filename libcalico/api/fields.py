@@ -17,23 +17,119 @@ Two helpers shape every error:
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import re
+import types
+import typing
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, PlainSerializer
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, GetCoreSchemaHandler, PlainSerializer,
+                      ValidationInfo, model_validator)
 from pydantic.alias_generators import to_camel
-from pydantic_core import PydanticCustomError
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from libcalico import selector as selector_mod
+from libcalico.api.manifests import go_float_string
 
 # --- model base -----------------------------------------------------------------
 
+MANIFEST = "manifest"
+"""Validation context key: the input is a manifest, decoded as sigs.k8s.io/yaml decodes one."""
+
+_DROP = object()
+
+
+def _strip(annotation: Any) -> tuple[Any, bool]:
+    """The annotation without ``Annotated`` and ``| None``, and whether None was allowed."""
+    nullable = False
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+            continue
+        if origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) < len(typing.get_args(annotation)):
+                nullable = True
+            if len(args) == 1:
+                annotation = args[0]
+                continue
+        return annotation, nullable
+
+
+def _shape(annotation: Any) -> tuple[str, bool]:
+    """What Go would decode a field into: "str", "int", "list_str", "dict_str" or "" (anything else)."""
+    inner, nullable = _strip(annotation)
+    if inner is str:
+        return "str", nullable
+    if inner is int:
+        return "int", nullable
+    origin, args = typing.get_origin(inner), typing.get_args(inner)
+    if origin is list and args and _strip(args[0])[0] is str:
+        return "list_str", nullable
+    if origin is dict and len(args) == 2 and _strip(args[1])[0] is str:
+        return "dict_str", nullable
+    return "", nullable
+
+
+_SHAPES: dict[type, dict[str, tuple[str, bool]]] = {}
+
+
+def _shapes(cls: type[BaseModel]) -> dict[str, tuple[str, bool]]:
+    shapes = _SHAPES.get(cls)
+    if shapes is None:
+        shapes = {}
+        for name, info in cls.model_fields.items():
+            shape = _shape(info.annotation)
+            shapes[name] = shape
+            if info.alias:
+                shapes[info.alias] = shape
+        _SHAPES[cls] = shapes
+    return shapes
+
+
+def go_string(value: Any) -> Any:
+    """A YAML number or boolean written where Go expects a string, as sigs.k8s.io/yaml converts it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return go_float_string(value)
+    return value
+
+
+def _go_value(value: Any, shape: str, manifest: bool) -> Any:
+    if not manifest:
+        return value
+    if shape == "str":
+        return go_string(value)
+    if shape == "list_str" and isinstance(value, list):
+        return [go_string(v) for v in value]
+    if shape == "dict_str" and isinstance(value, dict):
+        return {k: go_string(v) for k, v in value.items()}
+    if shape == "int" and isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)  # YAML 26.0 reaches Go's encoding/json as 26
+    return value
+
 
 class CalicoModel(BaseModel):
-    """Base of every v3 model: camelCase on the wire, unknown fields rejected.
+    """Base of every v3 model: camelCase on the wire, unknown fields rejected, types strict.
 
-    Calico decodes manifests strictly (an unknown field is an error), and so do we.
+    Calico decodes manifests with ``sigs.k8s.io/yaml`` then ``encoding/json``,
+    and we decode the way that pair does:
+
+    * an unknown field is an error;
+    * a string is never taken for a number or a boolean (``blockSize: "26"``,
+      ``disabled: "on"`` are refused): pydantic's strict mode;
+    * ``null`` leaves a field at its default (encoding/json ignores a null for
+      a non-pointer field);
+    * in a manifest (validation context :data:`MANIFEST`), a YAML number or
+      boolean where the field is a string becomes that string, as
+      sigs.k8s.io/yaml converts it (``version: 1`` is the label value ``"1"``),
+      and a whole float where the field is an integer is that integer. Stored
+      JSON gets no such conversion, as in Calico's backends.
     """
 
     model_config = ConfigDict(
@@ -43,7 +139,43 @@ class CalicoModel(BaseModel):
         validate_assignment=False,
         str_strip_whitespace=False,
         defer_build=True,
+        strict=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _go_decoding(cls, data: Any, info: ValidationInfo) -> Any:
+        if not isinstance(data, dict):
+            return data
+        manifest = bool(info.context and info.context.get(MANIFEST))
+        if not manifest and None not in data.values():
+            return data  # stored JSON without nulls: nothing to do (the hot path: IPAM blocks)
+        shapes = _shapes(cls)
+        out: dict[str, Any] | None = None
+        for key, value in data.items():
+            known = shapes.get(key) if isinstance(key, str) else None
+            if known is None:
+                continue
+            shape, nullable = known
+            new = _DROP if value is None and not nullable else _go_value(value, shape, manifest)
+            if new is not value:
+                if out is None:
+                    out = dict(data)
+                if new is _DROP:
+                    del out[key]
+                else:
+                    out[key] = new
+        return data if out is None else out
+
+
+class WireEnum(str, enum.Enum):
+    """An enum written as its string value. Strings are accepted for it even in strict mode."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        schema = dict(handler(source))
+        schema["strict"] = False
+        return typing.cast(CoreSchema, schema)
 
 
 def field_error(field: str, reason: str, value: Any = None) -> PydanticCustomError:

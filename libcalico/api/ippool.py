@@ -8,29 +8,28 @@ the defaults Calico's client fills in live in :mod:`libcalico.client`.
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from libcalico.api import fields
-from libcalico.api.fields import CalicoModel
+from libcalico.api.fields import CalicoModel, WireEnum
 from libcalico.api.meta import Resource
 
 
-class EncapMode(str, enum.Enum):
+class EncapMode(WireEnum):
     NEVER = "Never"
     ALWAYS = "Always"
     CROSS_SUBNET = "CrossSubnet"
 
 
-class AllowedUse(str, enum.Enum):
+class AllowedUse(WireEnum):
     WORKLOAD = "Workload"
     TUNNEL = "Tunnel"
     LOAD_BALANCER = "LoadBalancer"
 
 
-class AssignmentMode(str, enum.Enum):
+class AssignmentMode(WireEnum):
     AUTOMATIC = "Automatic"
     MANUAL = "Manual"
 
@@ -163,3 +162,11 @@ class IPPool(Resource):
     KIND = "IPPool"
     PLURAL = "ippools"
     spec: IPPoolSpec = Field(default_factory=IPPoolSpec)
+
+    @model_validator(mode="after")
+    def _cidr_given(self) -> IPPool:
+        # A missing spec (or "spec": null, or a patch that removes it) has no CIDR: the
+        # spec's own validator only sees a CIDR that was written.
+        if not self.spec.cidr:
+            raise fields.field_error("spec.cidr", "IPPool CIDR must be specified", "")
+        return self

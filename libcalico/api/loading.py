@@ -17,9 +17,8 @@ from collections.abc import Iterable
 from typing import Any
 
 import pydantic
-import yaml
 
-from libcalico.api import registry
+from libcalico.api import fields, manifests, registry
 from libcalico.api.meta import API_VERSION, Resource
 from libcalico.errors import ErroredField, ValidationError
 
@@ -46,10 +45,35 @@ def _is_pydantic_tag(part: str) -> bool:
     return part in _UNION_TAGS or part.startswith(("function-", "lax-", "json-or-python[", "union["))
 
 
+# Strict type errors, worded as Go's encoding/json words them.
+_GO_TYPES = {"int_type": "int", "bool_type": "bool", "string_type": "string", "float_type": "float64",
+             "list_type": "slice", "dict_type": "map", "model_type": "struct", "model_attributes_type": "struct"}
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return f"number {value}"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
 def _reason(err: Any) -> str:
     msg = str(err.get("msg", ""))
     if err["type"] in _PYDANTIC_REASONS:
         return _PYDANTIC_REASONS[err["type"]]
+    if err["type"] in _GO_TYPES:
+        return f"cannot unmarshal {_json_kind(err.get('input'))} into Go value of type {_GO_TYPES[err['type']]}"
+    if err["type"] == "int_from_float":
+        return f"cannot unmarshal {_json_kind(err.get('input'))} into Go value of type int"
     for prefix in ("Value error, ", "Assertion failed, "):
         if msg.startswith(prefix):
             return msg[len(prefix):]
@@ -105,7 +129,7 @@ def parse_resource(doc: Any, *, where: str = "") -> Resource:
     if name:
         ctx = f"{where + ' ' if where else ''}{kind}({name})"
     try:
-        return cls.model_validate(doc)
+        return cls.model_validate(doc, context={fields.MANIFEST: True})
     except pydantic.ValidationError as exc:
         raise ValidationError(errored_fields(exc), context=ctx) from None
 
@@ -125,14 +149,12 @@ def _expand(doc: Any) -> list[Any]:
 
 
 def load_documents(text: str, *, source: str = "-") -> list[Any]:
-    """Parse YAML/JSON text into a flat list of documents (not yet validated)."""
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ValidationError([ErroredField("(document)", f"cannot parse {source} as YAML or JSON{where}: {problem}")])
+    """Parse YAML/JSON text into a flat list of documents (not yet validated).
+
+    Parsing is bounded (size, nesting, alias expansion) and resolves scalars as
+    go-yaml does: see :mod:`libcalico.api.manifests`.
+    """
+    docs = [d for d in manifests.load_yaml_documents(text, source=source) if d is not None]
     return [d for doc in docs for d in _expand(doc)]
 
 

@@ -7,25 +7,24 @@ networkpolicy.go, globalnetworkpolicy.go); rules follow ``validateRule``,
 
 from __future__ import annotations
 
-import enum
 import re
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from libcalico.api import fields
-from libcalico.api.fields import CalicoModel
+from libcalico.api.fields import CalicoModel, WireEnum
 from libcalico.api.meta import Resource
 
 
-class Action(str, enum.Enum):
+class Action(WireEnum):
     ALLOW = "Allow"
     DENY = "Deny"
     LOG = "Log"
     PASS = "Pass"
 
 
-class PolicyType(str, enum.Enum):
+class PolicyType(WireEnum):
     INGRESS = "Ingress"
     EGRESS = "Egress"
 

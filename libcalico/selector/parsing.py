@@ -24,6 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 MAX_LABEL_LENGTH = 512
+MAX_NESTING = 100
+"""Deepest nesting of parentheses. Calico's (Go) parser has no bound; ours recurses in
+Python, so a hostile selector gets an error instead of a RecursionError."""
 
 
 class SelectorError(ValueError):
@@ -345,6 +348,7 @@ class _Parser:
         self.text = text
         self.toks = tokens
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> _Token:
         return self.toks[min(self.i, len(self.toks) - 1)]
@@ -391,7 +395,11 @@ class _Parser:
         if tok.kind is _Tok.GLOBAL:
             return Global()
         if tok.kind is _Tok.LPAREN:
+            if self.depth >= MAX_NESTING:
+                raise SelectorError(self.text, f"parentheses nested deeper than {MAX_NESTING} levels")
+            self.depth += 1
             inner = self.parse_or()
+            self.depth -= 1
             if self.peek().kind is not _Tok.RPAREN:
                 raise self.fail("')'")
             self.take()
