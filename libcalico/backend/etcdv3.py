@@ -281,21 +281,20 @@ class EtcdBackend:
             self._current = (index + 1) % len(self._endpoints)
             err = _rpc_error(exc)
             log.info("etcd endpoint %s failed (%s); using %s", client.endpoint,
-                        err.details() if err is not None else exc, self._endpoints[self._current])
+                     err.details() if err is not None else exc, self._endpoints[self._current])
 
     async def _kv(self, what: str, call: Callable[[Any, dict[str, Any]], Awaitable[T]], *, read: bool) -> T:
         """One KV request, ``call(stub, kwargs)``, failing over across the endpoints (see the module doc)."""
         attempts = max(2, len(self._endpoints)) if read else len(self._endpoints)
         for attempt in range(1, attempts + 1):
-            client: _Client | None = None
+            client = self._client()  # a TLS file that is no good fails here, named, and is not retried
             try:
                 with _mapped(what):
-                    client = self._client()
                     await client.connect()
                     return await call(client.kvstub, {"timeout": self._config.timeout, "metadata": client.metadata})
             except DatastoreUnavailable as exc:
                 cause = exc.__cause__
-                if client is None or cause is None or not _transport_failure(cause):
+                if cause is None or not _transport_failure(cause):
                     raise
                 self._failed(client, cause)
                 if attempt == attempts or not (read or _never_sent(cause)):
