@@ -8,11 +8,20 @@ when a file changed. ``-onetime`` lists everything once, writes, and exits, as
 Calico's ``confd -onetime`` does. The daemon runs under :mod:`libcalico.daemon`:
 if the syncer or the render loop ends, confd exits (and is restarted) instead
 of running on without updating BIRD.
+
+A render that fails (any exception from rendering, or BIRD refusing the result
+in ``bird -p -c``) leaves the previous config in place, is logged with its
+reason, and is kept in :attr:`Confd.render_error` for health
+(:meth:`Confd.problems`) until a later render succeeds. Rendering is a pure
+function of the datastore's contents, so it is tried again on the next change,
+not on a timer; only writing the files (an OSError: disk full, a read-only
+mount) is retried on a timer as well, as that can heal by itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -41,7 +50,7 @@ async def read_secrets(be: Backend, refs: set[tuple[str, str]], namespace: str) 
     for name, key in sorted(refs):
         try:
             data = await reader(namespace, name)
-        except CalicoError as exc:
+        except (CalicoError, ValueError) as exc:   # ValueError: a value that is not UTF-8
             log.warning("BGP password secret %s/%s: %s", namespace, name, exc)
             continue
         if key in data:
@@ -51,15 +60,37 @@ async def read_secrets(be: Backend, refs: set[tuple[str, str]], namespace: str) 
     return out
 
 
+class RenderFailed(RuntimeError):
+    """BIRD's config could not be rendered, or BIRD refused it; the previous config is still in place."""
+
+
 class Confd:
+    # How long to wait before writing again after an OSError (the config itself rendered fine).
+    WRITE_RETRY_S = 2.0
+
     def __init__(self, node: str, outdir: Path, cmds: writer.Commands) -> None:
         self.inputs = render.Inputs(node)
-        self.block_owner: dict[str, str] = {}
+        self.blocks: dict[str, tuple[str, str]] = {}   # IPAMBlock name -> (cidr, affine node)
         self.outdir, self.cmds = outdir, cmds
         self.dirty = asyncio.Event()
         self.status = SyncStatus.WAIT_FOR_DATASTORE
         self.renders = 0
         self.warned: list[str] = []
+        # Why the last attempt to render and install BIRD's config failed; None once one succeeds.
+        self.render_error: str | None = None
+        self.rendered = False   # a config has been installed at least once
+        self._retrying_write = False
+
+    def problems(self) -> list[str]:
+        """What keeps confd from being ready (empty when it is): for the daemon runner's health report."""
+        out = []
+        if self.status is not SyncStatus.IN_SYNC:
+            out.append(f"not in sync with the datastore ({self.status.value})")
+        if self.render_error is not None:
+            out.append(self.render_error)
+        elif not self.rendered and self.status is SyncStatus.IN_SYNC:
+            out.append("BIRD's config has not been written yet")
+        return out
 
     def on_status(self, status: SyncStatus) -> None:
         self.status = status
@@ -70,9 +101,9 @@ class Confd:
             key, value = u.key, u.kv.value
             if key.kind == "IPAMBlock":
                 if value is None:
-                    self.block_owner.pop(key.name, None)
+                    self.blocks.pop(key.name, None)
                 else:
-                    self.block_owner[value.spec.cidr] = (value.spec.affinity or "").removeprefix("host:")
+                    self.blocks[key.name] = (value.spec.cidr, (value.spec.affinity or "").removeprefix("host:"))
                 continue
             tables: dict[str, dict[str, Any]] = {
                 "BGPConfiguration": self.inputs.bgp_configs, "BGPPeer": self.inputs.peers,
@@ -84,10 +115,17 @@ class Confd:
                 table[key.name] = value
         self.dirty.set()
 
-    def render_and_write(self) -> list[str]:
-        self.inputs.blocks = sorted(c for c, owner in self.block_owner.items() if owner == self.inputs.node)
-        files = render.render(self.inputs)
-        warnings = render.warnings(self.inputs)
+    def snapshot(self) -> render.Inputs:
+        """The inputs as they are now, for a render in another thread while updates go on arriving."""
+        inp = self.inputs
+        return dataclasses.replace(inp, nodes=dict(inp.nodes), bgp_configs=dict(inp.bgp_configs),
+                                   peers=dict(inp.peers), pools=dict(inp.pools), secrets=dict(inp.secrets),
+                                   blocks=sorted(c for c, owner in self.blocks.values() if owner == inp.node))
+
+    def render_and_write(self, inputs: render.Inputs | None = None) -> list[str]:
+        inputs = inputs if inputs is not None else self.snapshot()
+        files = render.render(inputs)
+        warnings = render.warnings(inputs)
         if warnings != self.warned:
             for w in warnings:
                 log.warning("%s", w)
@@ -107,30 +145,61 @@ class Confd:
                     log.info("BIRD%s reconfigured", "6" if v == 6 else "")
         return changed
 
+    async def attempt(self, be: Backend | None = None) -> list[str]:
+        """Read the secrets, render, check and install BIRD's config once; the names of the files that changed.
+
+        A failure is logged with its reason, kept in :attr:`render_error`, and
+        raised as :class:`RenderFailed` (the previous config stays in place).
+        """
+        try:
+            if be is not None:
+                self.inputs.secrets = await read_secrets(be, render.password_refs(self.inputs), SECRETS_NAMESPACE)
+            changed = await asyncio.to_thread(self.render_and_write, self.snapshot())
+        except writer.CheckFailed as exc:
+            self._failed(f"{exc}; keeping the previous config until the next change")
+            raise RenderFailed(self.render_error) from exc
+        except OSError as exc:
+            self._failed(f"writing BIRD's config to {self.outdir} failed: {exc}")
+            raise RenderFailed(self.render_error) from exc
+        except Exception as exc:
+            self._failed(f"rendering BIRD's config failed: {type(exc).__name__}: {exc}; keeping the previous "
+                         "config until the next change")
+            raise RenderFailed(self.render_error) from exc
+        if self.render_error is not None:
+            log.info("BIRD's config rendered and installed again")
+        self.render_error, self.rendered = None, True
+        return changed
+
+    def _failed(self, reason: str) -> None:
+        # Said once per reason while retrying a write on the timer; every time a change brings it back.
+        if not (self._retrying_write and reason == self.render_error):
+            log.error("%s", reason, exc_info=log.isEnabledFor(logging.DEBUG))
+        self.render_error = reason
+
     async def loop(self, be: Backend | None = None) -> None:
+        """Render whenever something changed once in sync; a failure waits for the next change (see above)."""
         while True:
             await self.dirty.wait()
             self.dirty.clear()
             if self.status is not SyncStatus.IN_SYNC:
                 continue
             try:
-                if be is not None:
-                    self.inputs.secrets = await read_secrets(be, render.password_refs(self.inputs), SECRETS_NAMESPACE)
-                await asyncio.to_thread(self.render_and_write)
-            except writer.CheckFailed as exc:
-                log.error("%s", exc)
-            except OSError as exc:
-                log.error("writing BIRD's config failed: %s; retrying", exc)
-                await asyncio.sleep(2)
-                self.dirty.set()
+                await self.attempt(be)
+                self._retrying_write = False
+            except RenderFailed as exc:
+                self._retrying_write = isinstance(exc.__cause__, OSError)
+                if self._retrying_write:
+                    await asyncio.sleep(self.WRITE_RETRY_S)
+                    self.dirty.set()
 
 
 async def onetime(be: Backend, confd: Confd) -> list[str]:
+    """List everything once and install BIRD's config (raises :class:`RenderFailed`, logged, if that fails)."""
     for kind in KINDS:
         listing = await be.list(ResourceListOptions(kind))
         confd.on_updates([Update(UpdateType.NEW, kv) for kv in listing.items])
-    confd.inputs.secrets = await read_secrets(be, render.password_refs(confd.inputs), SECRETS_NAMESPACE)
-    return await asyncio.to_thread(confd.render_and_write)
+    confd.status = SyncStatus.IN_SYNC
+    return await confd.attempt(be)
 
 
 async def run_once(node: str, outdir: Path, ds: DatastoreConfig, cmds: writer.Commands) -> int:
@@ -153,6 +222,7 @@ def build(node: str, outdir: Path, ds: DatastoreConfig, cmds: writer.Commands, *
     syncer = Syncer(be, [ResourceListOptions(k) for k in KINDS], confd)
     d.root("syncer", syncer.run)
     d.root("render", lambda: confd.loop(be))
+    d.health.check("confd", confd.problems)
     d.cleanup("datastore", be.close)
     if health is not None:
         d.serve_health(*health)

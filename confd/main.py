@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(daemon.run_once(node, outdir, ds, cmds))
         health = ("127.0.0.1", args.health_port) if args.health_port else None
         return runner.main(daemon.build(node, outdir, ds, cmds, health=health))
-    except (CalicoError, writer.CheckFailed, ValueError) as exc:
+    except (CalicoError, writer.CheckFailed, daemon.RenderFailed, ValueError) as exc:
         sys.stderr.write(f"calico-confd: {exc}\n")
         return 1
     except KeyboardInterrupt:

@@ -53,7 +53,7 @@ class EtcdServer:
             "--log-level", "error",
             *self.extra_args,
         ]
-        self.log = open(os.path.join(self.dir, "etcd.log"), "wb")
+        self.log = open(os.path.join(self.dir, "etcd.log"), "ab")  # a restart on the same dir keeps the log
         if self.netns:
             args = ["ip", "netns", "exec", self.netns, *args]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True)

@@ -82,7 +82,12 @@ class Health:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._reporters: dict[str, _Reporter] = {}
+        self._checks: dict[str, Callable[[], list[str]]] = {}
         self._clock = clock
+
+    def check(self, name: str, problems: Callable[[], list[str]]) -> None:
+        """Ask ``problems()`` at each readiness request: ready when it answers none (live regardless)."""
+        self._checks[name] = problems
 
     def register(self, name: str, *, timeout: float | None = None) -> None:
         self._reporters[name] = _Reporter(timeout=timeout, reported=self._clock())
@@ -106,6 +111,8 @@ class Health:
     def ready(self) -> tuple[bool, list[str]]:
         bad = [self._why(n, r, "not ready") for n, r in sorted(self._reporters.items())
                if self._stale(r) or not r.live or not r.ready]
+        for name, problems in sorted(self._checks.items()):
+            bad += [f"{name}: {p}" for p in problems()]
         return not bad, bad
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

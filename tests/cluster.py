@@ -112,14 +112,16 @@ class Cluster:
         self.nodes[name] = ClusterNode(name, ns, ip)
         return self.nodes[name]
 
-    def start_felix(self, name: str) -> None:
+    def start_felix(self, name: str, *, ready: bool = True) -> None:
+        """Start Felix in its node; wait until it is ready unless ``ready`` is False."""
         node = self.nodes[name]
         node.log = self.tmp / f"felix-{name}.log"
         env = self.env(FELIX_FELIXHOSTNAME=name, FELIX_ROUTEREFRESHINTERVAL="5", FELIX_LOGSEVERITYSCREEN="INFO")
         with open(node.log, "ab") as log:
             node.felix = subprocess.Popen(["ip", "netns", "exec", node.ns, "calico-felix"], env=env, stdout=log,
                                           stderr=subprocess.STDOUT)
-        wait_until(lambda: self.health(name, "readiness") == 204, f"Felix on {name} to be ready", 60)
+        if ready:
+            wait_until(lambda: self.health(name, "readiness") == 204, f"Felix on {name} to be ready", 60)
 
     def stop_felix(self, name: str, kill: bool = False) -> int | None:
         """Stop Felix (SIGTERM, or SIGKILL); return its exit code."""
@@ -175,7 +177,9 @@ class Cluster:
 
     # --- pods -------------------------------------------------------------------------------
 
-    def cni(self, node: str, command: str, pod: str, netns: str = "", **conf: Any) -> dict[str, Any] | None:
+    def cni_run(self, node: str, command: str, pod: str, netns: str = "", *, timeout: float = 120,
+                **conf: Any) -> subprocess.CompletedProcess[str]:
+        """Run the calico CNI plugin inside ``node``, as a runtime would, and return what it did."""
         assert self.etcd is not None
         netconf = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": node,
                    "mtu": 1400, "etcd_endpoints": self.etcd.endpoint, "datastore_type": "etcdv3",
@@ -183,15 +187,19 @@ class Cluster:
         env = self.env(CNI_COMMAND=command, CNI_CONTAINERID=f"c-{pod}", CNI_IFNAME="eth0",
                        CNI_NETNS=f"/var/run/netns/{netns}" if netns else "",
                        CNI_ARGS=f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}")
-        r = self.ns.run(self.nodes[node].ns, "calico", env=env, stdin=json.dumps(netconf), check=False, timeout=120)
+        return self.ns.run(self.nodes[node].ns, "calico", env=env, stdin=json.dumps(netconf), check=False,
+                           timeout=timeout)
+
+    def cni(self, node: str, command: str, pod: str, netns: str = "", **conf: Any) -> dict[str, Any] | None:
+        r = self.cni_run(node, command, pod, netns, **conf)
         if r.returncode != 0:
             raise AssertionError(f"CNI {command} of {pod} on {node} failed: {r.stdout} {r.stderr}")
         return json.loads(r.stdout) if r.stdout.strip() else None
 
-    def add_pod(self, node: str, pod: str) -> tuple[str, str]:
-        """Make a pod on ``node``; return (its namespace, its address)."""
+    def add_pod(self, node: str, pod: str, **conf: Any) -> tuple[str, str]:
+        """Make a pod on ``node`` (``conf``: network config to override); return (its namespace, its address)."""
         netns = self.ns.add(pod)
-        result = self.cni(node, "ADD", pod, netns)
+        result = self.cni(node, "ADD", pod, netns, **conf)
         assert result is not None
         return netns, result["ips"][0]["address"].split("/")[0]
 

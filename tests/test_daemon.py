@@ -168,3 +168,12 @@ def test_calico_confd_stops_on_sigterm_with_exit_0(etcd_env: dict[str, str], tmp
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_a_pulled_check_makes_the_daemon_unready_with_its_problems() -> None:
+    h = Health()
+    problems = ["render failed: BIRD refused the config"]
+    h.check("confd", lambda: list(problems))
+    assert h.ready() == (False, ["confd: render failed: BIRD refused the config"]) and h.live() == (True, [])
+    problems.clear()
+    assert h.ready() == (True, [])

@@ -26,16 +26,24 @@ class BGPPassword(CalicoModel):
 
 
 class CIDRBlock(CalicoModel):
-    cidr: fields.CIDR
+    # A service range to advertise: Calico's "net" tag, so no host bits ("omitempty": "" is ignored).
+    cidr: fields.Net = ""
 
 
 class Community(CalicoModel):
     name: str = ""
     value: str = ""
 
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v:
+            raise ValueError("community name is required")
+        return fields.check_name(v)
+
 
 class PrefixAdvertisement(CalicoModel):
-    cidr: str = ""
+    cidr: fields.Net = ""
     communities: list[str] = Field(default_factory=list)
 
 
@@ -59,8 +67,11 @@ class LogSeverity(str, enum.Enum):
     FATAL = "Fatal"
 
 
-_STANDARD_COMMUNITY = re.compile(r"^(\d+):(\d+)$")
-_LARGE_COMMUNITY = re.compile(r"^(\d+):(\d+):(\d+)$")
+# Go's regexp: \d is ASCII and $ is the end of the text.
+_STANDARD_COMMUNITY = re.compile(r"^([0-9]+):([0-9]+)\Z")
+_LARGE_COMMUNITY = re.compile(r"^([0-9]+):([0-9]+):([0-9]+)\Z")
+# The ``ignoredInterface`` tag: a BIRD interface pattern, but not "*" (that would ignore them all).
+_IGNORED_INTERFACE = re.compile(r"^[a-zA-Z0-9_.*-]{1,15}\Z")
 
 
 def valid_community(value: str) -> bool:
@@ -106,6 +117,10 @@ class BGPConfigurationSpec(CalicoModel):
 
     @model_validator(mode="after")
     def _rules(self) -> BGPConfigurationSpec:
+        for i, iface in enumerate(self.ignored_interfaces):
+            if iface == "*" or not _IGNORED_INTERFACE.match(iface):
+                raise fields.field_error(f"ignoredInterfaces[{i}]", "invalid interface name or pattern (1-15 of "
+                                         "a-z A-Z 0-9 _ . - *, and not \"*\" alone)", iface)
         for i, c in enumerate(self.communities):
             if not valid_community(c.value):
                 raise fields.field_error(f"communities[{i}].value", "invalid community value or format used.",
@@ -149,13 +164,13 @@ def split_ip_port(text: str) -> tuple[str, int | None]:
     """BGPPeer.peerIP: ``<IP>``, ``<IPv4>:<port>`` or ``[<IPv6>]:<port>``."""
     if text.startswith("["):
         host, sep, port = text[1:].partition("]:")
-        if not sep or not port.isdigit():
+        if not sep or not fields.is_decimal(port):
             raise ValueError("peerIP must be <IP>, <IPv4>:<port> or [<IPv6>]:<port>")
         fields.check_ip(host, version=6)
         return host, _peer_port(port)
     if text.count(":") == 1:
         host, _, port = text.partition(":")
-        if not port.isdigit():
+        if not fields.is_decimal(port):
             raise ValueError("peerIP must be <IP>, <IPv4>:<port> or [<IPv6>]:<port>")
         fields.check_ip(host, version=4)
         return host, _peer_port(port)

@@ -58,8 +58,8 @@ def field_error(field: str, reason: str, value: Any = None) -> PydanticCustomErr
 
 NAME_LABEL_FMT = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 NAME_SUBDOMAIN_FMT = NAME_LABEL_FMT + r"(\." + NAME_LABEL_FMT + ")*"
-NAME_RE = re.compile("^" + NAME_SUBDOMAIN_FMT + "$")
-LABEL_NAME_RE = re.compile("^" + NAME_LABEL_FMT + "$")
+NAME_RE = re.compile("^" + NAME_SUBDOMAIN_FMT + r"\Z")
+LABEL_NAME_RE = re.compile("^" + NAME_LABEL_FMT + r"\Z")
 DNS1123_SUBDOMAIN_MAX = 253
 DNS1123_LABEL_MAX = 63
 
@@ -79,7 +79,7 @@ def check_name(name: str) -> str:
 
 ResourceName = Annotated[str, AfterValidator(check_name)]
 
-_INTERFACE_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}$")
+_INTERFACE_RE = re.compile(r"^[a-zA-Z0-9_.-]{1,15}\Z")
 
 
 def check_interface(name: str) -> str:
@@ -106,6 +106,23 @@ SelectorText = Annotated[str, AfterValidator(check_selector)]
 # --- IP addresses and networks ------------------------------------------------------
 
 
+def is_decimal(text: str) -> bool:
+    """ASCII digits only, as Go's strconv reads numbers (``str.isdigit`` also takes "١" and "²")."""
+    return text.isascii() and text.isdigit()
+
+
+def parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """Go's net.ParseIP: an IPv4 or IPv6 address, without an IPv6 zone (``fe80::1%eth0``).
+
+    Python's ipaddress takes a zone with any characters after the ``%``
+    (quotes, newlines); Go refuses every zone, and so do we: addresses are
+    written into BIRD's configuration.
+    """
+    if not isinstance(text, str) or "%" in text:
+        raise ValueError("invalid IP address")
+    return ipaddress.ip_address(text)
+
+
 def parse_cidr_or_ip(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address,
                                          ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """Calico's ParseCIDROrIP: ``a.b.c.d/n`` or a bare address (a full-length prefix).
@@ -116,24 +133,37 @@ def parse_cidr_or_ip(text: str) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6A
         raise ValueError("invalid CIDR or IP address")
     addr_text, _, prefix = text.partition("/")
     try:
-        addr = ipaddress.ip_address(addr_text)
+        addr = parse_ip(addr_text)
     except ValueError:
         raise ValueError("invalid CIDR or IP address") from None
     if not _:
         prefix = str(addr.max_prefixlen)
-    if not prefix.isdigit() or int(prefix) > addr.max_prefixlen:
+    if not is_decimal(prefix) or int(prefix) > addr.max_prefixlen:
         raise ValueError("invalid CIDR prefix length")
-    net = ipaddress.ip_network(f"{addr}/{prefix}", strict=False)
+    net = ipaddress.ip_network(f"{addr}/{int(prefix)}", strict=False)
     return addr, net
 
 
 def check_ip(text: str, *, version: int | None = None) -> str:
     try:
-        addr = ipaddress.ip_address(text)
+        addr = parse_ip(text)
     except ValueError:
         raise ValueError("invalid IP address") from None
     if version is not None and addr.version != version:
         raise ValueError(f"not an IPv{version} address")
+    return text
+
+
+def check_net(text: str) -> str:
+    """Calico's ``net`` tag: an address, or a CIDR with no host bits set (``10.96.0.0/12``, not ``10.96.0.1/12``).
+
+    "" is "not set" (omitempty).
+    """
+    if not text:
+        return text
+    addr, net = parse_cidr_or_ip(text)
+    if addr != net.network_address:
+        raise ValueError(f"invalid IP network: host bits are set (did you mean {net}?)")
     return text
 
 
@@ -162,8 +192,9 @@ IPv6Addr = Annotated[str, AfterValidator(_ip_checker(6))]
 CIDR = Annotated[str, AfterValidator(_cidr_checker(None))]
 CIDRv4 = Annotated[str, AfterValidator(_cidr_checker(4))]
 CIDRv6 = Annotated[str, AfterValidator(_cidr_checker(6))]
+Net = Annotated[str, AfterValidator(check_net)]
 
-_MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$")
+_MAC_RE = re.compile(r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}\Z")
 
 
 def check_mac(text: str) -> str:
@@ -190,10 +221,10 @@ def parse_asn(value: Any) -> int:
             return value
         raise ValueError(f"invalid AS Number format ({value}): out of range 0-{ASN_MAX}")
     if isinstance(value, str):
-        if value.isdigit():
+        if is_decimal(value):
             return parse_asn(int(value))
         hi, dot, lo = value.partition(".")
-        if dot and hi.isdigit() and lo.isdigit() and int(hi) <= 0xFFFF and int(lo) <= 0xFFFF:
+        if dot and is_decimal(hi) and is_decimal(lo) and int(hi) <= 0xFFFF and int(lo) <= 0xFFFF:
             return (int(hi) << 16) + int(lo)
     raise ValueError(f"invalid AS Number format ({value})")
 
@@ -202,7 +233,7 @@ ASNumber = Annotated[int, BeforeValidator(parse_asn)]
 
 # --- ports and protocols ----------------------------------------------------------------
 
-_PORT_NAME_RE = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?$")
+_PORT_NAME_RE = re.compile(r"^[a-zA-Z0-9]([-a-zA-Z0-9]*[a-zA-Z0-9])?\Z")
 
 
 def parse_port(value: Any) -> int | str:
@@ -214,11 +245,11 @@ def parse_port(value: Any) -> int | str:
             return value
         raise ValueError("port range invalid, port number must be between 1 and 65535")
     if isinstance(value, str):
-        if value.isdigit():
+        if is_decimal(value):
             return parse_port(int(value))
         lo, colon, hi = value.partition(":")
         if colon:
-            if not (lo.isdigit() and hi.isdigit()):
+            if not (is_decimal(lo) and is_decimal(hi)):
                 raise ValueError(f"invalid port range {value!r}")
             a, b = int(lo), int(hi)
             if not (1 <= a <= 65535 and 1 <= b <= 65535):
@@ -252,7 +283,7 @@ def parse_protocol(value: Any) -> int | str:
             return value
         raise ValueError("protocol number invalid (0-255)")
     if isinstance(value, str):
-        if value.isdigit():
+        if is_decimal(value):
             return parse_protocol(int(value))
         for name in PROTOCOL_NAMES:
             if value.lower() == name.lower():
@@ -264,7 +295,7 @@ Protocol = Annotated[int | str, BeforeValidator(parse_protocol)]
 
 # --- durations --------------------------------------------------------------------------
 
-_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
+_DURATION_RE = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+\Z")
 
 
 def check_duration(value: Any) -> str:
@@ -278,8 +309,8 @@ Duration = Annotated[str, BeforeValidator(check_duration)]
 
 # --- labels and annotations ---------------------------------------------------------------
 
-_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
-_QUALIFIED_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_LABEL_VALUE_RE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?\Z")
+_QUALIFIED_NAME_RE = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
 
 
 def check_label_key(key: str) -> str:

@@ -1,0 +1,26 @@
+"""One client per Calico kind on the Kubernetes API (libcalico-go's ``k8s/resources``), chosen by kind.
+
+Every kind not listed here is a custom resource (:mod:`.custom`).
+"""
+
+from __future__ import annotations
+
+from libcalico.backend.kubernetes.connection import Connection
+from libcalico.backend.kubernetes.resources.base import ResourceClient, Source
+from libcalico.backend.kubernetes.resources.custom import CustomResourceClient
+from libcalico.backend.kubernetes.resources.networkpolicy import NetworkPolicyClient
+from libcalico.backend.kubernetes.resources.node import NodeClient
+from libcalico.backend.kubernetes.resources.workloadendpoint import WorkloadEndpointClient
+
+BY_KIND: dict[str, type[ResourceClient]] = {
+    "Node": NodeClient,
+    "WorkloadEndpoint": WorkloadEndpointClient,
+    "NetworkPolicy": NetworkPolicyClient,
+}
+
+
+def for_kind(conn: Connection, kind: str) -> ResourceClient:
+    return BY_KIND.get(kind, CustomResourceClient)(conn, kind)
+
+
+__all__ = ["BY_KIND", "ResourceClient", "Source", "for_kind"]
