@@ -5,9 +5,13 @@ to the handle ``<network name>.<container id>`` with the pod's namespace, name
 and node as attributes, and answers ``{"ips": [{"address": "a.b.c.d/32"}]}``.
 A repeated ADD for the same container answers the addresses it already holds.
 DEL releases by handle and is idempotent. CHECK verifies the handle holds
-addresses. ADD and DEL hold the host-wide lock ``/var/run/calico/ipam.lock``,
-as Calico's plugin does, so concurrent pods on one node do not fight over the
-node's block.
+addresses.
+
+ADD and DEL hold the host-wide lock (``ipam_lock_file``, default
+``/var/run/calico/ipam.lock``, Calico's), so concurrent pods on one node do
+not fight over the node's block. ADD looks the handle up *under* that lock:
+looked up before it, eight ADDs racing for one container each saw no
+address and each assigned one, and the handle ended up with eight.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ LOCK_FILE = "/var/run/calico/ipam.lock"
 
 
 @contextlib.asynccontextmanager
-async def host_lock(path: str = LOCK_FILE) -> AsyncIterator[None]:
+async def host_lock(path: str = "") -> AsyncIterator[None]:
+    """Calico's host-wide IPAM lock (an flock on ``path``), held for the block."""
+    path = path or LOCK_FILE
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
@@ -59,13 +65,17 @@ async def run(inv: Invocation) -> dict[str, Any] | None:
     conf = inv.conf
     if conf.ipam is None:
         raise CNIError(7, "invalid network config: ipam: the calico-ipam plugin needs an ipam section")
-    be = backend.connect(conf.datastore(inv.env))
-    ipam = IPAM(be)
+    ds = conf.datastore(inv.env)
     node = conf.node_name()
     handle = handle_id(inv)
     try:
+        be = backend.connect(ds)
+    except CalicoError as exc:
+        raise CNIError(PLUGIN_FAILURE, str(exc)) from exc
+    ipam = IPAM(be)
+    try:
         if inv.command == "DEL":
-            async with host_lock():
+            async with host_lock(conf.ipam_lock_file):
                 await ipam.release_by_handle(handle)
             return None
         if inv.command == "CHECK":
@@ -74,18 +84,18 @@ async def run(inv: Invocation) -> dict[str, Any] | None:
             return None
         if conf.ipam.assign_ipv6:
             raise CNIError(2, "assign_ipv6 is not supported by this calico-ipam yet")
-        ips = await ipam.ips_by_handle(handle)
-        if not ips and conf.ipam.assign_ipv4:
-            attrs = {"node": node}
-            if inv.pod_name:
-                attrs.update({"namespace": inv.pod_namespace, "pod": inv.pod_name})
-            try:
-                async with host_lock():
+        attrs = {"node": node}
+        if inv.pod_name:
+            attrs.update({"namespace": inv.pod_namespace, "pod": inv.pod_name})
+        async with host_lock(conf.ipam_lock_file):  # look up and assign as one step (see the module doc)
+            ips = await ipam.ips_by_handle(handle)
+            if not ips and conf.ipam.assign_ipv4:
+                try:
                     ips = await ipam.auto_assign(node, handle, attrs, pools=conf.ipam.ipv4_pools)
-            except IPAMError as exc:
-                raise CNIError(PLUGIN_FAILURE, f"failed to request IPv4 address: {exc}") from None
+                except IPAMError as exc:
+                    raise CNIError(PLUGIN_FAILURE, f"failed to request IPv4 address: {exc}") from exc
         return {"cniVersion": conf.cni_version, "ips": ip_entries(ips, conf.cni_version), "dns": {}}
     except CalicoError as exc:
-        raise CNIError(PLUGIN_FAILURE, str(exc)) from None
+        raise CNIError(PLUGIN_FAILURE, str(exc)) from exc
     finally:
         await be.close()

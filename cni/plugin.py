@@ -8,20 +8,32 @@ IPAM runs the IPAM plugin's DEL and removes the veth, so a failed ADD leaks
 nothing. An ADD repeated for the same container answers what the endpoint
 already records. DEL undoes all of it and succeeds when there is nothing left
 to undo. CHECK compares the endpoint, the addresses and the interfaces.
+
+Each invocation holds a lock on its endpoint (a byte of
+``cni-endpoints.lock`` beside the IPAM lock, chosen by the host interface's
+name) from its first look at the endpoint to its last write. Without it, ADDs
+racing for one container all found no endpoint, all wired the same veth (each
+deleting the other's) and a loser's undo released the address the winner
+answered with. The spec says a runtime never does that; a runtime with a bug
+must not leak or share an address either. Pods other than this one are not
+held up: a byte each, not the whole file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import subprocess
+from collections.abc import AsyncIterator
 from typing import Any
 
 from cni import dataplane
 from cni.config import PLUGIN_FAILURE, CNIError, Invocation
-from cni.ipam_plugin import ip_entries
+from cni.ipam_plugin import LOCK_FILE, ip_entries
 from libcalico import api, backend
 from libcalico.backend.api import Backend
 from libcalico.errors import CalicoError, NotFound
@@ -29,6 +41,21 @@ from libcalico.model import KVPair, ResourceKey
 from libcalico.names import WorkloadEndpointIdentifiers, veth_name_for_workload
 
 IPAM_TIMEOUT = 120
+ENDPOINT_LOCKS = "cni-endpoints.lock"
+
+
+@contextlib.asynccontextmanager
+async def endpoint_lock(ipam_lock_file: str, host_if: str) -> AsyncIterator[None]:
+    """Hold the endpoint's lock: an fcntl record lock on one byte, chosen by ``host_if``."""
+    path = os.path.join(os.path.dirname(ipam_lock_file or LOCK_FILE), ENDPOINT_LOCKS)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    offset = int.from_bytes(hashlib.sha256(host_if.encode()).digest()[:5], "big")  # 2**40 bytes: no collisions
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        await asyncio.to_thread(fcntl.lockf, fd, fcntl.LOCK_EX, 1, offset)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def identity(inv: Invocation, node: str) -> tuple[WorkloadEndpointIdentifiers, str, str]:
@@ -88,31 +115,39 @@ async def run(inv: Invocation) -> dict[str, Any] | None:
     conf = inv.conf
     if conf.ipam is None:
         raise CNIError(7, "invalid network config: ipam: the calico plugin needs an ipam section")
+    ds = conf.datastore(inv.env)
     node = conf.node_name()
     ids, ns, host_if = identity(inv, node)
     key = ResourceKey("WorkloadEndpoint", ids.name(), ns)
-    be = backend.connect(conf.datastore(inv.env))
     try:
-        if inv.command == "ADD":
-            return await _add(inv, be, key, ids, ns, host_if, node)
-        if inv.command == "DEL":
-            await _del(inv, be, key, host_if)
-            return None
-        if inv.command == "CHECK":
-            kv = await _existing(be, key)
-            if kv is None:
-                raise CNIError(PLUGIN_FAILURE, f"the endpoint {key} does not exist")
-            ips = [n.split("/")[0] for n in kv.value.spec.ip_networks]
-            why = await asyncio.to_thread(dataplane.check, host_if, inv.netns, inv.ifname, ips)
-            if why:
-                raise CNIError(PLUGIN_FAILURE, why)
-            delegate_ipam(inv, "CHECK")
-            return None
+        be = backend.connect(ds)
+    except CalicoError as exc:
+        raise CNIError(PLUGIN_FAILURE, str(exc)) from exc
+    try:
+        async with endpoint_lock(conf.ipam_lock_file, host_if):
+            if inv.command == "ADD":
+                return await _add(inv, be, key, ids, ns, host_if, node)
+            if inv.command == "DEL":
+                await _del(inv, be, key, host_if)
+                return None
+            if inv.command == "CHECK":
+                await _check(inv, be, key, host_if)
         return None
     except CalicoError as exc:
-        raise CNIError(PLUGIN_FAILURE, str(exc)) from None
+        raise CNIError(PLUGIN_FAILURE, str(exc)) from exc
     finally:
         await be.close()
+
+
+async def _check(inv: Invocation, be: Backend, key: ResourceKey, host_if: str) -> None:
+    kv = await _existing(be, key)
+    if kv is None:
+        raise CNIError(PLUGIN_FAILURE, f"the endpoint {key} does not exist")
+    ips = [n.split("/")[0] for n in kv.value.spec.ip_networks]
+    why = await asyncio.to_thread(dataplane.check, host_if, inv.netns, inv.ifname, ips)
+    if why:
+        raise CNIError(PLUGIN_FAILURE, why)
+    delegate_ipam(inv, "CHECK")
 
 
 async def _add(inv: Invocation, be: Backend, key: ResourceKey, ids: WorkloadEndpointIdentifiers, ns: str,

@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -154,6 +155,26 @@ def test_bad_input_is_a_cni_error_and_leaks_nothing(node: Node, bad: str, code: 
     assert veth_name_for_workload("default", "bad-0") not in node.ns.run(node.name, "ip", "-o", "link").stdout
     assert "bad-0" not in node.calicoctl("get", "wep")
     assert "IPS IN USE" in (show := node.calicoctl("ipam", "show")) and "| 0 (0%)" in show
+
+
+def test_eight_adds_racing_for_one_pod_wire_it_once_and_all_answer_the_same(node: Node) -> None:
+    netns = node.ns.add("race")
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: node.cni("calico", "ADD", "race-0", netconf(), netns), range(8)))
+    assert [rc for rc, _ in results] == [0] * 8, results
+    first = results[0][1]
+    assert first is not None and all(r == first for _, r in results), results
+    ip = first["ips"][0]["address"].split("/")[0]
+    assert node.calicoctl("ipam", "show", "--ip", ip).startswith(f"IP {ip} is in use")
+    show = node.calicoctl("ipam", "show")
+    assert "| 1 (0%)" in show, show  # one address for the pod, however many ADDs raced
+    host_if = veth_name_for_workload("default", "race-0")
+    assert node.ns.run(node.name, "ip", "-o", "link").stdout.count(host_if) == 1
+    assert f"inet {ip}/32" in node.ns.run(netns, "ip", "addr", "show", "eth0").stdout
+    assert len(node.calicoctl("get", "wep").strip().splitlines()) == 2
+    rc, out = node.cni("calico", "DEL", "race-0", netconf(), netns)
+    assert rc == 0, out
+    assert "| 0 (0%)" in node.calicoctl("ipam", "show")
 
 
 def test_missing_environment_is_code_4(node: Node) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from libcalico.backend import config as dsconfig
-from libcalico.backend.etcdv3 import EtcdBackend
-from libcalico.errors import DatastoreUnavailable
+from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
+from libcalico.errors import DatastoreUnavailable, ValidationError
 from tests.etcd_server import EtcdServer
 from tests.test_backend_contract import pool
 
@@ -89,3 +89,35 @@ async def test_a_missing_certificate_file_is_named(tls_etcd: EtcdServer, certs: 
             await be.get(pool("x").key)
     finally:
         await be.close()
+
+
+async def test_a_ca_file_with_no_certificate_in_it_is_named(tls_etcd: EtcdServer, tmp_path: Path) -> None:
+    junk = tmp_path / "junk-ca.pem"
+    junk.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    be = EtcdBackend(dsconfig.from_environment({"ETCD_ENDPOINTS": tls_etcd.endpoint,
+                                                "ETCD_CA_CERT_FILE": str(junk)}).etcd)
+    try:
+        with pytest.raises(DatastoreUnavailable, match=r"etcd CA certificate file '.*junk-ca.pem' is not usable"):
+            await be.get(pool("x").key)
+    finally:
+        await be.close()
+
+
+async def test_a_certificate_and_a_key_that_are_no_pair_are_both_named(tls_etcd: EtcdServer, certs: Path) -> None:
+    be = EtcdBackend(dsconfig.from_environment({
+        "ETCD_ENDPOINTS": tls_etcd.endpoint, "ETCD_CA_CERT_FILE": str(certs / "ca.crt"),
+        "ETCD_CERT_FILE": str(certs / "client.crt"), "ETCD_KEY_FILE": str(certs / "server.key")}).etcd)
+    try:
+        with pytest.raises(DatastoreUnavailable, match=r"client.crt' and key file '.*server.key' are not a usable "
+                                                       r"pair: KEY_VALUES_MISMATCH"):
+            await be.get(pool("x").key)
+    finally:
+        await be.close()
+
+
+def test_a_certificate_without_its_key_is_refused_before_any_connection(tls_etcd: EtcdServer,
+                                                                         certs: Path) -> None:
+    with pytest.raises(ValidationError, match=r"ETCD_KEY_FILE \(must be set when ETCD_CERT_FILE is set\)"):
+        dsconfig.from_environment({"ETCD_ENDPOINTS": tls_etcd.endpoint, "ETCD_CERT_FILE": str(certs / "client.crt")})
+    with pytest.raises(ValidationError, match=r"ETCD_KEY_FILE \(must be set when ETCD_CERT_FILE is set\)"):
+        EtcdBackend(EtcdConfig(endpoints=(tls_etcd.endpoint,), cert_file=str(certs / "client.crt")))

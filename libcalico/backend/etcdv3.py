@@ -1,12 +1,12 @@
 """The etcd v3 backend: Calico's key layout, CAS by mod_revision, watch from a revision.
 
 Client library: ``aetcd`` (asyncio, maintained; see docs/decisions.md for why
-not ``etcd3``). We use aetcd for the gRPC channel, authentication and its
-watch stream, and call the KV stub directly for Range and Txn, because
-aetcd's ``transaction()`` drops the response header and with it the revision a
-write produced, which the contract must return. aetcd opens only plaintext
-channels, so :class:`_Client` adds TLS (Calico's ETCD_CA_CERT_FILE /
-ETCD_CERT_FILE / ETCD_KEY_FILE) by building a secure channel itself.
+not ``etcd3``). We use aetcd for its watch stream and compaction, and call the
+KV stub directly for Range and Txn, because aetcd's ``transaction()`` drops the
+response header and with it the revision a write produced, which the contract
+must return. aetcd opens only plaintext channels to one host, so
+:class:`_Client` opens the channel itself: TLS from Calico's
+ETCD_CA_CERT_FILE / ETCD_CERT_FILE / ETCD_KEY_FILE, one channel per endpoint.
 
 Every write is one etcd transaction, so there is no read-modify-write window:
 
@@ -16,6 +16,20 @@ Every write is one etcd transaction, so there is no read-modify-write window:
 * delete: the same compares, then delete
 A failed compare is then told apart (missing vs. newer) from a Range in the
 same transaction's failure branch.
+
+Several endpoints (``ETCD_ENDPOINTS=http://a:2379,http://b:2379``) are all
+used, as etcd's Go client uses them: requests go to one endpoint, and
+:meth:`EtcdBackend._kv` moves to the next when that one fails. A read (safe
+to repeat) is retried on the next endpoint after any transport failure; a
+write only when it provably never left this process (gRPC found no
+connection), the rule of etcd's own retry interceptor, because a write that
+reached a server and lost its answer may have been applied. docs/decisions.md
+says why this is ours and not gRPC's address list.
+
+The TLS files are read and checked before the first channel exists: gRPC
+aborts the whole process (SIGABRT, nothing on stdout) on a certificate
+without its key, and a CA file with no certificate in it only fails each
+handshake, without naming the file.
 
 gRPC failures are mapped to :mod:`libcalico.errors` in :func:`_mapped`, the
 one place this backend translates errors.
@@ -27,7 +41,7 @@ import builtins
 import contextlib
 import logging
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -36,6 +50,7 @@ import aetcd
 import aetcd.exceptions
 import aetcd.rpc as rpc
 import aetcd.watcher
+import grpc
 
 from libcalico.backend import codec
 from libcalico.backend.api import EventType, WatchEvent
@@ -45,7 +60,9 @@ from libcalico.errors import (
     Conflict,
     CorruptEntry,
     DatastoreUnavailable,
+    ErroredField,
     NotFound,
+    ValidationError,
     WatchCompacted,
 )
 from libcalico.model import KVList, KVPair, ResourceKey, ResourceListOptions
@@ -55,6 +72,23 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DEFAULT_TIMEOUT = 10.0
+
+# Settings that make sense only together, by Calico's variable names.
+_PAIRS = (("cert_file", "key_file"), ("key_file", "cert_file"), ("username", "password"), ("password", "username"))
+_VARIABLE = {"cert_file": "ETCD_CERT_FILE", "key_file": "ETCD_KEY_FILE", "username": "ETCD_USERNAME",
+             "password": "ETCD_PASSWORD"}
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """One of ETCD_ENDPOINTS: where to connect, and whether with TLS."""
+
+    host: str
+    port: int
+    tls: bool
+
+    def __str__(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,62 +103,126 @@ class EtcdConfig:
     password: str = ""
     timeout: float = DEFAULT_TIMEOUT
 
-    def target(self) -> tuple[str, int, bool]:
-        """host, port and whether TLS is used, from the first endpoint."""
-        if not self.endpoints:
+    def targets(self) -> list[Endpoint]:
+        """Every endpoint, in the order given."""
+        out = []
+        for url in (e.strip() for e in self.endpoints):
+            if not url:
+                continue
+            parts = urlsplit(url if "://" in url else f"http://{url}")
+            try:
+                port = parts.port or 2379
+            except ValueError:
+                port = 0
+            if parts.scheme not in ("http", "https") or not parts.hostname or not port:
+                raise DatastoreUnavailable(f"invalid etcd endpoint {url!r}: expected http(s)://host:port")
+            out.append(Endpoint(parts.hostname, port, parts.scheme == "https" or bool(self.ca_cert_file or
+                                                                                     self.cert_file)))
+        if not out:
             raise DatastoreUnavailable("no etcd endpoints configured (set ETCD_ENDPOINTS)")
-        url = self.endpoints[0].strip()
-        parts = urlsplit(url if "://" in url else f"http://{url}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise DatastoreUnavailable(f"invalid etcd endpoint {url!r}: expected http(s)://host:port")
-        tls = parts.scheme == "https" or bool(self.ca_cert_file or self.cert_file)
-        return parts.hostname, parts.port or 2379, tls
+        return out
+
+    def check(self) -> None:
+        """Refuse half of a pair (a certificate without its key, a user without a password) by name."""
+        missing = [ErroredField(_VARIABLE[need], f"must be set when {_VARIABLE[have]} is set")
+                   for have, need in _PAIRS if getattr(self, have) and not getattr(self, need)]
+        if missing:
+            raise ValidationError(missing, context="etcd configuration")
 
 
-def _read(path: str, what: str) -> bytes:
+def _read(path: str, what: str, marker: bytes) -> bytes:
+    """A PEM file's bytes; DatastoreUnavailable naming the file when it is unreadable or holds no ``marker``."""
     try:
         with open(path, "rb") as f:
-            return f.read()
+            data = f.read()
     except OSError as exc:
-        raise DatastoreUnavailable(f"cannot read etcd {what} {path!r}: {exc.strerror}") from None
+        raise DatastoreUnavailable(f"cannot read etcd {what} file {path!r}: {exc.strerror}") from exc
+    if marker not in data:
+        raise DatastoreUnavailable(f"etcd {what} file {path!r} holds no PEM {what}")
+    return data
+
+
+def _no_password() -> str:
+    raise ValueError("an encrypted key needs a password, which Calico has no setting for")
+
+
+def tls_credentials(config: EtcdConfig) -> Any:
+    """gRPC's TLS credentials from Calico's files, each checked (and named when unusable) first."""
+    config.check()
+    ca = _read(config.ca_cert_file, "CA certificate", b"-----BEGIN CERTIFICATE-----") if config.ca_cert_file else b""
+    cert = _read(config.cert_file, "certificate", b"-----BEGIN CERTIFICATE-----") if config.cert_file else b""
+    key = _read(config.key_file, "private key", b"PRIVATE KEY-----") if config.key_file else b""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # OpenSSL parses what gRPC would, with a message we can show
+    if ca:
+        try:
+            ctx.load_verify_locations(cadata=ca.decode("ascii", errors="replace"))
+        except (ssl.SSLError, ValueError) as exc:
+            raise DatastoreUnavailable(f"etcd CA certificate file {config.ca_cert_file!r} is not usable: "
+                                       f"{getattr(exc, 'reason', None) or exc}") from exc
+    if cert:
+        try:
+            ctx.load_cert_chain(config.cert_file, config.key_file, password=_no_password)
+        except (ssl.SSLError, ValueError, OSError) as exc:
+            raise DatastoreUnavailable(f"etcd certificate file {config.cert_file!r} and key file "
+                                       f"{config.key_file!r} are not a usable pair: "
+                                       f"{getattr(exc, 'reason', None) or exc}") from exc
+    return grpc.ssl_channel_credentials(root_certificates=ca or None, private_key=key or None,
+                                        certificate_chain=cert or None)
 
 
 class _Client(aetcd.Client):  # type: ignore[misc]
-    """aetcd's client, able to open a TLS channel."""
+    """aetcd's client on a channel we open: plaintext or TLS, to one endpoint."""
 
-    def __init__(self, config: EtcdConfig) -> None:
-        host, port, self._tls = config.target()
-        super().__init__(host=host, port=port, username=config.username or None,
+    channel: Any
+
+    def __init__(self, endpoint: Endpoint, config: EtcdConfig, credentials: Any) -> None:
+        super().__init__(host=endpoint.host, port=endpoint.port, username=config.username or None,
                          password=config.password or None, timeout=config.timeout)
-        self._config = config
+        self.endpoint = endpoint
+        self._credentials = credentials
 
     async def connect(self) -> None:
-        if not self._tls:
-            await super().connect()
-            return
         if self._connected.is_set():
             return
-        import grpc
-
-        cfg = self._config
-        creds = grpc.ssl_channel_credentials(
-            root_certificates=_read(cfg.ca_cert_file, "CA certificate") if cfg.ca_cert_file else None,
-            private_key=_read(cfg.key_file, "key") if cfg.key_file else None,
-            certificate_chain=_read(cfg.cert_file, "certificate") if cfg.cert_file else None,
-        )
-        self.channel = rpc.secure_channel(f"{self._host}:{self._port}", creds, options=self._options.items())
+        if self.channel is None:
+            target = f"{self._host}:{self._port}"
+            options = self._options.items()
+            self.channel = (rpc.secure_channel(target, self._credentials, options=options) if self.endpoint.tls
+                            else rpc.insecure_channel(target, options=options))
+            self.kvstub = rpc.KVStub(self.channel)
+            self.clusterstub = rpc.ClusterStub(self.channel)
+            self.leasestub = rpc.LeaseStub(self.channel)
+            self.maintenancestub = rpc.MaintenanceStub(self.channel)
         if self._username and self._password:
             self.auth_stub = rpc.AuthStub(self.channel)
             resp = await self.auth_stub.Authenticate(
                 rpc.AuthenticateRequest(name=self._username, password=self._password), timeout=self._timeout)
             self.metadata = (("token", resp.token),)
-        self.kvstub = rpc.KVStub(self.channel)
-        self.clusterstub = rpc.ClusterStub(self.channel)
-        self.leasestub = rpc.LeaseStub(self.channel)
-        self.maintenancestub = rpc.MaintenanceStub(self.channel)
         self._watcher = aetcd.watcher.Watcher(rpc.WatchStub(self.channel), timeout=self._timeout,
                                               metadata=self.metadata)
         self._connected.set()
+
+
+def _rpc_error(exc: BaseException) -> Any:
+    """The gRPC error behind ``exc`` (aetcd wraps them), or None."""
+    while exc is not None and not isinstance(exc, rpc.AioRpcError):
+        exc = exc.__cause__  # type: ignore[assignment]
+    return exc
+
+
+def _transport_failure(exc: BaseException) -> bool:
+    """The endpoint could not be reached or stopped answering (rather than refusing the request)."""
+    err = _rpc_error(exc)
+    if err is not None:
+        return err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    return isinstance(exc, (OSError, aetcd.exceptions.ConnectionFailedError, aetcd.exceptions.ConnectionTimeoutError))
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """gRPC had no connection to send the request on (etcd's clientv3 retries writes only then)."""
+    err = _rpc_error(exc)
+    return (err is not None and err.code() == grpc.StatusCode.UNAVAILABLE
+            and "failed to connect" in (err.details() or "").lower())
 
 
 @contextlib.contextmanager
@@ -135,10 +233,10 @@ def _mapped(what: str) -> Iterator[None]:
     except CalicoError:
         raise
     except aetcd.exceptions.RevisionCompactedError as exc:
-        raise WatchCompacted(str(exc.compacted_revision)) from None
+        raise WatchCompacted(str(exc.compacted_revision)) from exc
     except (aetcd.exceptions.ClientError, rpc.AioRpcError, ssl.SSLError, OSError) as exc:
         detail = exc.details() if isinstance(exc, rpc.AioRpcError) else str(exc)
-        raise DatastoreUnavailable(f"etcd {what} failed: {detail or type(exc).__name__}") from None
+        raise DatastoreUnavailable(f"etcd {what} failed: {detail or type(exc).__name__}") from exc
 
 
 LIST_PAGE = 500  # keys per Range request when listing
@@ -158,32 +256,61 @@ class EtcdBackend:
     """A :class:`~libcalico.backend.api.Backend` on a real etcd v3."""
 
     def __init__(self, config: EtcdConfig) -> None:
+        config.check()
         self._config = config
-        self._client = _Client(config)
+        self._endpoints = config.targets()
+        self._credentials: Any = None
+        self._clients: dict[int, _Client] = {}  # one per endpoint, opened when first used
+        self._current = 0  # the endpoint requests go to
 
-    async def _call(self, what: str, coro: Awaitable[T]) -> T:
-        with _mapped(what):
-            return await coro
+    def _client(self) -> _Client:
+        """The current endpoint's client (not yet connected)."""
+        index = self._current
+        client = self._clients.get(index)
+        if client is None:
+            endpoint = self._endpoints[index]
+            if endpoint.tls and self._credentials is None:
+                self._credentials = tls_credentials(self._config)
+            client = self._clients[index] = _Client(endpoint, self._config, self._credentials)
+        return client
 
-    async def _stub(self) -> Any:
-        with _mapped("connect"):
-            await self._client.connect()
-        return self._client.kvstub
+    def _failed(self, client: _Client, exc: BaseException) -> None:
+        """``client``'s endpoint failed: later requests go to the next one."""
+        index = self._endpoints.index(client.endpoint)
+        if len(self._endpoints) > 1 and self._current == index:
+            self._current = (index + 1) % len(self._endpoints)
+            err = _rpc_error(exc)
+            log.info("etcd endpoint %s failed (%s); using %s", client.endpoint,
+                     err.details() if err is not None else exc, self._endpoints[self._current])
 
-    def _kw(self) -> dict[str, Any]:
-        return {"timeout": self._config.timeout, "metadata": self._client.metadata}
+    async def _kv(self, what: str, call: Callable[[Any, dict[str, Any]], Awaitable[T]], *, read: bool) -> T:
+        """One KV request, ``call(stub, kwargs)``, failing over across the endpoints (see the module doc)."""
+        attempts = max(2, len(self._endpoints)) if read else len(self._endpoints)
+        for attempt in range(1, attempts + 1):
+            client = self._client()  # a TLS file that is no good fails here, named, and is not retried
+            try:
+                with _mapped(what):
+                    await client.connect()
+                    return await call(client.kvstub, {"timeout": self._config.timeout, "metadata": client.metadata})
+            except DatastoreUnavailable as exc:
+                cause = exc.__cause__
+                if cause is None or not _transport_failure(cause):
+                    raise
+                self._failed(client, cause)
+                if attempt == attempts or not (read or _never_sent(cause)):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # --- transactions -------------------------------------------------------------------
 
     async def _txn(self, key: ResourceKey, compare: Any, success: Any, what: str) -> Any:
         """Run one txn whose failure branch reads the key back; return the response."""
-        stub = await self._stub()
         req = rpc.TxnRequest(
             compare=[compare],
             success=[success],
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=key.path().encode()))],
         )
-        return await self._call(what, stub.Txn(req, **self._kw()))
+        return await self._kv(what, lambda stub, kw: stub.Txn(req, **kw), read=False)
 
     @staticmethod
     def _compare(key: ResourceKey, revision: str, *, must_exist: bool) -> Any:
@@ -218,7 +345,6 @@ class EtcdBackend:
         return self._stored(kv, resp.header.revision)
 
     async def create_and_update(self, create: KVPair, update: KVPair) -> tuple[KVPair, KVPair]:
-        stub = await self._stub()
         req = rpc.TxnRequest(
             compare=[self._compare(create.key, "", must_exist=False),
                      self._compare(update.key, update.revision, must_exist=True)],
@@ -226,7 +352,7 @@ class EtcdBackend:
             failure=[rpc.RequestOp(request_range=rpc.RangeRequest(key=create.key.path().encode(), count_only=True)),
                      rpc.RequestOp(request_range=rpc.RangeRequest(key=update.key.path().encode(), count_only=True))],
         )
-        resp = await self._call("create_and_update", stub.Txn(req, **self._kw()))
+        resp = await self._kv("create_and_update", lambda stub, kw: stub.Txn(req, **kw), read=False)
         if not resp.succeeded:
             if resp.responses[0].response_range.count:
                 raise AlreadyExists(create.key)
@@ -236,9 +362,8 @@ class EtcdBackend:
         return self._stored(create, resp.header.revision), self._stored(update, resp.header.revision)
 
     async def apply(self, kv: KVPair) -> KVPair:
-        stub = await self._stub()
         req = rpc.PutRequest(key=kv.key.path().encode(), value=codec.encode(kv.value))
-        resp = await self._call("apply", stub.Put(req, **self._kw()))
+        resp = await self._kv("apply", lambda stub, kw: stub.Put(req, **kw), read=False)
         return self._stored(kv, resp.header.revision)
 
     async def delete(self, key: ResourceKey, revision: str = "") -> KVPair:
@@ -268,14 +393,8 @@ class EtcdBackend:
         return KVPair(key, codec.decode(key, kv.value, rev), rev)
 
     async def get(self, key: ResourceKey) -> KVPair:
-        for attempt in (1, 2):  # a read is safe to repeat: once more after a stall or a dropped connection
-            try:
-                stub = await self._stub()
-                resp = await self._call("get", stub.Range(rpc.RangeRequest(key=key.path().encode()), **self._kw()))
-                break
-            except DatastoreUnavailable:
-                if attempt == 2:
-                    raise
+        req = rpc.RangeRequest(key=key.path().encode())
+        resp = await self._kv("get", lambda stub, kw: stub.Range(req, **kw), read=True)
         if not resp.kvs:
             raise NotFound(key)
         return self._decode(key, resp.kvs[0])
@@ -298,13 +417,12 @@ class EtcdBackend:
 
         ``first`` is a first page already read (by :meth:`list_many`) at ``revision``.
         """
-        stub = await self._stub()
         kvs: list[Any] = []
         start = None
         while True:
             if first is None:
                 req = self._range_request(opts, start, revision, keys_only)
-                resp = await self._call("list", stub.Range(req, **self._kw()))
+                resp = await self._kv("list", lambda stub, kw: stub.Range(req, **kw), read=True)
             else:
                 resp, first = first, None
             revision = revision or resp.header.revision
@@ -334,9 +452,8 @@ class EtcdBackend:
         return self._listing(opts, kvs, revision)
 
     async def list_many(self, opts: Sequence[ResourceListOptions]) -> builtins.list[KVList]:
-        stub = await self._stub()
         req = rpc.TxnRequest(success=[rpc.RequestOp(request_range=self._range_request(o)) for o in opts])
-        resp = await self._call("list", stub.Txn(req, **self._kw()))
+        resp = await self._kv("list", lambda stub, kw: stub.Txn(req, **kw), read=True)
         revision = resp.header.revision
         out = []
         for o, r in zip(opts, resp.responses, strict=True):
@@ -351,22 +468,29 @@ class EtcdBackend:
 
     async def watch(self, opts: ResourceListOptions, revision: str) -> AsyncIterator[WatchEvent]:
         prefix = opts.prefix().encode()
-        with _mapped("connect"):
-            await self._client.connect()
         start = int(revision) + 1 if revision else None
-        with _mapped("watch"):
-            stream = await self._client.watch(prefix, range_end=_range_end(prefix), start_revision=start,
-                                              prev_kv=True)
+        client = self._client()
+        stream = None
         try:
             with _mapped("watch"):
+                await client.connect()
+                stream = await client.watch(prefix, range_end=_range_end(prefix), start_revision=start,
+                                            prev_kv=True)
                 async for event in stream:
                     key = ResourceKey.from_path(event.kv.key.decode())
                     if key is None or not opts.matches(key):
                         continue
                     yield self._event(key, event)
+        except DatastoreUnavailable as exc:  # the caller re-lists and watches again: on the next endpoint
+            cause = exc.__cause__
+            if cause is not None and (_transport_failure(cause) or
+                                      isinstance(cause, aetcd.exceptions.WatchTimeoutError)):
+                self._failed(client, cause)
+            raise
         finally:
-            with contextlib.suppress(Exception):
-                await stream.cancel()
+            if stream is not None:
+                with contextlib.suppress(Exception):
+                    await stream.cancel()
 
     def _event(self, key: ResourceKey, event: Any) -> WatchEvent:
         rev = str(event.kv.mod_revision)
@@ -383,12 +507,15 @@ class EtcdBackend:
             return WatchEvent(kind, key, None, old, rev, exc)
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._client.close()
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            with contextlib.suppress(Exception):
+                await client.close()
 
     # --- admin (tests, calicoctl datastore) --------------------------------------------------
 
     async def compact(self, revision: str) -> None:
         with _mapped("compact"):
-            await self._client.connect()
-            await self._client.compact(int(revision), physical=True)
+            client = self._client()
+            await client.connect()
+            await client.compact(int(revision), physical=True)
