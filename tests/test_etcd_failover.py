@@ -113,3 +113,33 @@ async def test_a_cluster_member_stopped_mid_way_is_failed_over(cluster: list[Etc
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+
+
+async def test_an_idle_watch_notices_a_frozen_member_through_grpc_keepalive() -> None:
+    """etcd frozen (SIGSTOP: a partition, as seen from here): the watch ends unavailable, not silent.
+
+    Calico's client pings every 30 s and gives up after 10 s more; here 6 s and 2 s (etcd
+    refuses pings more often than every 5 s), so the test waits seconds, not a minute.
+    """
+    import os
+    import signal
+
+    server = EtcdServer()
+    server.start()
+    be = EtcdBackend(EtcdConfig(endpoints=(server.endpoint,), timeout=5, keepalive_time=6, keepalive_timeout=2))
+    stream = be.watch(ResourceListOptions("IPPool"), "")
+    try:
+        first = asyncio.ensure_future(stream.__anext__())
+        await asyncio.sleep(0.5)  # the watch is open and idle
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(DatastoreUnavailable):
+                await asyncio.wait_for(first, 60)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.aclose()  # type: ignore[attr-defined]
+        await be.close()
+        server.cleanup()

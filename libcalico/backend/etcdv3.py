@@ -102,6 +102,11 @@ class EtcdConfig:
     username: str = ""
     password: str = ""
     timeout: float = DEFAULT_TIMEOUT
+    # gRPC keepalive, as libcalico-go's etcd client sets it (keepaliveTime 30 s, keepaliveTimeout
+    # 10 s): a frozen or partitioned member is noticed by an idle watch too, which then fails
+    # over, instead of staying "in sync" on a view that cannot change.
+    keepalive_time: float = 30.0
+    keepalive_timeout: float = 10.0
 
     def targets(self) -> list[Endpoint]:
         """Every endpoint, in the order given."""
@@ -180,13 +185,24 @@ class _Client(aetcd.Client):  # type: ignore[misc]
                          password=config.password or None, timeout=config.timeout)
         self.endpoint = endpoint
         self._credentials = credentials
+        self._keepalive = {
+            "grpc.keepalive_time_ms": int(config.keepalive_time * 1000),
+            "grpc.keepalive_timeout_ms": int(config.keepalive_timeout * 1000),
+            "grpc.keepalive_permit_without_calls": 1,   # pings on an idle channel too (a quiet watch)
+            "grpc.http2.max_pings_without_data": 0,     # as many as it takes, data or not
+            # gRPC core otherwise spaces pings without data 5 minutes apart, whatever keepalive_time says.
+            "grpc.http2.min_time_between_pings_ms": int(config.keepalive_time * 1000),
+            "grpc.http2.min_ping_interval_without_data_ms": int(config.keepalive_time * 1000),
+            # ... and newer gRPC cores wait for a ping's ack this long (1 minute by default).
+            "grpc.http2.ping_timeout_ms": int(config.keepalive_timeout * 1000),
+        }
 
     async def connect(self) -> None:
         if self._connected.is_set():
             return
         if self.channel is None:
             target = f"{self._host}:{self._port}"
-            options = self._options.items()
+            options = [*self._options.items(), *self._keepalive.items()]
             self.channel = (rpc.secure_channel(target, self._credentials, options=options) if self.endpoint.tls
                             else rpc.insecure_channel(target, options=options))
             self.kvstub = rpc.KVStub(self.channel)
