@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from confd import render, writer
-from libcalico import backend, daemon, syncers
+from libcalico import backend, daemon, syncers, typha_client
 from libcalico.backend.api import Backend
 from libcalico.backend.config import DatastoreConfig
 from libcalico.errors import CalicoError
@@ -148,7 +148,8 @@ def build(node: str, outdir: Path, ds: DatastoreConfig, cmds: writer.Commands, *
     d = daemon.Daemon("confd")
     be = backend.connect(ds)
     confd = Confd(node, outdir, cmds)
-    syncer = syncers.bgp(node).syncer(be, confd)
+    syncer = typha_client.syncer_for(syncers.bgp(node), be, confd, hostname=node, info="confd",
+                                     prefixes=typha_client.CONFD_PREFIXES)
     d.root("syncer", syncer.run)
     d.root("render", lambda: confd.loop(be))
     d.cleanup("datastore", be.close)

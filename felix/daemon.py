@@ -45,7 +45,7 @@ from felix.dataplane.ipip import IPIPDevice
 from felix.dataplane.nat import NATOutgoing
 from felix.dataplane.routes import RouteTable
 from felix.dataplane.vxlan import VXLANDevice
-from libcalico import api, backend, daemon, syncers
+from libcalico import api, backend, daemon, syncers, typha_client
 from libcalico.backend.api import Backend
 from libcalico.backend.config import DatastoreConfig, from_environment
 from libcalico.errors import CalicoError, Conflict, NotFound
@@ -88,7 +88,8 @@ class Felix:
         self.nat = NATOutgoing()
         self.ipip = IPIPDevice()
         self.problems: list[str] = []  # shown by /readiness; Felix is not ready while there are any
-        self.syncer = syncers.felix().syncer(be, self)
+        self.syncer = typha_client.syncer_for(syncers.felix(), be, self, hostname=cfg.hostname, info="felix",
+                                              prefixes=typha_client.FELIX_PREFIXES)
 
     # --- syncer callbacks (cheap: record and mark dirty) --------------------------------------
 
