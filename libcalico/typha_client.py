@@ -37,9 +37,9 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Protocol
+from typing import Any, Protocol
 
 from libcalico import syncproto
 from libcalico.backend.api import Backend
@@ -133,6 +133,57 @@ class TyphaConfig:
 Discover = Callable[[], Awaitable[list[str]]]
 
 
+@contextlib.asynccontextmanager
+async def kube_api(kubeconfig: str = "") -> AsyncIterator[Any]:
+    """A kubernetes_asyncio ApiClient from ``kubeconfig`` (a path; "" = in-cluster, as Calico's clients)."""
+    import kubernetes_asyncio.client as k8s
+    import kubernetes_asyncio.config as k8s_config
+
+    cfg = k8s.Configuration()
+    if kubeconfig:
+        await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+    else:
+        k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+    api = k8s.ApiClient(cfg)
+    try:
+        yield api
+    finally:
+        await api.close()
+
+
+async def discover_kubernetes(*, namespace: str = "kube-system", service: str = "calico-typha",
+                              port_name: str = "calico-typha", node: str = "", kubeconfig: str = "") -> list[str]:
+    """Typha's addresses from its Service's EndpointSlices, as Calico's discovery reads them.
+
+    Ready endpoints only, with the port named ``port_name``; this node's own Typhas first, each
+    group shuffled (so clients spread over the Typhas). ValueError when there is none (Calico's
+    "missing Kubernetes service IP or port").
+    """
+    import kubernetes_asyncio.client as k8s
+
+    async with kube_api(kubeconfig) as api:
+        slices = await k8s.DiscoveryV1Api(api).list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}")
+    local: list[str] = []
+    remote: list[str] = []
+    for s in slices.items or []:
+        port = next((p.port for p in s.ports or [] if p.name == port_name), None)
+        if port is None:
+            continue
+        for ep in s.endpoints or []:
+            if ep.conditions is not None and ep.conditions.ready is False:
+                continue
+            for addr in ep.addresses or []:
+                target = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+                (local if node and ep.node_name == node else remote).append(target)
+    if not local and not remote:
+        raise ValueError(f"missing Kubernetes service IP or port: no ready {port_name!r} endpoint of "
+                         f"{namespace}/{service}")
+    random.shuffle(local)
+    random.shuffle(remote)
+    return local + remote
+
+
 class TyphaClient:
     """A syncer fed by Typha: ``run()`` until cancelled; ``status`` and callbacks as :class:`Syncer`'s."""
 
@@ -172,9 +223,16 @@ class TyphaClient:
         """Connect, follow, reconnect (to the next Typha) when the connection ends; until cancelled."""
         self._callbacks.on_status(self.status)
         while True:
-            addresses = await self._discover() if self._discover is not None else list(self._addresses)
-            if not addresses:
-                raise ValueError("Typha is enabled but no address is known (set TYPHAADDR or the service name)")
+            if self._discover is None:
+                addresses = list(self._addresses)
+                if not addresses:
+                    raise ValueError("Typha is enabled but no address is known (set TYPHAADDR or the service name)")
+            else:
+                try:
+                    addresses = await self._discover()
+                except Exception as exc:  # the API server's answer, or its absence: try again
+                    log.warning("Typha discovery failed: %s; retrying", _why(exc))
+                    addresses = []
             for addr in addresses:
                 self._began = False
                 try:
@@ -297,11 +355,21 @@ class Runs(Protocol):
 def syncer_for(definition: SyncerDefinition, backend: Backend, callbacks: SyncerCallbacks, *, hostname: str,
                prefixes: Sequence[str], info: str = "", env: Mapping[str, str] | None = None) -> Runs:
     """A Typha client when Typha is configured (``<prefix>TYPHAADDR``...), else a direct syncer."""
+    env = os.environ if env is None else env
     config = TyphaConfig.from_environment(prefixes, env)
     if not config.enabled:
         return definition.syncer(backend, callbacks)
-    log.info("%s syncer through Typha (%s)", definition.type, config.addr or config.k8s_service_name)
-    return TyphaClient(config, definition.type, callbacks, hostname=hostname, info=info)
+    discover: Discover | None = None
+    if not config.addr:  # Calico: the address wins; else the Kubernetes service
+        kubeconfig = env.get("KUBECONFIG", "")
+
+        async def discover() -> list[str]:
+            return await discover_kubernetes(namespace=config.k8s_namespace, service=config.k8s_service_name,
+                                             node=hostname, kubeconfig=kubeconfig)
+    log.info("%s syncer through Typha (%s)", definition.type, config.addr or
+             f"service {config.k8s_namespace}/{config.k8s_service_name}")
+    return TyphaClient(config, definition.type, callbacks, hostname=hostname, info=info, discover=discover)
 
 
-__all__ = ["CONFD_PREFIXES", "FELIX_PREFIXES", "Runs", "TyphaClient", "TyphaConfig", "syncer_for"]
+__all__ = ["CONFD_PREFIXES", "FELIX_PREFIXES", "Runs", "TyphaClient", "TyphaConfig", "discover_kubernetes",
+           "kube_api", "syncer_for"]

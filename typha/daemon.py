@@ -19,11 +19,12 @@ and is restarted). On SIGTERM the server sheds its clients gradually
 from __future__ import annotations
 
 import logging
+import os
 
 from libcalico import backend, daemon, syncers
 from libcalico.backend.config import DatastoreConfig
 from libcalico.watching import Syncer
-from typha import metrics, snapcache
+from typha import metrics, rebalance, snapcache
 from typha.config import TyphaSettings
 from typha.server import Server
 
@@ -61,6 +62,9 @@ def build(cfg: TyphaSettings, ds: DatastoreConfig) -> daemon.Daemon:
     typha = Typha(be, cfg, health=d.health)
     for name, fn in typha.roots():
         d.root(name, fn)
+    if cfg.connection_rebalancing_mode == "kubernetes":
+        counts = rebalance.KubernetesCounts(cfg, os.environ.get("KUBECONFIG", ""))
+        d.root("k8s-poll", lambda: rebalance.poll(cfg, counts, typha.server, syncer_types=len(typha.caches)))
     d.cleanup("datastore", be.close)
     if cfg.health_enabled:
         d.serve_health(cfg.health_host, cfg.health_port)

@@ -114,7 +114,7 @@ class Server:
         cfg = self.config
         self._server = await asyncio.start_server(
             self._accept, cfg.host or None, cfg.port, ssl=cfg.ssl,
-            ssl_handshake_timeout=cfg.handshake_timeout if cfg.ssl else None, limit=1 << 16)
+            ssl_handshake_timeout=cfg.handshake_timeout if cfg.ssl else None, limit=1 << 16, backlog=1024)
         log.info("Typha listening on %s:%d%s", cfg.host or "*", self.port, " (TLS)" if cfg.ssl else "")
         self._listening.set()
         try:
