@@ -45,13 +45,13 @@ from felix.dataplane.ipip import IPIPDevice
 from felix.dataplane.nat import NATOutgoing
 from felix.dataplane.routes import RouteTable
 from felix.dataplane.vxlan import VXLANDevice
-from libcalico import api, backend, daemon
+from libcalico import api, backend, daemon, syncers, typha_client
 from libcalico.backend.api import Backend
 from libcalico.backend.config import DatastoreConfig, from_environment
 from libcalico.errors import CalicoError, Conflict, NotFound
 from libcalico.ipam import IPAM
-from libcalico.model import KVPair, ResourceKey, ResourceListOptions
-from libcalico.watching import Syncer, SyncStatus, Update
+from libcalico.model import KVPair, ResourceKey
+from libcalico.watching import SyncStatus, Update
 
 log = logging.getLogger("felix")
 
@@ -88,8 +88,8 @@ class Felix:
         self.nat = NATOutgoing()
         self.ipip = IPIPDevice()
         self.problems: list[str] = []  # shown by /readiness; Felix is not ready while there are any
-        self.syncer = Syncer(be, [ResourceListOptions(k) for k in
-                                  ("IPPool", "Node", "IPAMBlock", "WorkloadEndpoint", "FelixConfiguration")], self)
+        self.syncer = typha_client.syncer_for(syncers.felix(), be, self, hostname=cfg.hostname, info="felix",
+                                              prefixes=typha_client.FELIX_PREFIXES)
 
     # --- syncer callbacks (cheap: record and mark dirty) --------------------------------------
 

@@ -13,6 +13,7 @@ from libcalico.api.felixconfig import FelixConfiguration
 from libcalico.api.ipam import IPAM_KINDS
 from libcalico.api.ippool import IPPool
 from libcalico.api.meta import Resource
+from libcalico.api.nodestatus import CalicoNodeStatus
 from libcalico.api.policy import GlobalNetworkPolicy, NetworkPolicy
 
 KINDS: dict[str, type[Resource]] = {
@@ -28,6 +29,7 @@ KINDS: dict[str, type[Resource]] = {
         FelixConfiguration,
         HostEndpoint,
         ClusterInformation,
+        CalicoNodeStatus,
         *IPAM_KINDS,
     )
 }
