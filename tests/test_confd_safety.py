@@ -39,7 +39,7 @@ from libcalico import api, syncers
 from libcalico.api import loading
 from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
 from libcalico.errors import ValidationError
-from libcalico.model import KVPair, ResourceKey, ResourceListOptions
+from libcalico.model import KVPair, ResourceKey
 from libcalico.watching import Syncer
 from tests.bird_config import BASE_PROTOCOLS, all_protocols
 from tests.etcd_server import EtcdServer
