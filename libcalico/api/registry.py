@@ -13,7 +13,8 @@ from libcalico.api.felixconfig import FelixConfiguration
 from libcalico.api.ipam import IPAM_KINDS
 from libcalico.api.ippool import IPPool
 from libcalico.api.meta import Resource
-from libcalico.api.policy import GlobalNetworkPolicy, NetworkPolicy
+from libcalico.api.networkset import GlobalNetworkSet, NetworkSet
+from libcalico.api.policy import GlobalNetworkPolicy, NetworkPolicy, Profile, Tier
 
 KINDS: dict[str, type[Resource]] = {
     cls.KIND: cls
@@ -25,6 +26,10 @@ KINDS: dict[str, type[Resource]] = {
         WorkloadEndpoint,
         NetworkPolicy,
         GlobalNetworkPolicy,
+        Tier,
+        Profile,
+        NetworkSet,
+        GlobalNetworkSet,
         FelixConfiguration,
         HostEndpoint,
         ClusterInformation,
