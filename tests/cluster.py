@@ -22,6 +22,7 @@ from typing import Any
 
 from lab.cluster import GATEWAY
 from lab.cluster import wait_until as _lab_wait
+from libcalico.backend.kubernetes import conversion
 from tests.etcd_server import EtcdServer
 from tests.netns import Namespaces
 
@@ -72,6 +73,9 @@ class Cluster:
         self.ns.run(self.under, "ip", "link", "set", "br0", "up")
         self.etcd = EtcdServer(netns=self.under, host=GATEWAY)
         self.etcd.start()
+        # The namespace's profile, as Calico's kube-controllers make it in etcd mode: pods without
+        # policy stay open, and carry the namespace's labels.
+        self.calicoctl("apply", "-f", "-", stdin=json.dumps(conversion.namespace_profile("default")))
 
     def env(self, **extra: str) -> dict[str, str]:
         assert self.etcd is not None
