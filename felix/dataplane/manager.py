@@ -388,6 +388,42 @@ class NATManager:
         self.table.need_resync = True
 
 
+class TunnelFilterManager:
+    """VXLAN from and to Calico's hosts only (``cali40all-vxlan-net``: the other nodes' addresses), ahead of
+    host endpoint policy, so a host endpoint's default deny cannot cut the overlay."""
+
+    name = "tunnel-filter"
+
+    def __init__(self, table: nft.Table, *, interface_prefix: str = "cali") -> None:
+        self.table = table
+        self.prefix = interface_prefix
+        self.want = messages.VXLANUpdate(None, ())
+        self.dirty = True
+
+    def on_update(self, msg: Message) -> None:
+        if isinstance(msg, messages.VXLANUpdate):
+            self.want, self.dirty = msg, True
+
+    def apply(self) -> None:
+        if not self.dirty:
+            return
+        enabled = self.want.local is not None
+        if enabled:
+            self.table.ensure_set(rules.ALL_VXLAN_SET, "ipv4_addr", flags=("interval",))
+            want = {v.node_ip for v in self.want.remotes}
+            have = set(self.table.sets[rules.ALL_VXLAN_SET].elements)
+            self.table.remove_elements(rules.ALL_VXLAN_SET, have - want)
+            self.table.add_elements(rules.ALL_VXLAN_SET, {k: None for k in want - have})
+        self.table.set_chain(rules.input_chain(self.prefix, vxlan=enabled))
+        self.table.set_chain(rules.output_chain(self.prefix, vxlan=enabled))
+        if not enabled:
+            self.table.remove_set(rules.ALL_VXLAN_SET)
+        self.dirty = False
+
+    def resync(self) -> None:
+        self.table.need_resync = True
+
+
 def delete_legacy_nat_table() -> None:
     """Earlier pycalico Felix kept natOutgoing in its own table ``ip calico-nat``: it was Felix's, it goes."""
     subprocess.run(["nft", "delete", "table", "ip", "calico-nat"], capture_output=True, timeout=30)
@@ -502,10 +538,10 @@ def build(*, nft_handle: nft.NftHandle, route_table: RouteTable, vxlan: VXLANDev
         IPIPManager(ipip), VXLANManager(vxlan), RouteManager(route_table),
         IPSetsManager(table), PolicyManager(table), EndpointManager(table, interface_prefix=interface_prefix),
         NATManager(table, legacy_cleanup=delete_legacy_nat_table if legacy_cleanup else None),
-        TableManager(table),
+        TunnelFilterManager(table, interface_prefix=interface_prefix), TableManager(table),
     ]
     return Dataplane(managers), table, {m.name: m for m in managers}
 
 
 __all__ = ["Dataplane", "EndpointManager", "IPIPManager", "IPSetsManager", "Manager", "NATManager", "PolicyID",
-           "PolicyManager", "RouteManager", "TableManager", "VXLANManager", "build"]
+           "PolicyManager", "RouteManager", "TableManager", "TunnelFilterManager", "VXLANManager", "build"]

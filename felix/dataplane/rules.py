@@ -70,6 +70,7 @@ NAT_POSTROUTING = NAT + "cali-POSTROUTING"
 NAT_OUTGOING = NAT + "cali-nat-outgoing"
 MASQ_SET = "cali40masq-ipam-pools"
 ALL_POOLS_SET = "cali40all-ipam-pools"
+ALL_VXLAN_SET = "cali40all-vxlan-net"
 
 # FelixConfiguration's defaults (failsafeInboundHostPorts / failsafeOutboundHostPorts).
 FAILSAFE_INBOUND = (("tcp", 22), ("udp", 68), ("tcp", 179), ("tcp", 2379), ("tcp", 2380), ("tcp", 5473),
@@ -373,16 +374,8 @@ def static_chains(prefix: str = "cali") -> list[Chain]:
         Chain(FORWARD, (rule(clear_mark(ALL_MARKS & ~MARK_ACCEPT)),
                         rule(iifname(wl), jump(FROM_WL)),
                         rule(oifname(wl), jump(TO_WL)))),
-        Chain(INPUT, (rule(iifname(wl), goto(WL_TO_HOST)),
-                      rule(mark_set_bit(MARK_ACCEPT), ACCEPT),
-                      rule(clear_mark(ALL_MARKS)),
-                      rule(jump(FROM_HEP)),
-                      rule(mark_set_bit(MARK_ACCEPT), ACCEPT, comment="Host endpoint policy accepted packet."))),
-        Chain(OUTPUT, (rule(mark_set_bit(MARK_ACCEPT), ACCEPT),
-                       rule(oifname(wl), RETURN),
-                       rule(clear_mark(ALL_MARKS)),
-                       rule(match({"ct": {"key": "status"}}, "dnat", "!="), jump(TO_HEP)),
-                       rule(mark_set_bit(MARK_ACCEPT), ACCEPT, comment="Host endpoint policy accepted packet."))),
+        input_chain(prefix, vxlan=False),
+        output_chain(prefix, vxlan=False),
         Chain(WL_TO_HOST, (rule(jump(FROM_WL)),
                            rule(DROP, comment="Configured DefaultEndpointToHostAction"))),
         Chain(FROM_WL, (rule({"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@" + FROM_WL_MAP}}),
@@ -393,6 +386,40 @@ def static_chains(prefix: str = "cali") -> list[Chain]:
         Chain(FAILSAFE_OUT, _failsafe(FAILSAFE_OUTBOUND, "dport")),
         Chain(NAT_POSTROUTING, (rule(jump(NAT_OUTGOING)),)),
     ]
+
+
+def input_chain(prefix: str = "cali", *, vxlan: bool) -> Chain:
+    """``filterInputChain``: VXLAN only from Calico's hosts, workloads to the host, then host endpoints."""
+    head: list[Rule] = []
+    if vxlan:
+        head = [rule(l4proto(17), match(_port("dport"), VXLAN_PORT), match(_addr("saddr"), "@" + ALL_VXLAN_SET),
+                     match({"fib": {"result": "type", "flags": ["daddr"]}}, "local"), ACCEPT,
+                     comment="Allow IPv4 VXLAN packets from allowed hosts"),
+                rule(l4proto(17), match(_port("dport"), VXLAN_PORT),
+                     match({"fib": {"result": "type", "flags": ["daddr"]}}, "local"), DROP,
+                     comment="Drop IPv4 VXLAN packets from non-allowed hosts")]
+    return Chain(INPUT, (*head,
+                         rule(iifname(f"{prefix}*"), goto(WL_TO_HOST)),
+                         rule(mark_set_bit(MARK_ACCEPT), ACCEPT),
+                         rule(clear_mark(ALL_MARKS)),
+                         rule(jump(FROM_HEP)),
+                         rule(mark_set_bit(MARK_ACCEPT), ACCEPT, comment="Host endpoint policy accepted packet.")))
+
+
+def output_chain(prefix: str = "cali", *, vxlan: bool) -> Chain:
+    """``filterOutputChain``: to workloads is not policed here; VXLAN to Calico's hosts always goes."""
+    head: list[Rule] = []
+    if vxlan:
+        head = [rule(l4proto(17), match(_port("dport"), VXLAN_PORT),
+                     match({"fib": {"result": "type", "flags": ["saddr"]}}, "local"),
+                     match(_addr("daddr"), "@" + ALL_VXLAN_SET), ACCEPT,
+                     comment="Allow IPv4 VXLAN packets to other allowed hosts")]
+    return Chain(OUTPUT, (rule(mark_set_bit(MARK_ACCEPT), ACCEPT),
+                          rule(oifname(f"{prefix}*"), RETURN),
+                          *head,
+                          rule(clear_mark(ALL_MARKS)),
+                          rule(match({"ct": {"key": "status"}}, "dnat", "!="), jump(TO_HEP)),
+                          rule(mark_set_bit(MARK_ACCEPT), ACCEPT, comment="Host endpoint policy accepted packet.")))
 
 
 def nat_outgoing_chain(active: bool) -> Chain:
