@@ -387,7 +387,9 @@ class PolicyResolver:
             self.ep_policies.setdefault(ep, set()).add(pkey)
         _put(self.pol_matches, pkey, matches or None)
         self._sync_policy(pkey)
-        for ep in sorted(old_matches | matches):
+        placement_same = old is not None and new is not None and (old.id, old.order, old.ingress, old.egress) == (
+            new.id, new.order, new.ingress, new.egress)
+        for ep in sorted(old_matches ^ matches if placement_same else old_matches | matches):
             self._send_endpoint(ep)
         if pkey not in self.sent_policies:
             self._release(pkey)

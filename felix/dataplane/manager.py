@@ -445,19 +445,10 @@ class TableManager:
         self.table.apply()
 
     def _fill_missing_chains(self) -> None:
-        """A chain named by a jump, goto or map whose manager failed is created empty (falls through to
-        the endpoint chain's drop), so one manager's failure cannot fail everyone's transaction."""
-        wanted = set(self.table.chains)
-        missing: set[str] = set()
-        for chain in self.table.chains.values():
-            for r in chain.rules:
-                for stmt in r.expr:
-                    for verb in ("jump", "goto"):
-                        if isinstance(stmt, dict) and verb in stmt and stmt[verb]["target"] not in wanted:
-                            missing.add(stmt[verb]["target"])
-        for s in self.table.sets.values():
-            if s.map_to:
-                missing |= {v.partition(" ")[2] for v in s.elements.values() if v.partition(" ")[2] not in wanted}
+        """A chain named by a jump, goto or map element whose manager failed is created empty (it falls
+        through to the endpoint chain's drop), so one manager's failure cannot fail everyone's
+        transaction. Only what changed since the last apply is looked at."""
+        missing = self.table.missing_targets()
         for name in sorted(missing):
             log.warning("chain %s is referenced but was not programmed; creating it empty", name)
             self.table.set_chain(nft.Chain(name, ()))

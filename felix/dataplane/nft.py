@@ -297,6 +297,34 @@ class Table:
             if key in programmed:
                 dels.add(key)
 
+    def missing_targets(self) -> set[str]:
+        """Chains that changed chains or added map elements point at, but that are not wanted."""
+        missing: set[str] = set()
+        chains = self.chains
+        for name in self._dirty_chains:
+            for r in chains[name].rules:
+                for stmt in r.expr:
+                    if isinstance(stmt, dict):
+                        for verb in ("jump", "goto"):
+                            if verb in stmt and stmt[verb]["target"] not in chains:
+                                missing.add(stmt[verb]["target"])
+        for sname, adds in self._elem_added.items():
+            s = self.sets.get(sname)
+            if s is not None and s.map_to:
+                for verdict in adds.values():
+                    target = str(verdict).partition(" ")[2]
+                    if target and target not in chains:
+                        missing.add(target)
+        if self.need_resync:
+            for c in chains.values():
+                for r in c.rules:
+                    for stmt in r.expr:
+                        if isinstance(stmt, dict):
+                            for verb in ("jump", "goto"):
+                                if verb in stmt and stmt[verb]["target"] not in chains:
+                                    missing.add(stmt[verb]["target"])
+        return missing
+
     @property
     def dirty(self) -> bool:
         return bool(self.need_resync or self._dirty_chains or self._deleted_chains or self._new_sets
