@@ -324,7 +324,8 @@ def test_policy_shape_enforces_tcp_udp_and_icmp_as_calico(lab: PolicyLab, name: 
 
 
 def test_a_relabel_flips_reachability_without_a_restart(lab: PolicyLab) -> None:
-    docs = [np("web", selector="app == 'web'", ingress=[{**ALLOW, "source": {"selector": "role == 'client'"}}]),
+    docs = [gnp("web", selector="app == 'web'", order=10, ingress=[
+                {**ALLOW, "source": {"selector": "role == 'client'"}}]),
             gnp("no-data", selector="app == 'web'", order=1, ingress=[
                 {"action": "Deny", "source": {"namespaceSelector": "team == 'data'"}}])]
     lab.apply(docs)
