@@ -72,8 +72,9 @@ def _opts(*kinds: str) -> tuple[ResourceListOptions, ...]:
 
 def felix(*, use_pod_cidr: bool = False) -> SyncerDefinition:
     """Calico's felixsyncer (as the node's active Felix runs it)."""
-    types = _opts("ClusterInformation", "FelixConfiguration", "GlobalNetworkPolicy", "IPPool", "Node",
-                  "WorkloadEndpoint", "NetworkPolicy", "HostEndpoint", "BGPConfiguration", "BGPPeer")
+    types = _opts("ClusterInformation", "FelixConfiguration", "Tier", "GlobalNetworkPolicy", "NetworkPolicy",
+                  "Profile", "IPPool", "Node", "WorkloadEndpoint", "HostEndpoint", "NetworkSet", "GlobalNetworkSet",
+                  "BGPConfiguration", "BGPPeer")
     if not use_pod_cidr:  # Calico IPAM: Felix routes by the blocks
         types += _opts("IPAMBlock")
     return SyncerDefinition(FELIX, types)

@@ -14,7 +14,8 @@ from libcalico.api.ipam import IPAM_KINDS
 from libcalico.api.ippool import IPPool
 from libcalico.api.meta import Resource
 from libcalico.api.nodestatus import CalicoNodeStatus
-from libcalico.api.policy import GlobalNetworkPolicy, NetworkPolicy
+from libcalico.api.networkset import GlobalNetworkSet, NetworkSet
+from libcalico.api.policy import GlobalNetworkPolicy, NetworkPolicy, Profile, Tier
 
 KINDS: dict[str, type[Resource]] = {
     cls.KIND: cls
@@ -26,6 +27,10 @@ KINDS: dict[str, type[Resource]] = {
         WorkloadEndpoint,
         NetworkPolicy,
         GlobalNetworkPolicy,
+        Tier,
+        Profile,
+        NetworkSet,
+        GlobalNetworkSet,
         FelixConfiguration,
         HostEndpoint,
         ClusterInformation,
