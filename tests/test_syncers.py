@@ -24,8 +24,9 @@ class TestDefinitions:
 
     def test_felix_follows_calicos_felixsyncer_kinds_and_drops_blocks_with_pod_cidrs(self) -> None:
         assert syncers.felix().kinds == (
-            "ClusterInformation", "FelixConfiguration", "GlobalNetworkPolicy", "IPPool", "Node", "WorkloadEndpoint",
-            "NetworkPolicy", "HostEndpoint", "BGPConfiguration", "BGPPeer", "IPAMBlock")
+            "ClusterInformation", "FelixConfiguration", "Tier", "GlobalNetworkPolicy", "NetworkPolicy", "Profile",
+            "IPPool", "Node", "WorkloadEndpoint", "HostEndpoint", "NetworkSet", "GlobalNetworkSet",
+            "BGPConfiguration", "BGPPeer", "IPAMBlock")
         assert "IPAMBlock" not in syncers.felix(use_pod_cidr=True).kinds
 
     def test_bgp_narrows_block_affinities_to_its_node_and_typha_runs_it_for_every_node(self) -> None:
@@ -89,5 +90,5 @@ async def test_confd_renders_only_its_nodes_confirmed_affinities(tmp_path: Path)
                                                                                        state=state))
         updates.append(Update(UpdateType.NEW, KVPair(ResourceKey("BlockAffinity", name), aff, "1")))
     confd.on_updates(updates)
+    assert confd.snapshot().blocks == ["10.0.0.0/26"]
     confd.render_and_write()
-    assert confd.inputs.blocks == ["10.0.0.0/26"]

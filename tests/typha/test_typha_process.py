@@ -257,7 +257,7 @@ async def test_fifty_felix_and_confd_through_one_typha_see_every_update_once_in_
             felix_state = await fresh_list(be, syncers.felix())
             assert all(r.state == felix_state for r in felixes)
             pools = {k.name: v for k, v in felix_state.items() if k.kind == "IPPool"}
-            assert all(fx.state.pools == pools for fx in cs.felixes)
+            assert all(fx.graph.routes.pools == pools for fx in cs.felixes)
             assert cs.confds[0].inputs.peers == {k.name: v for k, v in felix_state.items() if k.kind == "BGPPeer"}
             assert confd.state == await fresh_list(be, syncers.bgp())
 
