@@ -321,7 +321,7 @@ def report(lab: Lab, exps: list[Experiment], extra: list[str] | None = None) -> 
     return "\n".join(lines)
 
 
-def run(lab: Lab, out_dir: Path) -> Path:
+def run(lab: Lab, out_dir: Path, *, policy: bool = True) -> Path:
     ensure_pods(lab)
     p = lab.state.pods
     exps = [
@@ -340,7 +340,7 @@ def run(lab: Lab, out_dir: Path) -> Path:
         run_experiment(lab, "4. pod → external server with natOutgoing", "client", EXTERNAL_IP, None, None,
                        ["ping", "-c", "3", "-W", "2", EXTERNAL_IP]),
     ]
-    extra = policy_experiment(lab)
+    extra = policy_experiment(lab) if policy else []
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"demo-{lab.state.encap}-{lab.state.bgp}.md"
     path.write_text(report(lab, exps, extra))

@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(IPIP in a VM when this kernel lacks the module)")
     demo.add_argument("--nodes", type=int, default=4, help="with --encap: how many nodes")
     demo.add_argument("--bgp", default="mesh", choices=("mesh", "rr"), help="with --encap: mesh or route reflector")
+    demo.add_argument("--no-policy", action="store_true", help="leave out experiment 5 (network policy)")
     return p
 
 
@@ -86,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             lab.down()
         elif args.command == "demo" and args.encap:
-            return demo_run(lab, args.encap, args.nodes, args.bgp, args.out or args.dir)
+            return demo_run(lab, args.encap, args.nodes, args.bgp, args.out or args.dir, policy=not args.no_policy)
         elif not lab.exists:
             raise LabError("no lab is running; `calico-lab up` first")
         elif args.command == "status":
@@ -94,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "demo":
             from lab import demo
 
-            path = demo.run(lab, args.out or lab.dir)
+            path = demo.run(lab, args.out or lab.dir, policy=not args.no_policy)
             print(path.read_text())
             print(f"report written to {path}")
         elif args.command == "env":
@@ -143,7 +144,7 @@ def _labels(items: list[str]) -> dict[str, str | None]:
     return out
 
 
-def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path) -> int:
+def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path, *, policy: bool = True) -> int:
     """``calico-lab demo --encap``: up, the experiments, down; in a VM when this kernel lacks ipip."""
     from lab import demo, netns, vm
 
@@ -160,14 +161,15 @@ def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path) -> int:
               f"{kernel.version if kernel else '?'} (under emulation this takes several minutes); "
               f"the report comes back to {out}.", flush=True)
         argv = [vm.python(), "-m", "lab.main", "--dir", "/tmp/calico-lab", "--lab-name", lab.state.name, "demo",
-                "--encap", encap, "--nodes", str(nodes), "--bgp", bgp, "--out", str(out)]
+                "--encap", encap, "--nodes", str(nodes), "--bgp", bgp, "--out", str(out),
+                *([] if policy else ["--no-policy"])]
         r = vm.run(shlex.join(argv), module="ipip", rwdirs=[out], cwd=Path(__file__).resolve().parent.parent,
                    env={vm.IN_VM: "1"}, progress=lambda line: print(line, flush=True))
         print(f"(ran in {vm.describe(r)}: {r.seconds:.0f} s)")
         return r.returncode
     try:
         lab.up(nodes, encap, bgp, stays_up=False)
-        path = demo.run(lab, out)
+        path = demo.run(lab, out, policy=policy)
         print(path.read_text())
         print(f"report written to {path}")
     finally:
