@@ -1,7 +1,8 @@
 """calico-confd: follow the datastore, keep BIRD's config current, reload BIRD when it changes.
 
 Inputs: Calico's BGP syncer (:func:`libcalico.syncers.bgp`): BGPConfiguration,
-BGPPeer, Node, IPPool and this node's confirmed block affinities. Updates only
+BGPPeer, Node, IPPool and this node's confirmed block affinities, from the
+datastore or through Typha (``CONFD_``/``FELIX_``/``CALICO_TYPHAADDR``). Updates only
 mark the config dirty; once in sync, the config is rendered
 (:mod:`confd.render`), written through :mod:`confd.writer` (stage,
 ``bird -p -c``, swap) and BIRD reconfigured, only when a file changed. ``-onetime`` lists everything once, writes, and exits, as

@@ -12,6 +12,8 @@ import os
 import re
 import signal
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -85,14 +87,13 @@ class TyphaProcess:
 
 
 async def http(port: int, path: str) -> tuple[int, str]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
-        data = await asyncio.wait_for(reader.read(), 10)
-    finally:
-        writer.close()
-    head, _, body = data.decode(errors="replace").partition("\r\n\r\n")
-    return int(head.split(" ")[1]), body
+    def get() -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+                return resp.status, resp.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read().decode(errors="replace")
+    return await asyncio.to_thread(get)
 
 
 async def http_get(port: int, path: str) -> int:
@@ -212,10 +213,10 @@ def etcd_be(etcd: EtcdServer) -> Iterator[EtcdBackend]:
 
 async def etcd_watchers(etcd: EtcdServer) -> float:
     """How many watchers etcd serves (its own gauge)."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", int(etcd.endpoint.rsplit(":", 1)[1]))
-    writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    text = (await asyncio.wait_for(reader.read(), 10)).decode()
-    writer.close()
+    def get() -> str:  # urllib: etcd answers in chunks
+        with urllib.request.urlopen(f"{etcd.endpoint}/metrics", timeout=10) as resp:
+            return str(resp.read().decode())
+    text = await asyncio.to_thread(get)
     m = re.search(r"^etcd_debugging_mvcc_watcher_total (\S+)$", text, re.M)
     assert m, "etcd has no watcher gauge"
     return float(m.group(1))
