@@ -193,8 +193,7 @@ class HostEndpointSpec(CalicoModel):
 class HostEndpoint(Resource):
     KIND = "HostEndpoint"
     PLURAL = "hostendpoints"
-    # Not validated: an empty spec is invalid, and serialising with exclude_defaults builds the default.
-    spec: HostEndpointSpec = Field(default_factory=HostEndpointSpec.model_construct)
+    spec: HostEndpointSpec = Field(default_factory=HostEndpointSpec)
 
 
 # --- ClusterInformation -------------------------------------------------------------------
