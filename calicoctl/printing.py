@@ -14,6 +14,7 @@ would read back as another type double-quoted); JSON as Go's
 
 from __future__ import annotations
 
+import decimal
 import enum
 import json
 from collections.abc import Sequence
@@ -40,6 +41,21 @@ def tabwrite(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _go_float(value: float) -> str:
+    """Go's ``%v`` of a float64 (strconv 'g', shortest): ``100``, ``1.5``, ``1e+06``, ``1e-05``."""
+    if value == 0 or value != value or value in (float("inf"), float("-inf")):
+        return {0.0: "0"}.get(value, "NaN" if value != value else ("+Inf" if value > 0 else "-Inf"))
+    sign, digits, exp = decimal.Decimal(repr(value)).normalize().as_tuple()
+    assert isinstance(exp, int)
+    text = "".join(str(d) for d in digits)
+    x = exp + len(text) - 1  # the exponent in scientific notation
+    minus = "-" if sign else ""
+    if x < -4 or x >= 6:
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        return f"{minus}{mantissa}e{'-' if x < 0 else '+'}{abs(x):02d}"
+    return minus + format(decimal.Decimal(repr(abs(value))).normalize(), "f")
+
+
 def go_value(value: Any) -> str:
     """How a Go template prints a value: bools lower-case, nil pointers as <nil>."""
     if value is None:
@@ -47,9 +63,7 @@ def go_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        if value.is_integer() and abs(value) < 1e21:
-            return str(int(value))
-        return repr(value)
+        return _go_float(value)
     if isinstance(value, enum.Enum):
         return str(value.value)
     return str(value)

@@ -49,6 +49,17 @@ def _join(items: list[Any]) -> str:
     return ",".join(go_value(i) for i in items)
 
 
+def _join_map(items: dict[str, str]) -> str:
+    """calicoctl's ``join`` of a map: ``k=v`` pairs, sorted by key, comma-separated."""
+    return ",".join(f"{k}={v}" for k, v in sorted(items.items()))
+
+
+def _join_truncate(items: list[str], length: int) -> str:
+    """calicoctl's ``joinAndTruncate``: joined, cut to ``length`` with ``...`` at the end."""
+    text = ",".join(items)
+    return text if len(text) <= length else text[:length - 3] + "..."
+
+
 def _name(res: Resource, _: Context) -> str:
     return res.metadata.name
 
@@ -155,6 +166,22 @@ _INFOS = [
         ("NAME", "TIER"), ("NAME", "TIER", "ORDER", "SELECTOR"),
         {"NAME": _name, "ORDER": _col(lambda s: s.order), "SELECTOR": _col(lambda s: s.selector),
          "TIER": _col(lambda s: s.tier)},
+    ),
+    ResourceInfo(
+        api.Tier, ("tier", "tiers"), ("NAME", "ORDER"), ("NAME", "ORDER"),
+        {"NAME": _name, "ORDER": _col(lambda s: s.order)},
+    ),
+    ResourceInfo(
+        api.Profile, ("profile", "profiles", "pro", "pros"), ("NAME",), ("NAME", "LABELS"),
+        {"NAME": _name, "LABELS": _col(lambda s: _join_map(s.labels_to_apply))},
+    ),
+    ResourceInfo(
+        api.NetworkSet, ("networkset", "networksets", "netsets"), ("NAME",), ("NAME", "NETS"),
+        {"NAME": _name, "NAMESPACE": _namespace, "NETS": _col(lambda s: _join_truncate(s.nets, 80))},
+    ),
+    ResourceInfo(
+        api.GlobalNetworkSet, ("globalnetworkset", "globalnetworksets", "gnetsets"), ("NAME",), ("NAME", "NETS"),
+        {"NAME": _name, "NETS": _col(lambda s: _join_truncate(s.nets, 80))},
     ),
     ResourceInfo(
         api.ClusterInformation, ("clusterinformation", "clusterinformations", "clusterinfo", "clusterinfos"),

@@ -1,10 +1,11 @@
 """calico-confd: follow the datastore, keep BIRD's config current, reload BIRD when it changes.
 
-Inputs (through the one syncer): BGPConfiguration, BGPPeer, Node, IPPool and
-the IPAM blocks affine to this node. Updates only mark the config dirty; once
-in sync, the config is rendered (:mod:`confd.render`), written through
-:mod:`confd.writer` (stage, ``bird -p -c``, swap) and BIRD reconfigured, only
-when a file changed. ``-onetime`` lists everything once, writes, and exits, as
+Inputs: Calico's BGP syncer (:func:`libcalico.syncers.bgp`): BGPConfiguration,
+BGPPeer, Node, IPPool and this node's confirmed block affinities, from the
+datastore or through Typha (``CONFD_``/``FELIX_``/``CALICO_TYPHAADDR``). Updates only
+mark the config dirty; once in sync, the config is rendered
+(:mod:`confd.render`), written through :mod:`confd.writer` (stage,
+``bird -p -c``, swap) and BIRD reconfigured, only when a file changed. ``-onetime`` lists everything once, writes, and exits, as
 Calico's ``confd -onetime`` does. The daemon runs under :mod:`libcalico.daemon`:
 if the syncer or the render loop ends, confd exits (and is restarted) instead
 of running on without updating BIRD.
@@ -28,15 +29,13 @@ from pathlib import Path
 from typing import Any
 
 from confd import render, writer
-from libcalico import backend, daemon
+from libcalico import backend, daemon, syncers, typha_client
 from libcalico.backend.api import Backend
 from libcalico.backend.config import DatastoreConfig
 from libcalico.errors import CalicoError
-from libcalico.model import ResourceListOptions
-from libcalico.watching import Syncer, SyncStatus, Update, UpdateType
+from libcalico.watching import SyncStatus, Update, UpdateType
 
 log = logging.getLogger("confd")
-KINDS = ("BGPConfiguration", "BGPPeer", "Node", "IPPool", "IPAMBlock")
 # Where BGP password secrets live: calico-node's namespace, as Calico reads them.
 SECRETS_NAMESPACE = os.environ.get("NAMESPACE", "kube-system")
 
@@ -70,7 +69,7 @@ class Confd:
 
     def __init__(self, node: str, outdir: Path, cmds: writer.Commands) -> None:
         self.inputs = render.Inputs(node)
-        self.blocks: dict[str, tuple[str, str]] = {}   # IPAMBlock name -> (cidr, affine node)
+        self.block_owner: dict[str, tuple[str, str]] = {}  # confirmed affinity -> (block CIDR, node)
         self.outdir, self.cmds = outdir, cmds
         self.dirty = asyncio.Event()
         self.status = SyncStatus.WAIT_FOR_DATASTORE
@@ -99,11 +98,11 @@ class Confd:
     def on_updates(self, updates: list[Update]) -> None:
         for u in updates:
             key, value = u.key, u.kv.value
-            if key.kind == "IPAMBlock":
-                if value is None:
-                    self.blocks.pop(key.name, None)
+            if key.kind == "BlockAffinity":  # as Calico's confd: a pending affinity counts as none
+                if value is None or value.spec.state != "confirmed" or value.spec.deleted == "true":
+                    self.block_owner.pop(key.name, None)
                 else:
-                    self.blocks[key.name] = (value.spec.cidr, (value.spec.affinity or "").removeprefix("host:"))
+                    self.block_owner[key.name] = (value.spec.cidr, value.spec.node)
                 continue
             tables: dict[str, dict[str, Any]] = {
                 "BGPConfiguration": self.inputs.bgp_configs, "BGPPeer": self.inputs.peers,
@@ -120,7 +119,7 @@ class Confd:
         inp = self.inputs
         return dataclasses.replace(inp, nodes=dict(inp.nodes), bgp_configs=dict(inp.bgp_configs),
                                    peers=dict(inp.peers), pools=dict(inp.pools), secrets=dict(inp.secrets),
-                                   blocks=sorted(c for c, owner in self.blocks.values() if owner == inp.node))
+                                   blocks=sorted(c for c, owner in self.block_owner.values() if owner == inp.node))
 
     def render_and_write(self, inputs: render.Inputs | None = None) -> list[str]:
         inputs = inputs if inputs is not None else self.snapshot()
@@ -195,8 +194,8 @@ class Confd:
 
 async def onetime(be: Backend, confd: Confd) -> list[str]:
     """List everything once and install BIRD's config (raises :class:`RenderFailed`, logged, if that fails)."""
-    for kind in KINDS:
-        listing = await be.list(ResourceListOptions(kind))
+    for opts in syncers.bgp(confd.inputs.node).types:
+        listing = await be.list(opts)
         confd.on_updates([Update(UpdateType.NEW, kv) for kv in listing.items])
     confd.status = SyncStatus.IN_SYNC
     return await confd.attempt(be)
@@ -219,7 +218,8 @@ def build(node: str, outdir: Path, ds: DatastoreConfig, cmds: writer.Commands, *
     d = daemon.Daemon("confd")
     be = backend.connect(ds)
     confd = Confd(node, outdir, cmds)
-    syncer = Syncer(be, [ResourceListOptions(k) for k in KINDS], confd)
+    syncer = typha_client.syncer_for(syncers.bgp(node), be, confd, hostname=node, info="confd",
+                                     prefixes=typha_client.CONFD_PREFIXES)
     d.root("syncer", syncer.run)
     d.root("render", lambda: confd.loop(be))
     d.health.check("confd", confd.problems)

@@ -1,18 +1,18 @@
-"""The Felix daemon: syncer -> calculation -> dataplane, with health, metrics and resync.
+"""The Felix daemon: syncer -> calculation graph -> dataplane managers, with health, metrics and resync.
 
-Shape (``felix/dataplane/linux/int_dataplane.go``): updates from the syncer only
-record state and mark the dataplane dirty (cheap). The apply loop calculates
-the desired state (:mod:`felix.calc`) and hands it to the managers, only when
-the datastore is in sync, in one fixed order:
+Shape (``felix/calc/calc_graph.go``, ``felix/dataplane/linux/int_dataplane.go``):
+each syncer update goes, by kind, through the calculation graph
+(:mod:`felix.graph`), which emits only what changed (a route, an IP set member,
+an active policy, an endpoint's chains); the messages queue up, cheaply. The
+apply loop hands them to the managers (:mod:`felix.dataplane.manager`) and runs
+every manager, in one fixed order, only when the datastore is in sync:
+tunnels, routes, then the nftables managers and the one transaction on the
+``ip calico`` table. A manager that fails is retried with backoff and resyncs
+(reads the kernel back); the others still program. Every
+``routeRefreshInterval`` a full resync repairs drift.
 
-1. the VXLAN device and its peers' ARP/FDB entries (a route via a VTEP needs them);
-2. routes (workloads, blackholes, tunnel routes);
-3. the natOutgoing table.
-
-Each manager reads the kernel back and reconciles, so an apply after a restart,
-or the periodic resync, repairs whatever drifted. A failed apply stays dirty
-and is retried with backoff. The managers use pyroute2's synchronous API in a
-worker thread, outside the event loop.
+The managers run in a worker thread, outside the event loop; the graph runs on
+the loop as updates arrive, so an apply's cost follows the size of the change.
 
 Felix runs under the one daemon runner (:mod:`libcalico.daemon`): the
 syncer and the apply loop are its roots, so if either ends, Felix exits and is
@@ -35,23 +35,24 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import prometheus_client as prom
 
-from felix import calc
+from felix import calc, graph, messages
 from felix.config import FelixSettings, settings
+from felix.dataplane import manager, nft
 from felix.dataplane.ipip import IPIPDevice
-from felix.dataplane.nat import NATOutgoing
 from felix.dataplane.routes import RouteTable
 from felix.dataplane.vxlan import VXLANDevice
-from libcalico import api, backend, daemon
+from libcalico import api, backend, daemon, syncers, typha_client
 from libcalico.backend.api import Backend
 from libcalico.backend.config import DatastoreConfig, from_environment
 from libcalico.errors import CalicoError, Conflict, NotFound
 from libcalico.ipam import IPAM
-from libcalico.model import KVPair, ResourceKey, ResourceListOptions
-from libcalico.watching import Syncer, SyncStatus, Update
+from libcalico.model import KVPair, ResourceKey
+from libcalico.watching import SyncStatus, Update
 
 log = logging.getLogger("felix")
 
@@ -64,34 +65,70 @@ RESYNC_STATE = prom.Gauge("felix_resync_state", "Current datastore state (1 wait
                           registry=REGISTRY)
 APPLY_TIME = prom.Summary("felix_int_dataplane_apply_time_seconds", "Time in seconds that it took to apply a "
                           "dataplane update.", registry=REGISTRY)
-FAILURES = prom.Counter("felix_int_dataplane_failures", "Number of times dataplane updates failed and will be "
-                        "retried.", registry=REGISTRY)
+# A gauge, so the name is exposed as Calico's (prometheus_client adds ``_total`` to counters).
+FAILURES = prom.Gauge("felix_int_dataplane_failures", "Number of times dataplane updates failed and will be "
+                      "retried.", registry=REGISTRY)
 ROUTES = prom.Gauge("felix_route_table_routes", "Routes Felix owns in the main table.", registry=REGISTRY)
+ACTIVE_LOCAL_POLICIES = prom.Gauge("felix_active_local_policies", "Number of active policies on this host.",
+                                   registry=REGISTRY)
+ACTIVE_LOCAL_SELECTORS = prom.Gauge("felix_active_local_selectors", "Number of active selectors on this host.",
+                                    registry=REGISTRY)
+IPSETS_CALICO = prom.Gauge("felix_ipsets_calico", "Number of active Calico IP sets.", registry=REGISTRY)
+CLUSTER_NUM_POLICIES = prom.Gauge("felix_cluster_num_policies", "Total number of policies cluster-wide.",
+                                  registry=REGISTRY)
+CLUSTER_NUM_PROFILES = prom.Gauge("felix_cluster_num_profiles", "Total number of profiles cluster-wide.",
+                                  registry=REGISTRY)
+CLUSTER_NUM_TIERS = prom.Gauge("felix_cluster_num_tiers", "Total number of tiers cluster-wide.", registry=REGISTRY)
+CLUSTER_NUM_WEPS = prom.Gauge("felix_cluster_num_workload_endpoints",
+                              "Total number of workload endpoints cluster-wide.", registry=REGISTRY)
+CLUSTER_NUM_HEPS = prom.Gauge("felix_cluster_num_host_endpoints", "Total number of host endpoints cluster-wide.",
+                              registry=REGISTRY)
 HEALTH_NAME = "int_dataplane"  # Calico's name for the dataplane's health reporter
 _STATE_VALUE = {SyncStatus.WAIT_FOR_DATASTORE: 1, SyncStatus.RESYNC_IN_PROGRESS: 2, SyncStatus.IN_SYNC: 3}
 
 
+# The kinds Felix follows (Calico's felixsyncer): routes and tunnels, then policy.
+@dataclass
+class Handles:
+    """The kernel handles Felix's managers use; tests pass fakes."""
+
+    nft: nft.NftHandle | None = None
+    route_table: RouteTable | None = None
+    vxlan: VXLANDevice | None = None
+    ipip: IPIPDevice | None = None
+
+
 class Felix:
-    def __init__(self, be: Backend, cfg: FelixSettings, *, health: daemon.Health | None = None) -> None:
+    def __init__(self, be: Backend, cfg: FelixSettings, *, health: daemon.Health | None = None,
+                 handles: Handles | None = None) -> None:
         self.be = be
         self.cfg = cfg
         self.health = health or daemon.Health()
         self.health.register(HEALTH_NAME)
-        self.state = calc.ClusterState()
         self.felix_configs: dict[str, api.FelixConfiguration] = {}
+        self.nodes: dict[str, api.Node] = {}
+        self.pools: dict[str, api.IPPool] = {}
+        self.counts: dict[str, set[tuple[str, str]]] = {}
         self.dirty = asyncio.Event()
         self.status = SyncStatus.WAIT_FOR_DATASTORE
         self.ready = False
         self.applies = 0
-        self.routes = RouteTable((cfg.interface_prefix,))
-        self.vxlan = VXLANDevice(vni=cfg.vxlan_vni, port=cfg.vxlan_port, mtu=cfg.vxlan_mtu)
-        self.nat = NATOutgoing()
-        self.ipip = IPIPDevice()
+        self.pending: list[messages.Message] = []
+        self.graph = graph.CalcGraph(cfg.hostname, self.pending.append, interface_prefix=cfg.interface_prefix,
+                                     program_cluster_routes=cfg.program_cluster_routes)
+        h = handles or Handles()
+        self.ipip = h.ipip or IPIPDevice()
+        self.dataplane, self.table, self.managers = manager.build(
+            nft_handle=h.nft or nft.default_handle(),
+            route_table=h.route_table or RouteTable((cfg.interface_prefix,)),
+            vxlan=h.vxlan or VXLANDevice(vni=cfg.vxlan_vni, port=cfg.vxlan_port, mtu=cfg.vxlan_mtu),
+            ipip=self.ipip, interface_prefix=cfg.interface_prefix, legacy_cleanup=handles is None)
+        self.dataplane.on_failure = lambda name, exc: FAILURES.inc()
         self.problems: list[str] = []  # shown by /readiness; Felix is not ready while there are any
-        self.syncer = Syncer(be, [ResourceListOptions(k) for k in
-                                  ("IPPool", "Node", "IPAMBlock", "WorkloadEndpoint", "FelixConfiguration")], self)
+        self.syncer = typha_client.syncer_for(syncers.felix(), be, self, hostname=cfg.hostname, info="felix",
+                                              prefixes=typha_client.FELIX_PREFIXES)
 
-    # --- syncer callbacks (cheap: record and mark dirty) --------------------------------------
+    # --- syncer callbacks (cheap: calculate the change and mark dirty) -------------------------
 
     def on_status(self, status: SyncStatus) -> None:
         self.status = status
@@ -103,20 +140,30 @@ class Felix:
     def on_updates(self, updates: list[Update]) -> None:
         for u in updates:
             key, value = u.key, u.kv.value
-            tables: dict[str, dict[Any, Any]] = {
-                "IPPool": self.state.pools, "Node": self.state.nodes, "IPAMBlock": self.state.blocks,
-                "FelixConfiguration": self.felix_configs}
-            table = tables.get(key.kind)
-            k: Any = key.name
-            if key.kind == "WorkloadEndpoint":
-                table, k = self.state.endpoints, (key.namespace, key.name)
-            if table is None:
+            kind = key.kind
+            if kind == "FelixConfiguration":
+                if value is None:
+                    self.felix_configs.pop(key.name, None)
+                else:
+                    self.felix_configs[key.name] = value
+                self._configure()
                 continue
+            if kind == "Node":
+                _set(self.nodes, key.name, value)
+            elif kind == "IPPool":
+                _set(self.pools, key.name, value)
+            members = self.counts.setdefault(kind, set())
             if value is None:
-                table.pop(k, None)
+                members.discard((key.namespace, key.name))
             else:
-                table[k] = value
+                members.add((key.namespace, key.name))
+            self.graph.on_update(kind, key.namespace, key.name, value)
         self.dirty.set()
+
+    def _configure(self) -> None:
+        cfg = self.effective()
+        self.graph.routes.configure(interface_prefix=cfg.interface_prefix,
+                                    program_cluster_routes=cfg.program_cluster_routes)
 
     # --- the node's own VTEP -----------------------------------------------------------------
 
@@ -124,14 +171,14 @@ class Felix:
         """Give this node its tunnel addresses (IPIP, VXLAN) and VTEP MAC when pools use them,
         as calico-node's tunnel address allocation does."""
         me = self.cfg.hostname
-        node = self.state.nodes.get(me)
+        node = self.nodes.get(me)
         if node is None:
             return
-        if any(p.spec.ipip != "Never" for p in self.state.pools.values()) and not (
+        if any(p.spec.ipip != "Never" for p in self.pools.values()) and not (
                 node.spec.bgp and node.spec.bgp.ipv4_ipip_tunnel_addr):
             ip = await IPAM(self.be).ensure_tunnel_address(me, "ipip")
             log.info("IPIP tunnel address of %s: %s", me, ip)
-        wants = any(p.spec.vxlan != "Never" for p in self.state.pools.values())
+        wants = any(p.spec.vxlan != "Never" for p in self.pools.values())
         if not wants:
             return
         if not node.spec.ipv4_vxlan_tunnel_addr:
@@ -153,64 +200,73 @@ class Felix:
         return settings(default=self.felix_configs.get("default"),
                         node=self.felix_configs.get(f"node.{self.cfg.hostname}")) if self.felix_configs else self.cfg
 
-    def _apply_sync(self, desired: calc.Desired, force_nat: bool) -> None:
-        problem = self.ipip.apply(desired.ipip, desired.ipip_address)
+    def _apply_sync(self, msgs: list[messages.Message], resync: bool) -> list[str]:
+        for m in msgs:
+            self.dataplane.on_update(m)
+        if resync:
+            self.dataplane.resync()
+        failed = self.dataplane.apply()
+        problem = self.managers["ipip"].problem  # type: ignore[attr-defined]
         if problem and problem not in self.problems:
             log.error("%s", problem)
         self.problems = [problem] if problem else []
-        self.vxlan.apply(desired.vxlan, desired.remote_vteps)
-        stats = self.routes.apply(desired.routes)
-        self.nat.apply(desired.nat_sources, desired.all_pools, force=force_nat)
-        ROUTES.set(len(desired.routes))
-        if stats.added or stats.removed:
-            log.info("routes: %d programmed, %d removed, %d waiting for their interface", stats.added,
-                     stats.removed, stats.pending)
+        return failed
 
-    async def apply_once(self, force_nat: bool = False) -> None:
+    async def apply_once(self, resync: bool = False) -> list[str]:
+        """Hand the queued changes to the managers and run them all; return the managers that failed."""
         await self.ensure_vtep()
-        cfg = self.effective()
-        desired = calc.calculate(self.state, self.cfg.hostname, interface_prefix=cfg.interface_prefix,
-                                 program_cluster_routes=cfg.program_cluster_routes)
+        msgs, self.pending[:] = list(self.pending), []
         started = time.monotonic()
-        await asyncio.to_thread(self._apply_sync, desired, force_nat)
+        failed = await asyncio.to_thread(self._apply_sync, msgs, resync)
         APPLY_TIME.observe(time.monotonic() - started)
-        ACTIVE_LOCAL_ENDPOINTS.set(desired.local_endpoints)
-        CLUSTER_NUM_HOSTS.set(len(self.state.nodes))
+        self._metrics()
         self.applies += 1
+        return failed
+
+    def _metrics(self) -> None:
+        ACTIVE_LOCAL_ENDPOINTS.set(len(self.graph.policy.endpoints_sent) or self.graph.routes.local_endpoints)
+        ACTIVE_LOCAL_POLICIES.set(self.graph.policy.active_policies)
+        ACTIVE_LOCAL_SELECTORS.set(self.graph.policy.active_selectors)
+        IPSETS_CALICO.set(len(self.graph.policy.sets))
+        CLUSTER_NUM_HOSTS.set(len(self.nodes))
+        CLUSTER_NUM_POLICIES.set(len(self.counts.get("NetworkPolicy", ())) + len(self.counts.get(
+            "GlobalNetworkPolicy", ())))
+        CLUSTER_NUM_PROFILES.set(len(self.counts.get("Profile", ())))
+        CLUSTER_NUM_TIERS.set(len(self.counts.get("Tier", ())))
+        CLUSTER_NUM_WEPS.set(len(self.counts.get("WorkloadEndpoint", ())))
+        CLUSTER_NUM_HEPS.set(len(self.counts.get("HostEndpoint", ())))
+        ROUTES.set(len(self.graph.routes.routes))
 
     async def apply_loop(self) -> None:
-        backoff = 0.1
         last_full = time.monotonic()
+        first = True
         while True:
-            timeout = max(0.1, self.cfg.route_refresh_interval - (time.monotonic() - last_full))
+            timeout = max(0.05, self.cfg.route_refresh_interval - (time.monotonic() - last_full))
+            retry = self.dataplane.next_retry()
+            if retry is not None:
+                timeout = min(timeout, max(0.05, retry))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.dirty.wait(), timeout)
-            resync = time.monotonic() - last_full >= self.cfg.route_refresh_interval
-            if self.status is not SyncStatus.IN_SYNC:
-                self.dirty.clear()
-                continue
             self.dirty.clear()
+            if self.status is not SyncStatus.IN_SYNC:
+                continue
+            resync = first or time.monotonic() - last_full >= self.cfg.route_refresh_interval
             try:
-                await self.apply_once(force_nat=resync)
-                backoff = 0.1
-                if resync:
-                    last_full = time.monotonic()
-                if not self.ready:
-                    self.ready = True
-                    log.info("first in-sync apply done; ready")
-                self.report_health()
+                failed = await self.apply_once(resync=resync)
             except (OSError, RuntimeError, CalicoError, NotFound) as exc:
+                # Only the VTEP allocation can end up here (the managers isolate their own failures).
                 FAILURES.inc()
-                log.warning("dataplane apply failed (%s); retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                log.warning("tunnel address allocation failed (%s); retrying", exc)
+                await asyncio.sleep(1.0)
                 self.dirty.set()
-            except Exception as exc:  # a netlink error of a kind we did not foresee: retry, loudly
-                FAILURES.inc()
-                log.exception("dataplane apply failed unexpectedly: %s", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                self.dirty.set()
+                continue
+            if resync:
+                last_full = time.monotonic()
+                first = False
+            if not failed and not self.ready:
+                self.ready = True
+                log.info("first in-sync apply done; ready")
+            self.report_health()
 
     # --- health ---------------------------------------------------------------------------------
 
@@ -221,6 +277,13 @@ class Felix:
             "" if ready else f"datastore {self.status.value}" if self.status is not SyncStatus.IN_SYNC
             else "waiting for the first apply")
         self.health.report(HEALTH_NAME, ready=ready, detail=detail)
+
+
+def _set(table: dict[str, Any], name: str, value: Any) -> None:
+    if value is None:
+        table.pop(name, None)
+    else:
+        table[name] = value
 
 
 def build(cfg: FelixSettings, ds: DatastoreConfig) -> daemon.Daemon:

@@ -31,6 +31,7 @@ import yaml
 
 from lab import netns
 from lab.etcd import EtcdServer
+from libcalico.backend.kubernetes import conversion
 
 GATEWAY = "192.168.3.1"
 GATEWAY2 = "192.168.4.1"
@@ -374,34 +375,68 @@ class Lab:
 
     # --- pods -----------------------------------------------------------------------------------
 
-    def pod_create(self, name: str, node: str, labels: dict[str, str] | None = None) -> str:
+    def pod_create(self, name: str, node: str, labels: dict[str, str] | None = None, *,
+                   namespace: str = "default") -> str:
         if node not in self.state.nodes:
             raise LabError(f"no node {node!r}; nodes: {', '.join(self.state.nodes)}")
         if name in self.state.pods:
             raise LabError(f"pod {name!r} already exists")
+        labels = labels or {}
         netns = self.add_ns(f"pod-{name}")
         conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
                                 "nodename": node, "mtu": 1400, "ipam": {"type": "calico-ipam"}}
         if self.state.datastore == "kubernetes":
-            # What the kubelet does first: the Pod exists, scheduled to the node.
+            # What the kubelet does first: the Pod exists, scheduled to the node (and its namespace).
+            self.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "Namespace",
+                                                               "metadata": {"name": namespace}}))
             self.kubectl("apply", "-f", "-", stdin=json.dumps({
-                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default",
-                                                               "labels": {"app": name}},
+                "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace,
+                                                               "labels": {"app": name, **labels}},
                 "spec": {"nodeName": node, "serviceAccountName": "default",
                          "containers": [{"name": name, "image": "lab"}]}}))
             conf.update({"datastore_type": "kubernetes", "kubernetes": {"kubeconfig": self.state.kubeconfig}})
         else:
+            # The namespace's profile, as kube-controllers make it in etcd mode.
+            self.apply(conversion.namespace_profile(namespace))
             conf.update({"datastore_type": "etcdv3", "etcd_endpoints": self.state.etcd["endpoint"]})
         env = self.env(CNI_COMMAND="ADD", CNI_CONTAINERID=f"lab-{name}", CNI_IFNAME="eth0",
-                       CNI_NETNS=f"/var/run/netns/{netns}", CNI_ARGS=f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={name}")
+                       CNI_NETNS=f"/var/run/netns/{netns}",
+                       CNI_ARGS=f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}")
         r = self.run(self.state.nodes[node]["ns"], _bin("calico"), env=env, stdin=json.dumps(conf), check=False)
         if r.returncode != 0:
             raise LabError(f"CNI ADD of pod {name} on {node} failed: {r.stdout.strip()} {r.stderr.strip()}")
         ip: str = str(json.loads(r.stdout)["ips"][0]["address"]).split("/")[0]
         with self._lock:
-            self.state.pods[name] = {"node": node, "ns": netns, "ip": ip}
+            self.state.pods[name] = {"node": node, "ns": netns, "ip": ip, "namespace": namespace}
             self._save()
+        if labels and self.state.datastore != "kubernetes":
+            self.pod_label(name, dict(labels))
         return ip
+
+    def pod_label(self, name: str, labels: dict[str, str | None]) -> dict[str, str]:
+        """Relabel a pod (``k=v`` sets, ``k-`` removes), as ``kubectl label pod`` would; return its labels.
+
+        On the Kubernetes datastore the Pod is relabelled; on etcd its WorkloadEndpoint (Calico's copy of
+        the pod's labels). Felix re-evaluates policy for it without a restart."""
+        pod = self.state.pods.get(name)
+        if pod is None:
+            raise LabError(f"no pod {name!r}; pods: {', '.join(self.state.pods) or 'none'}")
+        namespace = pod.get("namespace", "default")
+        if self.state.datastore == "kubernetes":
+            args = [f"{k}-" if v is None else f"{k}={v}" for k, v in labels.items()]
+            self.kubectl("label", "pod", name, "-n", namespace, "--overwrite", *args)
+            return {k: v for k, v in labels.items() if v is not None}
+        weps = json.loads(self.calicoctl("get", "workloadendpoints", "-n", namespace, "-o", "json"))
+        items = weps.get("items", [weps]) if isinstance(weps, dict) else weps
+        wep = next((w for w in items if w["spec"].get("pod") == name), None)
+        if wep is None:
+            raise LabError(f"pod {name!r} has no WorkloadEndpoint in namespace {namespace!r}")
+        current: dict[str, str] = wep["metadata"].get("labels", {})
+        patch = {"metadata": {"labels": dict(labels)}}
+        self.calicoctl("patch", "workloadendpoint", wep["metadata"]["name"], "-n", namespace, "-p",
+                       json.dumps(patch), "--type", "merge")
+        out: dict[str, str | None] = {**current, **labels}
+        return {k: v for k, v in out.items() if v is not None}
 
     # --- status and down ----------------------------------------------------------------------
 

@@ -26,8 +26,12 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from lab.cluster import Lab, LabError, wait_until
+from libcalico import names
 
 SERVICE_IP = "10.96.0.10"
 EXTERNAL_IP = "192.168.3.200"
@@ -225,7 +229,80 @@ def path_picture(e: Experiment) -> str:
     return "\n  -> ".join(parts)
 
 
-def report(lab: Lab, exps: list[Experiment]) -> str:
+POLICY_NS = "shop"
+
+
+def _np(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": POLICY_NS}, "spec": spec}
+
+
+def _chain(lab: Lab, node: str, chain: str) -> str:
+    return lab.run(lab.state.nodes[node]["ns"], "nft", "list", "chain", "ip", "calico", chain, check=False).stdout
+
+
+def policy_experiment(lab: Lab) -> list[str]:
+    """5. Policy: deny by default in a namespace, allow one client by label, show the drop and the rule's
+    counters, then relabel the other client and watch it get in (no restart anywhere)."""
+    nodes = list(lab.state.nodes)
+    pods = {"shop-web": (nodes[0], {"app": "web"}), "shop-client": (nodes[-1], {"role": "client"}),
+            "shop-other": (nodes[-1], {"role": "other"})}
+    for pod, (node, labels) in pods.items():
+        if pod not in lab.state.pods:
+            lab.pod_create(pod, node, dict(labels), namespace=POLICY_NS)
+    web = lab.state.pods["shop-web"]
+    if "shop-web-http" not in lab.state.pids:
+        lab.spawn("shop-web-http", web["ns"], ["python3", "-m", "http.server", "80", "--bind", web["ip"]])
+    fetch = f"import urllib.request;urllib.request.urlopen('http://{web['ip']}/',timeout=2).read()"
+
+    def reaches(pod: str) -> bool:
+        return lab.run(lab.state.pods[pod]["ns"], "python3", "-c", fetch, check=False).returncode == 0
+
+    try:
+        wait_until(lambda: reaches("shop-client"), "the shop's web server", 30)
+    except LabError:
+        pass
+    docs = [_np("default-deny", selector="all()", types=["Ingress"]),
+            _np("allow-client", selector="app == 'web'", types=["Ingress"], ingress=[
+                {"action": "Allow", "protocol": "TCP", "source": {"selector": "role == 'client'"},
+                 "destination": {"ports": [80]}}])]
+    lab.calicoctl("apply", "-f", "-", stdin=yaml.safe_dump_all(docs))
+    lines = ["## 5. policy: deny by default in a namespace, allow one client by label", "",
+             f"Pods in namespace `{POLICY_NS}`: `shop-web` (app=web, {web['ip']}), `shop-client` (role=client), "
+             "`shop-other` (role=other). Applied:", "", "```yaml", yaml.safe_dump_all(docs).strip(), "```", ""]
+    try:
+        wait_until(lambda: not reaches("shop-other"), "the policy to take effect", 30)
+    except LabError:
+        pass
+    got = {pod: reaches(pod) for pod in ("shop-client", "shop-other")}
+    lines += [f"- shop-client → shop-web:80: **{'reached' if got['shop-client'] else 'NOT reached'}**",
+              f"- shop-other → shop-web:80: **{'dropped' if not got['shop-other'] else 'reached (unexpected)'}**", ""]
+    iface = _host_iface_in(lab, "shop-web")
+    rule_chain = _chain(lab, web["node"], f"filter-cali-pi-default/{POLICY_NS}/allow-client")
+    ep_chain = _chain(lab, web["node"], f"filter-cali-tw-{iface}")
+    lines += [f"On {web['node']}, the policy's chain (the allow rule's counter counts shop-client's connection):", "",
+              "```", rule_chain.strip(), "```", "",
+              "and shop-web's ingress chain (the `End of tier default` drop counts shop-other's packets):", "",
+              "```", "\n".join(line for line in ep_chain.splitlines() if "End of tier" in line or "jump" in line),
+              "```", ""]
+    lab.pod_label("shop-other", {"role": "client"})
+    try:
+        wait_until(lambda: reaches("shop-other"), "the relabelled pod to get in", 30)
+        relabelled = True
+    except LabError:
+        relabelled = False
+    lines += ["`calico-lab pod label shop-other role=client`, then shop-other → shop-web:80: "
+              f"**{'reached' if relabelled else 'NOT reached'}** (Felix re-evaluated the selector; no restart).", ""]
+    lab.pod_label("shop-other", {"role": "other"})
+    lab.calicoctl("delete", "-f", "-", stdin=yaml.safe_dump_all(list(reversed(docs))))
+    return lines
+
+
+def _host_iface_in(lab: Lab, pod: str) -> str:
+    return names.veth_name_for_workload(lab.state.pods[pod].get("namespace", "default"), pod)
+
+
+def report(lab: Lab, exps: list[Experiment], extra: list[str] | None = None) -> str:
     lines = [f"# calico-lab demo — encapsulation `{lab.state.encap}`, BGP `{lab.state.bgp}`", "",
              f"Made {time.strftime('%Y-%m-%d %H:%M:%S')} from the running lab ({len(lab.state.nodes)} nodes).", ""]
     for e in exps:
@@ -239,11 +316,12 @@ def report(lab: Lab, exps: list[Experiment]) -> str:
             lines.append(f"| {i} | {h.where} | `{h.iface}` | {'yes' if h.seen else 'no'} | {h.outer} | {h.inner} | "
                          f"{h.encap if h.seen else ''} | `{h.route}` |")
         lines.append("")
+    lines += extra or []
     lines += ["## calicoctl views", "", views(lab)]
     return "\n".join(lines)
 
 
-def run(lab: Lab, out_dir: Path) -> Path:
+def run(lab: Lab, out_dir: Path, *, policy: bool = True) -> Path:
     ensure_pods(lab)
     p = lab.state.pods
     exps = [
@@ -262,7 +340,8 @@ def run(lab: Lab, out_dir: Path) -> Path:
         run_experiment(lab, "4. pod → external server with natOutgoing", "client", EXTERNAL_IP, None, None,
                        ["ping", "-c", "3", "-W", "2", EXTERNAL_IP]),
     ]
+    extra = policy_experiment(lab) if policy else []
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"demo-{lab.state.encap}-{lab.state.bgp}.md"
-    path.write_text(report(lab, exps))
+    path.write_text(report(lab, exps, extra))
     return path

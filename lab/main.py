@@ -1,7 +1,8 @@
 """``calico-lab``: a Calico cluster in a box, made of network namespaces (see :mod:`lab.cluster`).
 
     calico-lab up [--nodes 4] [--encap vxlan|vxlan-crosssubnet|ipip|ipip-crosssubnet|none] [--bgp mesh|rr]
-    calico-lab pod create NAME --node NODE
+    calico-lab pod create NAME --node NODE [--namespace NS] [--label k=v ...]
+    calico-lab pod label NAME k=v [k2- ...]
     calico-lab exec NAME -- CMD...
     calico-lab status
     calico-lab demo [--out DIR]
@@ -47,6 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     create = psub.add_parser("create", help="make a pod through the calico CNI plugin")
     create.add_argument("name")
     create.add_argument("--node", required=True)
+    create.add_argument("--namespace", default="default", help="the pod's Kubernetes namespace")
+    create.add_argument("--label", action="append", default=[], metavar="K=V", help="a label (repeatable)")
+    relabel = psub.add_parser("label", help="set (k=v) or remove (k-) a pod's labels: policy follows at once")
+    relabel.add_argument("name")
+    relabel.add_argument("labels", nargs="+", metavar="K=V|K-")
     ex = sub.add_parser("exec", help="run a command in a pod's namespace")
     ex.add_argument("name")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
@@ -59,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(IPIP in a VM when this kernel lacks the module)")
     demo.add_argument("--nodes", type=int, default=4, help="with --encap: how many nodes")
     demo.add_argument("--bgp", default="mesh", choices=("mesh", "rr"), help="with --encap: mesh or route reflector")
+    demo.add_argument("--no-policy", action="store_true", help="leave out experiment 5 (network policy)")
     return p
 
 
@@ -80,7 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 0
             lab.down()
         elif args.command == "demo" and args.encap:
-            return demo_run(lab, args.encap, args.nodes, args.bgp, args.out or args.dir)
+            return demo_run(lab, args.encap, args.nodes, args.bgp, args.out or args.dir, policy=not args.no_policy)
         elif not lab.exists:
             raise LabError("no lab is running; `calico-lab up` first")
         elif args.command == "status":
@@ -88,16 +95,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "demo":
             from lab import demo
 
-            path = demo.run(lab, args.out or lab.dir)
+            path = demo.run(lab, args.out or lab.dir, policy=not args.no_policy)
             print(path.read_text())
             print(f"report written to {path}")
         elif args.command == "env":
             print((lab.dir / "calicoctl.env").read_text(), end="")
         elif args.command == "pod":
-            if args.pod_command != "create":
-                raise LabError("calico-lab pod: choose create")
-            ip = lab.pod_create(args.name, args.node)
-            print(f"pod {args.name} on {args.node}: {ip}")
+            if args.pod_command == "create":
+                labels = {k: v for k, v in _labels(args.label).items() if v is not None}
+                ip = lab.pod_create(args.name, args.node, labels, namespace=args.namespace)
+                print(f"pod {args.name} on {args.node} in namespace {args.namespace}: {ip}")
+            elif args.pod_command == "label":
+                now = lab.pod_label(args.name, _labels(args.labels))
+                print(f"pod {args.name} labelled: {', '.join(f'{k}={v}' for k, v in sorted(now.items()))}")
+            else:
+                raise LabError("calico-lab pod: choose create or label")
         elif args.command == "exec":
             pod = lab.state.pods.get(args.name)
             if pod is None:
@@ -112,7 +124,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path) -> int:
+def _labels(items: list[str]) -> dict[str, str | None]:
+    """``k=v`` sets a label, ``k-`` removes it (kubectl's syntax); anything else is refused by name."""
+    from libcalico.api import fields
+
+    out: dict[str, str | None] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq and item.endswith("-"):
+            out[item[:-1]] = None
+            continue
+        if not eq or not key:
+            raise LabError(f"label {item!r}: write k=v (or k- to remove)")
+        try:
+            fields.check_labels({key: value})
+        except ValueError as exc:
+            raise LabError(f"label {item!r}: {exc}") from exc
+        out[key] = value
+    return out
+
+
+def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path, *, policy: bool = True) -> int:
     """``calico-lab demo --encap``: up, the experiments, down; in a VM when this kernel lacks ipip."""
     from lab import demo, netns, vm
 
@@ -129,14 +161,15 @@ def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path) -> int:
               f"{kernel.version if kernel else '?'} (under emulation this takes several minutes); "
               f"the report comes back to {out}.", flush=True)
         argv = [vm.python(), "-m", "lab.main", "--dir", "/tmp/calico-lab", "--lab-name", lab.state.name, "demo",
-                "--encap", encap, "--nodes", str(nodes), "--bgp", bgp, "--out", str(out)]
+                "--encap", encap, "--nodes", str(nodes), "--bgp", bgp, "--out", str(out),
+                *([] if policy else ["--no-policy"])]
         r = vm.run(shlex.join(argv), module="ipip", rwdirs=[out], cwd=Path(__file__).resolve().parent.parent,
                    env={vm.IN_VM: "1"}, progress=lambda line: print(line, flush=True))
         print(f"(ran in {vm.describe(r)}: {r.seconds:.0f} s)")
         return r.returncode
     try:
         lab.up(nodes, encap, bgp, stays_up=False)
-        path = demo.run(lab, out)
+        path = demo.run(lab, out, policy=policy)
         print(path.read_text())
         print(f"report written to {path}")
     finally:

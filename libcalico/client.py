@@ -21,6 +21,7 @@ Anything rejected here raises before the backend is touched.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import ipaddress
@@ -36,9 +37,9 @@ from libcalico.api import fields
 from libcalico.api.ippool import AllowedUse, AssignmentMode, EncapMode
 from libcalico.api.loading import errored_fields
 from libcalico.api.meta import Resource
-from libcalico.api.policy import PolicyType
+from libcalico.api.policy import DEFAULT_TIER, DEFAULT_TIER_ORDER, Action, PolicyType
 from libcalico.backend.api import Backend
-from libcalico.errors import CorruptEntry, ErroredField, NotFound, ValidationError
+from libcalico.errors import AlreadyExists, CorruptEntry, ErroredField, NotFound, ValidationError
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
 
 CALICO_VERSION = "v3.31.0-pycalico"
@@ -102,7 +103,16 @@ def apply_defaults(res: Resource) -> Resource:
         return _default_ippool(res)
     if isinstance(res, (api.NetworkPolicy, api.GlobalNetworkPolicy)):
         return _default_policy(res)
+    if isinstance(res, api.Tier) and res.spec.default_action is None:
+        # The CRD's default (``+kubebuilder:default=Deny``).
+        return res.model_copy(update={"spec": res.spec.model_copy(update={"default_action": Action.DENY})})
     return res
+
+
+def default_tier() -> api.Tier:
+    """The ``default`` tier, as Calico's client creates it on initialisation."""
+    return api.Tier.model_validate({"metadata": {"name": DEFAULT_TIER},
+                                    "spec": {"order": DEFAULT_TIER_ORDER, "defaultAction": "Deny"}})
 
 
 # --- the client ----------------------------------------------------------------------------
@@ -229,8 +239,19 @@ class Client:
 
     # --- initialisation ------------------------------------------------------------------------
 
+    async def _exists(self, key: ResourceKey) -> bool:
+        try:
+            await self.backend.get(key)
+        except NotFound:
+            return False
+        return True
+
     async def ensure_initialized(self) -> api.ClusterInformation:
-        """Make sure the ``default`` ClusterInformation exists and says the datastore is ready."""
+        """Make sure the ``default`` ClusterInformation exists and says the datastore is ready,
+        and that the ``default`` tier exists (Calico's ``EnsureInitialized``)."""
+        with contextlib.suppress(AlreadyExists):
+            if not await self._exists(ResourceKey("Tier", DEFAULT_TIER)):
+                await self.create(default_tier())
         key = ResourceKey("ClusterInformation", "default")
         try:
             current = await self.backend.get(key)

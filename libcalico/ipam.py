@@ -34,14 +34,14 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from libcalico import api
+from libcalico import api, syncers
 from libcalico.api.ipam import (AllocationAttribute, BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
                                 IPAMConfig, IPAMConfigSpec, IPAMHandle, IPAMHandleSpec, affinity_name, cidr_to_name)
 from libcalico.backend.api import Backend, CreateAndUpdate, ListKeys, ListMany
 from libcalico.errors import AlreadyExists, CalicoError, Conflict, NotFound
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
 from libcalico.selector import Selector, parse
-from libcalico.watching import Syncer, SyncStatus, Update
+from libcalico.watching import SyncStatus, Update
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +134,7 @@ class WatchedInputs:
     """
 
     def __init__(self, backend: Backend) -> None:
-        self._syncer = Syncer(backend, [ResourceListOptions("IPPool"), ResourceListOptions("IPAMConfig"),
-                                        ResourceListOptions("Node")], self)
+        self._syncer = syncers.ipam_inputs().syncer(backend, self)
         self.pools: dict[str, api.IPPool] = {}
         self.config: IPAMConfigSpec = IPAMConfigSpec()
         self.labels: dict[str, dict[str, str]] = {}

@@ -22,6 +22,7 @@ from typing import Any
 
 from lab.cluster import GATEWAY
 from lab.cluster import wait_until as _lab_wait
+from libcalico.backend.kubernetes import conversion
 from tests.etcd_server import EtcdServer
 from tests.netns import Namespaces
 
@@ -72,6 +73,9 @@ class Cluster:
         self.ns.run(self.under, "ip", "link", "set", "br0", "up")
         self.etcd = EtcdServer(netns=self.under, host=GATEWAY)
         self.etcd.start()
+        # The namespace's profile, as Calico's kube-controllers make it in etcd mode: pods without
+        # policy stay open, and carry the namespace's labels.
+        self.calicoctl("apply", "-f", "-", stdin=json.dumps(conversion.namespace_profile("default")))
 
     def env(self, **extra: str) -> dict[str, str]:
         assert self.etcd is not None
@@ -178,7 +182,7 @@ class Cluster:
     # --- pods -------------------------------------------------------------------------------
 
     def cni_run(self, node: str, command: str, pod: str, netns: str = "", *, timeout: float = 120,
-                **conf: Any) -> subprocess.CompletedProcess[str]:
+                namespace: str = "default", **conf: Any) -> subprocess.CompletedProcess[str]:
         """Run the calico CNI plugin inside ``node``, as a runtime would, and return what it did."""
         assert self.etcd is not None
         netconf = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": node,
@@ -186,20 +190,22 @@ class Cluster:
                    "ipam": {"type": "calico-ipam"}, **conf}
         env = self.env(CNI_COMMAND=command, CNI_CONTAINERID=f"c-{pod}", CNI_IFNAME="eth0",
                        CNI_NETNS=f"/var/run/netns/{netns}" if netns else "",
-                       CNI_ARGS=f"K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}")
+                       CNI_ARGS=f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod}")
         return self.ns.run(self.nodes[node].ns, "calico", env=env, stdin=json.dumps(netconf), check=False,
                            timeout=timeout)
 
-    def cni(self, node: str, command: str, pod: str, netns: str = "", **conf: Any) -> dict[str, Any] | None:
-        r = self.cni_run(node, command, pod, netns, **conf)
+    def cni(self, node: str, command: str, pod: str, netns: str = "", *, namespace: str = "default",
+            **conf: Any) -> dict[str, Any] | None:
+        r = self.cni_run(node, command, pod, netns, namespace=namespace, **conf)
         if r.returncode != 0:
             raise AssertionError(f"CNI {command} of {pod} on {node} failed: {r.stdout} {r.stderr}")
         return json.loads(r.stdout) if r.stdout.strip() else None
 
-    def add_pod(self, node: str, pod: str, **conf: Any) -> tuple[str, str]:
-        """Make a pod on ``node`` (``conf``: network config to override); return (its namespace, its address)."""
+    def add_pod(self, node: str, pod: str, *, namespace: str = "default", **conf: Any) -> tuple[str, str]:
+        """Make a pod on ``node`` (``conf``: network config to override); return (its network namespace, its
+        address). ``namespace`` is the pod's Kubernetes namespace."""
         netns = self.ns.add(pod)
-        result = self.cni(node, "ADD", pod, netns, **conf)
+        result = self.cni(node, "ADD", pod, netns, namespace=namespace, **conf)
         assert result is not None
         return netns, result["ips"][0]["address"].split("/")[0]
 

@@ -35,11 +35,11 @@ import pytest
 
 from calicoctl.main import main as calicoctl_main
 from confd import daemon, render, writer
-from libcalico import api
+from libcalico import api, syncers
 from libcalico.api import loading
 from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
 from libcalico.errors import ValidationError
-from libcalico.model import KVPair, ResourceKey, ResourceListOptions
+from libcalico.model import KVPair, ResourceKey
 from libcalico.watching import Syncer
 from tests.bird_config import BASE_PROTOCOLS, all_protocols
 from tests.etcd_server import EtcdServer
@@ -231,7 +231,7 @@ async def test_problems_report_a_failed_render_until_a_change_fixes_it(
 
     for n, ip in NODES.items():
         await put("Node", n, {"bgp": {"ipv4Address": ip}})
-    syncer = Syncer(be, [ResourceListOptions(k) for k in daemon.KINDS], confd)
+    syncer = Syncer(be, syncers.bgp("node1").types, confd)
     tasks = [asyncio.create_task(syncer.run()), asyncio.create_task(confd.loop(be))]
     try:
         await until("the first config", lambda: confd.rendered and confd.problems() == [])

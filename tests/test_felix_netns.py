@@ -60,20 +60,25 @@ def test_nat_outgoing_hides_the_pod_behind_its_node_and_can_be_switched_off(clus
     ext = cluster.ns.add("ext")
     cluster.attach(ext, "192.168.3.200")
     pa, ip_a = cluster.add_pod("node1", "pod-a")
-    wait_until(lambda: "calico-nat" in cluster.ns.run(cluster.nodes["node1"].ns, "nft", "list", "tables").stdout,
-               "the natOutgoing table")
+    wait_until(lambda: "masquerade" in _nat_chain(cluster), "the natOutgoing rule")
+    wait_until(lambda: f"{ip_a} dev " in cluster.routes("node1"), "pod-a's route (and so its endpoint chains)")
     tap = capture(cluster.ns, ext, "ens192", "icmp", count=1)
     assert cluster.ns.run(pa, "ping", "-c", "1", "-W", "3", "192.168.3.200", check=False).returncode == 0
     out, _ = tap.communicate(timeout=30)
     assert "192.168.3.111 > 192.168.3.200" in out, out
 
     cluster.calicoctl("patch", "ippool", "default-ipv4-ippool", "-p", '{"spec": {"natOutgoing": false}}')
-    wait_until(lambda: "calico-nat" not in cluster.ns.run(cluster.nodes["node1"].ns, "nft", "list",
-                                                          "tables").stdout, "the natOutgoing table to go")
+    wait_until(lambda: "masquerade" not in _nat_chain(cluster), "the natOutgoing rule to go")
     tap = capture(cluster.ns, ext, "ens192", "icmp", count=1)
     cluster.ns.run(pa, "ping", "-c", "1", "-W", "2", "192.168.3.200", check=False)  # no way back: may fail
     out, _ = tap.communicate(timeout=30)
     assert f"{ip_a} > 192.168.3.200" in out, out
+
+
+def _nat_chain(cluster: Cluster) -> str:
+    """natOutgoing lives in Felix's ``ip calico`` table, chain ``nat-cali-nat-outgoing``."""
+    return cluster.ns.run(cluster.nodes["node1"].ns, "nft", "list", "chain", "ip", "calico", "nat-cali-nat-outgoing",
+                          check=False).stdout
 
 
 def test_routes_follow_pods_and_survive_a_felix_restart_without_stale_or_foreign_damage(cluster: Cluster) -> None:
@@ -114,7 +119,7 @@ def test_health_and_metrics(cluster: Cluster) -> None:
     text = cluster.metrics("node1")
     assert "felix_resync_state 3.0" in text
     assert "felix_int_dataplane_apply_time_seconds_count" in text
-    assert "felix_int_dataplane_failures_total 0.0" in text
+    assert "felix_int_dataplane_failures 0.0" in text
     assert cluster.stop_felix("node1") == 0  # SIGTERM: a clean exit
     assert "shutting down" in (cluster.nodes["node1"].log or Path("/dev/null")).read_text()
 

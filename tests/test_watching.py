@@ -13,6 +13,7 @@ import pytest
 from libcalico.backend.api import Backend
 from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
 from libcalico.backend.memory import MemoryBackend
+from libcalico.errors import DatastoreUnavailable
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
 from libcalico.watching import Syncer, SyncStatus, Update, UpdateType
 from tests.etcd_server import EtcdServer
@@ -129,9 +130,133 @@ class TestOutage:
                 await wait_for(lambda: syncer.status is SyncStatus.IN_SYNC, what="recovered")
                 await be.create(pool("p2", "10.1.0.0/16"))
                 await wait_for(lambda: sorted(k.name for k in rec.state) == ["p1", "p2"], what="p2 seen")
+                # etcd kept its history: the watch resumed from its revision, nothing was re-listed.
+                assert syncer.relists == 0
         finally:
             await be.close()
             server.cleanup()
+
+
+class DroppingWatches:
+    """Wraps a backend's watch: each of the first ``drops`` watches ends after ``after`` events.
+
+    ``how`` is "unavailable" (the stream raises DatastoreUnavailable, as a dropped gRPC stream or
+    HTTP connection does) or "end" (the server closes the stream). Records the revision each watch
+    was opened from.
+    """
+
+    def __init__(self, be: Backend, *, drops: int, after: int, how: str = "unavailable") -> None:
+        self.be, self.drops, self.after, self.how = be, drops, after, how
+        self.opened_from: list[str] = []
+        self.dropped = asyncio.Event()
+        self._watch = be.watch
+        be.watch = self.watch  # type: ignore[method-assign]
+
+    async def watch(self, opts: ResourceListOptions, revision: str) -> Any:
+        self.opened_from.append(revision)
+        drop = len(self.opened_from) <= self.drops
+        seen = 0
+        stream = self._watch(opts, revision)
+        try:
+            if drop and self.after == 0:
+                self.dropped.set()
+                await self._drop()
+                return
+            async for ev in stream:
+                yield ev
+                seen += 1
+                if drop and seen >= self.after:
+                    self.dropped.set()
+                    await self._drop()
+                    return
+        finally:
+            await stream.aclose()
+
+    async def _drop(self) -> None:
+        if self.how == "unavailable":
+            raise DatastoreUnavailable("watch stream broken (test)")
+
+
+class TestResume:
+    """A dropped watch resumes from the last revision seen; only compaction brings a re-list."""
+
+    @pytest.mark.parametrize("how", ["unavailable", "end"])
+    async def test_a_dropped_watch_resumes_without_a_relist_and_misses_nothing(self, how: str) -> None:
+        be = MemoryBackend()
+        rec = Recorder()
+        drops = DroppingWatches(be, drops=2, after=1, how=how)
+        syncer = Syncer(be, [ResourceListOptions("IPPool")], rec)
+        async with running(syncer):
+            await wait_for(lambda: syncer.status is SyncStatus.IN_SYNC, what="in-sync")
+            first = await be.create(pool("a"))
+            await wait_for(drops.dropped.is_set, what="the first drop")
+            # Written while no watch is open: the resumed watch must bring them, once, in order.
+            await be.create(pool("b", "10.1.0.0/16"))
+            await be.update(KVPair(first.key, pool("a", blockSize=24).value))
+            await be.delete(first.key)
+            await wait_for(lambda: [k.name for k in rec.state] == ["b"] and len(drops.opened_from) >= 3,
+                           what="the writes after the drops")
+            assert syncer.relists == 0
+            assert [(u.type.value, u.key.name) for u in rec.updates] == [
+                ("new", "a"), ("new", "b"), ("updated", "a"), ("deleted", "a")]
+            # Each watch was opened from the last revision the previous one delivered.
+            assert drops.opened_from[1] == first.revision
+            assert rec.statuses == [SyncStatus.WAIT_FOR_DATASTORE, SyncStatus.IN_SYNC]
+
+    async def test_compaction_during_the_drop_brings_one_relist_of_only_the_difference(self) -> None:
+        be = MemoryBackend()
+        rec = Recorder()
+        await be.create(pool("a"))
+        gone = await be.create(pool("gone", "10.9.0.0/16"))
+        drops = DroppingWatches(be, drops=1, after=0)
+        real_watch = drops.watch
+
+        async def compact_then_watch(opts: ResourceListOptions, revision: str) -> Any:
+            if len(drops.opened_from) == 1:  # the second watch: the store moved on and was compacted
+                await be.delete(gone.key)
+                latest = await be.create(pool("b", "10.1.0.0/16"))
+                be.compact(latest.revision)
+            async for ev in real_watch(opts, revision):
+                yield ev
+
+        be.watch = compact_then_watch  # type: ignore[method-assign]
+        syncer = Syncer(be, [ResourceListOptions("IPPool")], rec)
+        async with running(syncer):
+            await wait_for(lambda: sorted(k.name for k in rec.state) == ["a", "b"], what="re-listed state")
+            assert syncer.relists == 1
+            assert sorted((u.type.value, u.key.name) for u in rec.updates[2:]) == [("deleted", "gone"), ("new", "b")]
+            assert SyncStatus.WAIT_FOR_DATASTORE not in rec.statuses[1:]
+
+    async def test_a_stored_value_that_does_not_parse_is_still_a_deletion_after_a_resume(self) -> None:
+        be = MemoryBackend()
+        rec = Recorder()
+        drops = DroppingWatches(be, drops=1, after=1)
+        syncer = Syncer(be, [ResourceListOptions("IPPool")], rec)
+        async with running(syncer):
+            await wait_for(lambda: syncer.status is SyncStatus.IN_SYNC)
+            a = await be.create(pool("a"))
+            await wait_for(drops.dropped.is_set, what="the drop")
+            await be.put_raw(a.key, b'{"kind": "IPPool", "spec": {"cidr": "not a cidr"}}')
+            await wait_for(lambda: not rec.state and len(rec.updates) == 2, what="the corrupt value as a deletion")
+            assert rec.updates[-1].type is UpdateType.DELETED and syncer.relists == 0
+
+    async def test_a_real_etcd_watch_dropped_mid_stream_resumes_from_its_revision(self, etcd: EtcdServer) -> None:
+        be = EtcdBackend(EtcdConfig(endpoints=(etcd.endpoint,), timeout=5))
+        try:
+            rec = Recorder()
+            drops = DroppingWatches(be, drops=3, after=2)
+            syncer = Syncer(be, [ResourceListOptions("IPPool")], rec)
+            async with running(syncer):
+                await wait_for(lambda: syncer.status is SyncStatus.IN_SYNC)
+                names = [f"p{i}" for i in range(12)]
+                for i, name in enumerate(names):
+                    await be.create(pool(name, f"10.{i}.0.0/16"))
+                await wait_for(lambda: len(rec.state) == 12, what="every pool")
+                assert [u.key.name for u in rec.updates] == names  # each once, in order
+                assert len(drops.opened_from) >= 4 and syncer.relists == 0
+                assert rec.statuses == [SyncStatus.WAIT_FOR_DATASTORE, SyncStatus.IN_SYNC]
+        finally:
+            await be.close()
 
 
 def test_memory_backend_is_only_for_tests() -> None:

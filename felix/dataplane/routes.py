@@ -17,9 +17,10 @@ counted, not failed: the next apply after the CNI plugin made it programs it.
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-
-from pyroute2 import IPRoute
+from typing import Protocol
 
 from felix.calc import PROTO_BOOT, PROTO_FELIX, VXLAN_DEVICE, Route
 from felix.dataplane import rtnl
@@ -41,9 +42,55 @@ class RouteError(RuntimeError):
     pass
 
 
+def ifindex(name: str) -> int:
+    """The interface's index in this namespace, 0 when it does not exist (one ioctl, not a link dump)."""
+    try:
+        return socket.if_nametoindex(name)
+    except OSError:
+        return 0
+
+
+def _ifname(index: int) -> str:
+    try:
+        return socket.if_indextoname(index)
+    except OSError:
+        return ""
+
+
+class RouteHandle(Protocol):
+    """What the route table needs of the kernel: rtnl.RouteSocket's dump and bulk write."""
+
+    def dump(self, table: int = MAIN_TABLE) -> list[rtnl.KernelRoute]: ...
+
+    def write(self, ops: list[rtnl.RouteOp], table: int = MAIN_TABLE) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
+
+
+class Links(Protocol):
+    def index(self, name: str) -> int: ...
+
+    def name(self, index: int) -> str: ...
+
+
+class KernelLinks:
+    """Interface names and indexes of this network namespace."""
+
+    def index(self, name: str) -> int:
+        return ifindex(name)
+
+    def name(self, index: int) -> str:
+        return _ifname(index)
+
+
 class RouteTable:
-    def __init__(self, interface_prefixes: tuple[str, ...] = ("cali",)) -> None:
+    """The main table, reconciled in full against a dump (the resync), or route by route."""
+
+    def __init__(self, interface_prefixes: tuple[str, ...] = ("cali",), *,
+                 handle: Callable[[], RouteHandle] = rtnl.RouteSocket, links: Links | None = None) -> None:
         self.prefixes = interface_prefixes
+        self.handle = handle
+        self.links = links or KernelLinks()
 
     def _ours(self, r: rtnl.KernelRoute, links: dict[int, str]) -> bool:
         if r.proto == PROTO_FELIX:
@@ -69,11 +116,12 @@ class RouteTable:
 
     def apply(self, desired: dict[str, Route]) -> RouteStats:
         stats = RouteStats()
-        with IPRoute() as ipr:
-            links = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
-        by_name = {name: idx for idx, name in links.items()}
-        with rtnl.RouteSocket() as sock:
+        sock = self.handle()
+        try:
             present = {r.dst: r for r in sock.dump(MAIN_TABLE)}
+            links = {oif: self.links.name(oif) for oif in {r.oif for r in present.values()} if oif}
+            by_name = {name: self.links.index(name) for name in {w.ifname for w in desired.values()} if name}
+            by_name = {n: i for n, i in by_name.items() if i}
             ops: list[rtnl.RouteOp] = []
             for dst, r in present.items():
                 if dst not in desired and self._ours(r, links):
@@ -92,7 +140,46 @@ class RouteTable:
                 ops.append(op)
                 stats.added += 1
             failed = sock.write(ops, MAIN_TABLE)
+        finally:
+            sock.close()
         if failed:
             sample = ", ".join(f"{d} (errno {e})" for d, e in list(failed.items())[:5])
             raise RouteError(f"the kernel refused {len(failed)} route change(s): {sample}")
         return stats
+
+    def apply_changes(self, desired: dict[str, Route], dsts: set[str],
+                      programmed: dict[str, Route]) -> tuple[RouteStats, set[str]]:
+        """Write only ``dsts``: replace the wanted ones, delete the ones Felix programmed and no longer
+        wants (by destination and Felix's protocol, so a foreign route is never hit). No dump: this is the
+        per-change path; :meth:`apply` is the resync. Returns the stats and the destinations left pending
+        (their interface does not exist yet). ``programmed`` is updated in place."""
+        stats = RouteStats()
+        pending: set[str] = set()
+        ops: list[rtnl.RouteOp] = []
+        for dst in sorted(dsts):
+            want = desired.get(dst)
+            if want is None:
+                had = programmed.pop(dst, None)
+                if had is not None:
+                    ops.append(rtnl.RouteOp("delete", dst, type=RTN_BLACKHOLE if had.kind == "blackhole" else
+                                            RTN_UNICAST, proto=had.proto, scope=rtnl.RT_SCOPE_NOWHERE))
+                    stats.removed += 1
+                continue
+            oif = self.links.index(want.ifname) if want.ifname else 0
+            if want.ifname and not oif:
+                pending.add(dst)
+                stats.pending += 1
+                continue
+            ops.append(self._op(want, oif))
+            programmed[dst] = want
+            stats.added += 1
+        if ops:
+            sock = self.handle()
+            try:
+                failed = sock.write(ops, MAIN_TABLE)
+            finally:
+                sock.close()
+            if failed:
+                sample = ", ".join(f"{d} (errno {e})" for d, e in list(failed.items())[:5])
+                raise RouteError(f"the kernel refused {len(failed)} route change(s): {sample}")
+        return stats, pending

@@ -22,13 +22,27 @@ from libcalico.api.ipam import BlockAffinity, IPAMBlock, IPAMConfig, IPAMHandle
 from libcalico.api.ippool import IPPool, IPPoolSpec
 from libcalico.api.loading import load_documents, load_resources, parse_resource
 from libcalico.api.meta import API_VERSION, ObjectMeta, Resource
-from libcalico.api.policy import GlobalNetworkPolicy, GlobalNetworkPolicySpec, NetworkPolicy, NetworkPolicySpec
+from libcalico.api.nodestatus import CalicoNodeStatus, CalicoNodeStatusSpec
+from libcalico.api.networkset import GlobalNetworkSet, NetworkSet, NetworkSetSpec
+from libcalico.api.policy import (
+    GlobalNetworkPolicy,
+    GlobalNetworkPolicySpec,
+    NetworkPolicy,
+    NetworkPolicySpec,
+    Profile,
+    ProfileSpec,
+    Rule,
+    Tier,
+    TierSpec,
+)
 from libcalico.api.registry import KINDS, by_kind, by_plural
 
 __all__ = [
     "API_VERSION", "KINDS", "BlockAffinity", "IPAMBlock", "IPAMConfig", "IPAMHandle", "BGPConfiguration", "BGPConfigurationSpec", "BGPPeer", "BGPPeerSpec",
+    "CalicoNodeStatus", "CalicoNodeStatusSpec",
     "ClusterInformation", "ClusterInformationSpec", "FelixConfiguration", "FelixConfigurationSpec",
-    "GlobalNetworkPolicy", "GlobalNetworkPolicySpec", "HostEndpoint", "HostEndpointSpec", "IPPool", "IPPoolSpec",
+    "GlobalNetworkPolicy", "GlobalNetworkPolicySpec", "GlobalNetworkSet", "NetworkSet", "NetworkSetSpec",
+    "Profile", "ProfileSpec", "Rule", "Tier", "TierSpec", "HostEndpoint", "HostEndpointSpec", "IPPool", "IPPoolSpec",
     "NetworkPolicy", "NetworkPolicySpec", "Node", "NodeBGPSpec", "NodeSpec", "ObjectMeta", "Resource",
     "WorkloadEndpoint", "WorkloadEndpointSpec", "by_kind", "by_plural", "load_documents", "load_resources",
     "parse_resource",

@@ -17,8 +17,8 @@ fields as plain types (absent means unset), integer-or-string unions as
 rejects (``title``, ``default``, ``const``, ``$defs``). Python regex patterns
 are dropped: the models validate them (the API server's RE2 might differ).
 
-Node and WorkloadEndpoint have no CRD: the Kubernetes backend derives them from
-Kubernetes Nodes and Pods, as Calico does. ``python -m libcalico.api.crds
+Node, WorkloadEndpoint and Profile have no CRD: the Kubernetes backend derives them from
+Kubernetes Nodes, Pods, Namespaces and ServiceAccounts, as Calico does. ``python -m libcalico.api.crds
 crds/`` rewrites the checked-in files; ``--check`` fails when they are stale.
 """
 
@@ -38,7 +38,7 @@ V1_GROUP = "crd.projectcalico.org"
 V3_GROUP = "projectcalico.org"
 
 # Kinds the Kubernetes datastore derives from Kubernetes' own objects instead of CRDs.
-DERIVED_KINDS = frozenset({"Node", "WorkloadEndpoint"})
+DERIVED_KINDS = frozenset({"Node", "Profile", "WorkloadEndpoint"})
 
 # Calico's short names and printer columns; they exist on its projectcalico.org/v3 CRDs only.
 SHORT_NAMES: dict[str, list[str]] = {

@@ -193,7 +193,8 @@ class HostEndpointSpec(CalicoModel):
 class HostEndpoint(Resource):
     KIND = "HostEndpoint"
     PLURAL = "hostendpoints"
-    spec: HostEndpointSpec = Field(default_factory=HostEndpointSpec)
+    # Not validated: an empty spec is invalid, and serialising with exclude_defaults builds the default.
+    spec: HostEndpointSpec = Field(default_factory=HostEndpointSpec.model_construct)
 
 
 # --- ClusterInformation -------------------------------------------------------------------

@@ -282,3 +282,93 @@ class GlobalNetworkPolicy(Resource):
     PLURAL = "globalnetworkpolicies"
     NAME_CHECK = _policy_name_checker(_GNP_NAME_RE, "GlobalNetworkPolicy")
     spec: GlobalNetworkPolicySpec = Field(default_factory=GlobalNetworkPolicySpec)
+
+
+# --- Tier ---------------------------------------------------------------------------------
+
+DEFAULT_TIER = "default"
+DEFAULT_TIER_ORDER = 1_000_000.0      # api/pkg/apis/projectcalico/v3/tier.go DefaultTierOrder
+KUBE_ADMIN_TIER_ORDER = 1_000.0
+KUBE_BASELINE_TIER_ORDER = 10_000_000.0
+_WELL_KNOWN_TIERS = {DEFAULT_TIER: (DEFAULT_TIER_ORDER, Action.DENY),
+                     "kube-admin": (KUBE_ADMIN_TIER_ORDER, Action.PASS),
+                     "kube-baseline": (KUBE_BASELINE_TIER_ORDER, Action.PASS)}
+
+
+class TierSpec(CalicoModel):
+    order: float | None = None
+    default_action: Action | None = None
+
+    @field_validator("order", mode="before")
+    @classmethod
+    def _order(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("order must be a number")
+        return v
+
+    @field_validator("default_action")
+    @classmethod
+    def _default_action(cls, v: Action | None) -> Action | None:
+        if v not in (None, Action.DENY, Action.PASS):
+            raise ValueError("defaultAction must be one of Deny, Pass")
+        return v
+
+
+def _check_tier_name(name: str) -> str:
+    """``validateTier``: a DNS-1123 label (tier names appear inside policy names and labels)."""
+    if len(name) > fields.DNS1123_LABEL_MAX:
+        raise ValueError(f"name is too long by {len(name) - fields.DNS1123_LABEL_MAX} bytes")
+    if not fields.LABEL_NAME_RE.match(name):
+        raise ValueError(f"name must consist of lower case alphanumeric characters or '-' (regex: "
+                         f"{fields.NAME_LABEL_FMT})")
+    return name
+
+
+class Tier(Resource):
+    """A tier of policies: tiers apply in order, a tier's policies in theirs; the end of a tier
+    that had policies for an endpoint is its ``defaultAction`` (Deny, or Pass to the next tier).
+
+    The CEL rules of Calico's CRD pin the well-known tiers: ``default`` has order 1,000,000 and
+    defaultAction Deny, ``kube-admin`` 1,000 and Pass, ``kube-baseline`` 10,000,000 and Pass."""
+
+    KIND = "Tier"
+    PLURAL = "tiers"
+    NAME_CHECK = staticmethod(_check_tier_name)
+    spec: TierSpec = Field(default_factory=TierSpec)
+
+    @model_validator(mode="after")
+    def _well_known(self) -> Tier:
+        known = _WELL_KNOWN_TIERS.get(self.metadata.name)
+        if known is not None:
+            order, action = known
+            if self.spec.default_action not in (None, action):
+                raise fields.field_error("spec.defaultAction",
+                                         f"The '{self.metadata.name}' tier must have default action '{action.value}'",
+                                         self.spec.default_action.value if self.spec.default_action else None)
+            if self.spec.order != order:
+                raise fields.field_error("spec.order", f"{self.metadata.name} tier order must be {order:.0f}",
+                                         self.spec.order)
+        return self
+
+
+# --- Profile ------------------------------------------------------------------------------
+
+
+class ProfileSpec(CalicoModel):
+    ingress: list[Rule] = Field(default_factory=list)
+    egress: list[Rule] = Field(default_factory=list)
+    labels_to_apply: fields.Labels = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _rules(self) -> ProfileSpec:
+        _check_services(self.ingress, self.egress)
+        return self
+
+
+class Profile(Resource):
+    """Rules that apply after every tier to the endpoints that list the profile, and labels those
+    endpoints inherit (Kubernetes namespaces and service accounts become ``kns.``/``ksa.`` profiles)."""
+
+    KIND = "Profile"
+    PLURAL = "profiles"
+    spec: ProfileSpec = Field(default_factory=ProfileSpec)

@@ -388,3 +388,44 @@ def knp_to_wire(knp: JSON) -> JSON:
         if meta.get(k):
             out_meta[k] = meta[k]
     return {"apiVersion": V3_API_VERSION, "kind": "NetworkPolicy", "metadata": out_meta, "spec": calico_spec}
+
+
+# --- Namespaces and ServiceAccounts as profiles -----------------------------------------------------
+
+NAMESPACE_LABEL_PREFIX = "pcns."
+SERVICE_ACCOUNT_LABEL_PREFIX = "pcsa."
+NAME_LABEL = "projectcalico.org/name"
+
+
+def namespace_profile(name: str, labels: dict[str, str] | None = None, *, revision: str = "") -> JSON:
+    """``NamespaceToProfile``: ``kns.<ns>`` allows everything (policy does the denying) and gives its
+    endpoints the namespace's labels as ``pcns.<label>`` (plus ``pcns.projectcalico.org/name``)."""
+    apply = {NAMESPACE_LABEL_PREFIX + NAME_LABEL: name}
+    apply.update({NAMESPACE_LABEL_PREFIX + k: v for k, v in (labels or {}).items()})
+    meta: JSON = {"name": NAMESPACE_PROFILE_PREFIX + name}
+    if revision:
+        meta["resourceVersion"] = revision
+    return {"apiVersion": V3_API_VERSION, "kind": "Profile", "metadata": meta,
+            "spec": {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}], "labelsToApply": apply}}
+
+
+def serviceaccount_profile(namespace: str, name: str, labels: dict[str, str] | None = None, *,
+                           revision: str = "") -> JSON:
+    """``ServiceAccountToProfile``: ``ksa.<ns>.<sa>``, no rules, the account's labels as ``pcsa.<label>``."""
+    apply = {SERVICE_ACCOUNT_LABEL_PREFIX + NAME_LABEL: name}
+    apply.update({SERVICE_ACCOUNT_LABEL_PREFIX + k: v for k, v in (labels or {}).items()})
+    meta: JSON = {"name": f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{namespace}.{name}"}
+    if revision:
+        meta["resourceVersion"] = revision
+    return {"apiVersion": V3_API_VERSION, "kind": "Profile", "metadata": meta, "spec": {"labelsToApply": apply}}
+
+
+def k8s_namespace_to_wire(ns: JSON) -> JSON:
+    meta = ns.get("metadata", {})
+    return namespace_profile(meta["name"], meta.get("labels") or {}, revision=meta.get("resourceVersion", ""))
+
+
+def k8s_serviceaccount_to_wire(sa: JSON) -> JSON:
+    meta = sa.get("metadata", {})
+    return serviceaccount_profile(meta.get("namespace", ""), meta["name"], meta.get("labels") or {},
+                                  revision=meta.get("resourceVersion", ""))

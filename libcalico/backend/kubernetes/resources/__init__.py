@@ -10,12 +10,14 @@ from libcalico.backend.kubernetes.resources.base import ResourceClient, Source
 from libcalico.backend.kubernetes.resources.custom import CustomResourceClient
 from libcalico.backend.kubernetes.resources.networkpolicy import NetworkPolicyClient
 from libcalico.backend.kubernetes.resources.node import NodeClient
+from libcalico.backend.kubernetes.resources.profile import ProfileClient
 from libcalico.backend.kubernetes.resources.workloadendpoint import WorkloadEndpointClient
 
 BY_KIND: dict[str, type[ResourceClient]] = {
     "Node": NodeClient,
     "WorkloadEndpoint": WorkloadEndpointClient,
     "NetworkPolicy": NetworkPolicyClient,
+    "Profile": ProfileClient,
 }
 
 

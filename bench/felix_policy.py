@@ -1,0 +1,208 @@
+"""Bench: Felix's policy programming, and how one change's cost depends on what is already there.
+
+Runs Felix's calculation graph and managers in process, in a throwaway network
+namespace, on the real kernel (libnftables and rtnetlink). Three ratios, in one run:
+
+1. ``program``: 1,000 GlobalNetworkPolicies x 100 local endpoints programmed from
+   nothing (graph, managers, one nft transaction) vs ``nft -f`` of the same ruleset
+   (``nft list table`` of what Felix programmed, loaded into an empty table). Goal <= 1.3.
+2. ``endpoint``: one endpoint added (its route and its chains in the kernel, from the
+   update to the end of the apply), median over rounds, with 10,000 endpoints in place
+   vs with 100. Goal <= 1.5.
+3. ``rule``: one policy's rule changed, median over rounds, with 1,000 policies in
+   place vs with 10. Goal <= 1.5.
+
+    python3 -m bench.felix_policy [--rounds 15] [--endpoints 10000]
+
+The datastore (etcd, the watch) is left out: its cost per update does not depend on the
+number of endpoints or policies; what is measured is Felix's own part.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+NS = f"pcbenchpol{os.getpid() % 100000}"
+
+
+def _wep(i: int, app: str) -> Any:
+    from libcalico import api
+
+    return api.WorkloadEndpoint.model_validate({
+        "metadata": {"name": f"w{i}", "namespace": "default",
+                     "labels": {"projectcalico.org/namespace": "default", "app": app, "role": f"r{i % 7}"}},
+        "spec": {"node": "bench", "orchestrator": "k8s", "pod": f"w{i}", "endpoint": "eth0",
+                 "interfaceName": f"calib{i:05d}", "ipNetworks": [f"10.{100 + i // 62500}.{i // 250 % 250}.{i % 250}/32"],
+                 "profiles": ["kns.default"]}})
+
+
+def _gnp(i: int, port: int = 80) -> Any:
+    from libcalico import api
+
+    return api.GlobalNetworkPolicy.model_validate({"metadata": {"name": f"p{i:04d}"}, "spec": {
+        "order": i, "selector": f"app == 'a{i % 10}'", "types": ["Ingress"],
+        "ingress": [{"action": "Allow", "protocol": "TCP", "source": {"selector": f"role == 'r{i % 7}'"},
+                     "destination": {"ports": [port]}}]}})
+
+
+class Felix:
+    """The graph and the managers, wired as felix.daemon wires them."""
+
+    def __init__(self) -> None:
+        from felix import graph
+        from felix.dataplane import manager, nft
+        from felix.dataplane.ipip import IPIPDevice
+        from felix.dataplane.routes import RouteTable
+        from felix.dataplane.vxlan import VXLANDevice
+
+        self.pending: list[Any] = []
+        self.graph = graph.CalcGraph("bench", self.pending.append)
+        self.dp, self.table, self.managers = manager.build(
+            nft_handle=nft.LibNft(), route_table=RouteTable(("cali",)), vxlan=VXLANDevice(), ipip=IPIPDevice(),
+            legacy_cleanup=False)
+        from libcalico import api
+
+        self.graph.on_update("Profile", "", "kns.default", api.Profile.model_validate({
+            "metadata": {"name": "kns.default"}, "spec": {"ingress": [{"action": "Allow"}],
+                                                         "egress": [{"action": "Allow"}]}}))
+
+    def apply(self) -> None:
+        msgs, self.pending[:] = list(self.pending), []
+        for m in msgs:
+            self.dp.on_update(m)
+        failed = self.dp.apply()
+        assert not failed, failed
+
+
+def _links(start: int, n: int) -> None:
+    """n workload interfaces (bridges: any kernel has them; a route only needs the device to exist)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".batch", delete=False) as f:
+        for i in range(start, start + n):
+            f.write(f"link add calib{i:05d} type bridge\nlink set calib{i:05d} up\n")
+    subprocess.run(["ip", "-batch", f.name], check=True)
+    os.unlink(f.name)
+
+
+def _unlink(n: int) -> None:
+    subprocess.run(["ip", "-batch", "-"], input="".join(f"link del calib{i:05d}\n" for i in range(n)), text=True,
+                   capture_output=True)
+
+
+def _reset() -> None:
+    subprocess.run(["nft", "delete", "table", "ip", "calico"], capture_output=True)
+    subprocess.run(["ip", "route", "flush", "proto", "boot"], capture_output=True)
+
+
+def bench_program(n_policies: int = 1000, n_endpoints: int = 100) -> dict[str, float]:
+    _links(0, n_endpoints)
+    f = Felix()
+    t = time.perf_counter()
+    for i in range(n_policies):
+        f.graph.on_update("GlobalNetworkPolicy", "", f"p{i:04d}", _gnp(i))
+    for i in range(n_endpoints):
+        f.graph.on_update("WorkloadEndpoint", "default", f"w{i}", _wep(i, f"a{i % 10}"))
+    f.apply()
+    ours = time.perf_counter() - t
+    text = subprocess.run(["nft", "list", "table", "ip", "calico"], check=True, capture_output=True,
+                          text=True).stdout
+    rules = text.count("comment \"cali:")
+    _reset()
+    with tempfile.NamedTemporaryFile("w", suffix=".nft", delete=False) as fh:
+        fh.write(text)
+    t = time.perf_counter()
+    subprocess.run(["nft", "-f", fh.name], check=True)
+    baseline = time.perf_counter() - t
+    os.unlink(fh.name)
+    _reset()
+    _unlink(n_endpoints)
+    return {"ours_s": ours, "nft_f_s": baseline, "ratio": ours / baseline, "rules": rules}
+
+
+def bench_endpoint(n: int, rounds: int) -> float:
+    _reset()
+    _links(0, n + rounds)
+    f = Felix()
+    for i in range(20):
+        f.graph.on_update("GlobalNetworkPolicy", "", f"p{i:04d}", _gnp(i))
+    for i in range(n):
+        f.graph.on_update("WorkloadEndpoint", "default", f"w{i}", _wep(i, f"a{i % 10}"))
+    f.apply()
+    times = []
+    for r in range(rounds):
+        i = n + r
+        t = time.perf_counter()
+        f.graph.on_update("WorkloadEndpoint", "default", f"w{i}", _wep(i, f"a{i % 10}"))
+        f.apply()
+        times.append(time.perf_counter() - t)
+    _reset()
+    subprocess.run(["ip", "-batch", "-"], input="".join(f"link del calib{i:05d}\n" for i in range(n + rounds)),
+                   text=True, capture_output=True)
+    return statistics.median(times)
+
+
+def bench_rule(n_policies: int, rounds: int) -> float:
+    _reset()
+    _links(0, 100)
+    f = Felix()
+    for i in range(n_policies):
+        f.graph.on_update("GlobalNetworkPolicy", "", f"p{i:04d}", _gnp(i))
+    for i in range(100):
+        f.graph.on_update("WorkloadEndpoint", "default", f"w{i}", _wep(i, f"a{i % 10}"))
+    f.apply()
+    times = []
+    for r in range(rounds):
+        t = time.perf_counter()
+        f.graph.on_update("GlobalNetworkPolicy", "", "p0003", _gnp(3, port=1000 + r))
+        f.apply()
+        times.append(time.perf_counter() - t)
+    _reset()
+    subprocess.run(["ip", "-batch", "-"], input="".join(f"link del calib{i:05d}\n" for i in range(100)),
+                   text=True, capture_output=True)
+    return statistics.median(times)
+
+
+def child(rounds: int, endpoints: int) -> dict[str, Any]:
+    out: dict[str, Any] = {"program": bench_program()}
+    small, large = bench_endpoint(100, rounds), bench_endpoint(endpoints, rounds)
+    out["endpoint"] = {"median_100_s": small, f"median_{endpoints}_s": large, "ratio": large / small}
+    few, many = bench_rule(10, rounds), bench_rule(1000, rounds)
+    out["rule"] = {"median_10_s": few, "median_1000_s": many, "ratio": many / few}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--endpoints", type=int, default=10000)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.rounds, args.endpoints)))
+        return 0
+    subprocess.run(["ip", "netns", "add", NS], check=True)
+    try:
+        r = subprocess.run(["ip", "netns", "exec", NS, sys.executable, "-m", "bench.felix_policy", "--child",
+                            "--rounds", str(args.rounds), "--endpoints", str(args.endpoints)],
+                           check=True, capture_output=True, text=True)
+        result = json.loads(r.stdout)
+    finally:
+        subprocess.run(["ip", "netns", "del", NS], check=False)
+    print(json.dumps(result, indent=2))
+    prog, ep, rule = result["program"], result["endpoint"], result["rule"]
+    print(f"program 1000 policies x 100 endpoints: ours {prog['ours_s']:.3f} s, nft -f {prog['nft_f_s']:.3f} s, "
+          f"ratio {prog['ratio']:.2f} (goal <= 1.3; {prog['rules']} rules)")
+    print(f"one endpoint added: ratio {ep['ratio']:.2f} at {args.endpoints} vs 100 (goal <= 1.5)")
+    print(f"one rule changed: ratio {rule['ratio']:.2f} at 1000 vs 10 policies (goal <= 1.5)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
