@@ -59,7 +59,11 @@ def test_up_pods_traffic_status_demo_down(tmp_path: Path) -> None:
         assert bad.returncode == 1 and "no node 'nope'" in bad.stderr
 
         report = lab(tmp_path, name, "demo").stdout
-        assert report.count("**reached**") == 4, report
+        assert report.split("## 5.")[0].count("**reached**") == 4, report  # experiments 1-4
+        fifth = report.split("## 5.")[1].split("## calicoctl")[0]  # policy: deny by default, allow by label
+        assert "shop-client → shop-web:80: **reached**" in fifth, fifth
+        assert "shop-other → shop-web:80: **dropped**" in fifth, fifth
+        assert "then shop-other → shop-web:80: **reached**" in fifth, fifth  # the relabel let it in
         first = report.split("## 2.")[0]
         assert re.search(r"\| node worker1 \| `ens192` \| yes \| 192\.168\.3\.111 > 192\.168\.3\.112 \| "
                          r"10\.244\.\S+ > 10\.244\.\S+ \| VXLAN \(UDP 4789\)", first), first
