@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import fcntl
 import os
 from collections.abc import AsyncIterator
@@ -61,6 +62,13 @@ def ip_entries(ips: list[str], version: str, interface: int | None = None) -> li
     return out
 
 
+def go_time_string(t: datetime.datetime) -> str:
+    """A UTC time as Go's ``time.Time.String()`` writes it, which Calico's CNI stores as an allocation's
+    ``timestamp`` attribute: ``2026-12-01 23:14:05.123456 +0000 UTC`` (trailing zeros of the fraction dropped)."""
+    frac = f"{t.microsecond:06d}".rstrip("0")
+    return t.strftime("%Y-%m-%d %H:%M:%S") + (f".{frac}" if frac else "") + " +0000 UTC"
+
+
 async def run(inv: Invocation) -> dict[str, Any] | None:
     conf = inv.conf
     if conf.ipam is None:
@@ -84,7 +92,7 @@ async def run(inv: Invocation) -> dict[str, Any] | None:
             return None
         if conf.ipam.assign_ipv6:
             raise CNIError(2, "assign_ipv6 is not supported by this calico-ipam yet")
-        attrs = {"node": node}
+        attrs = {"node": node, "timestamp": go_time_string(datetime.datetime.now(datetime.timezone.utc))}
         if inv.pod_name:
             attrs.update({"namespace": inv.pod_namespace, "pod": inv.pod_name})
         async with host_lock(conf.ipam_lock_file):  # look up and assign as one step (see the module doc)

@@ -34,8 +34,8 @@ import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from libcalico import api, syncers
-from libcalico.api.ipam import (AllocationAttribute, BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
+from libcalico import api, ipam_block, syncers
+from libcalico.api.ipam import (BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
                                 IPAMConfig, IPAMConfigSpec, IPAMHandle, IPAMHandleSpec, affinity_name, cidr_to_name)
 from libcalico.backend.api import Backend, CreateAndUpdate, ListKeys, ListMany
 from libcalico.errors import AlreadyExists, CalicoError, Conflict, NotFound
@@ -107,10 +107,8 @@ def block_key(cidr: str) -> ResourceKey:
 
 
 def new_block(cidr: str, node: str | None, strict: bool = False) -> IPAMBlock:
-    size = ipaddress.ip_network(cidr).num_addresses
-    return IPAMBlock(metadata=api.ObjectMeta(name=cidr_to_name(cidr)), spec=IPAMBlockSpec(
-        cidr=cidr, affinity=f"host:{node}" if node else None, allocations=[None] * size,
-        unallocated=list(range(size)), strict_affinity=strict))
+    return IPAMBlock(metadata=api.ObjectMeta(name=cidr_to_name(cidr)),
+                     spec=ipam_block.new_spec(cidr, affinity=f"host:{node}" if node else None, strict=strict))
 
 
 def _blocks_of(pool: ipaddress.IPv4Network | ipaddress.IPv6Network, block_size: int,
@@ -431,22 +429,10 @@ class IPAM:
             spec: IPAMBlockSpec = kv.value.spec
             if affine_only and spec.affinity != f"host:{node}":
                 return []
-            ordinals = spec.unallocated[:num]
+            new_spec, ordinals = ipam_block.assign(spec, num, handle_id, attrs)
             if not ordinals:
                 return []
-            attributes = list(spec.attributes)
-            index = next((i for i, a in enumerate(attributes)
-                          if a.handle_id == handle_id and a.secondary == attrs), -1)
-            if index < 0:
-                attributes.append(AllocationAttribute(handle_id=handle_id, secondary=dict(attrs)))
-                index = len(attributes) - 1
-            allocations = list(spec.allocations)
-            for o in ordinals:
-                allocations[o] = index
-            new_spec = spec.model_copy(update={"allocations": allocations, "unallocated": spec.unallocated[num:],
-                                               "attributes": attributes,
-                                               "sequence_number": spec.sequence_number + 1})
-            block = KVPair(key, kv.value.model_copy(update={"spec": new_spec}), kv.revision)
+            block = KVPair(key, kv.value.model_copy(update={"spec": ipam_block.written(new_spec)}), kv.revision)
             if handle_id and self._atomic is not None:
                 # A new handle and the block in one transaction; an existing handle (a second
                 # address for it) takes the two-step path below.
@@ -454,8 +440,7 @@ class IPAM:
                     _, stored = await self._atomic.create_and_update(
                         self._new_handle(handle_id, cidr, len(ordinals)), block)
                     self._blocks[cidr] = stored
-                    base = _net(cidr).network_address
-                    return [str(base + o) for o in ordinals]
+                    return ipam_block.addresses(spec, ordinals)
                 except AlreadyExists:
                     pass   # the handle exists: add to it in two steps
                 except (Conflict, NotFound):
@@ -471,8 +456,7 @@ class IPAM:
                     await self._change_handle(handle_id, cidr, -len(ordinals))
                 continue
             self._blocks[cidr] = stored
-            base = _net(cidr).network_address
-            return [str(base + o) for o in ordinals]
+            return ipam_block.addresses(spec, ordinals)
         raise Conflict(key)
 
     async def assign_ip(self, ip: str, handle_id: str | None, attrs: dict[str, str], node: str) -> None:
@@ -492,19 +476,12 @@ class IPAM:
             kv = await self._be.get(key)
             spec: IPAMBlockSpec = kv.value.spec
             ordinal = int(addr) - int(ipaddress.ip_network(cidr).network_address)
-            if spec.allocations[ordinal] is not None:
-                raise AlreadyExists(f"IP {ip}", "the address is already in use")
+            try:
+                new_spec = ipam_block.written(ipam_block.assign_ordinal(spec, ordinal, handle_id, attrs))
+            except ipam_block.OrdinalTaken:
+                raise AlreadyExists(f"IP {ip}", "the address is already in use") from None
             if handle_id:
                 await self._change_handle(handle_id, cidr, 1)
-            attributes = list(spec.attributes)
-            attr = AllocationAttribute(handle_id=handle_id, secondary=dict(attrs))
-            if attr not in attributes:
-                attributes.append(attr)
-            allocations = list(spec.allocations)
-            allocations[ordinal] = attributes.index(attr)
-            new_spec = spec.model_copy(update={
-                "allocations": allocations, "unallocated": [o for o in spec.unallocated if o != ordinal],
-                "attributes": attributes, "sequence_number": spec.sequence_number + 1})
             try:
                 await self._be.update(KVPair(key, kv.value.model_copy(update={"spec": new_spec}), kv.revision))
                 return
@@ -574,7 +551,8 @@ class IPAM:
             else:
                 unallocated.append(ip)
         for cidr, ordinals in by_block.items():
-            freed = await self._release_in_block(cidr, lambda o, a, ords=set(ordinals): o in ords)
+            wanted = set(ordinals)
+            freed = await self._release_in_block(cidr, lambda o, _a: o in wanted)
             base = ipaddress.ip_network(cidr).network_address
             unallocated += [str(base + o) for o in ordinals if o not in freed]
         return unallocated
@@ -588,45 +566,31 @@ class IPAM:
             return 0
         released = 0
         for cidr in list(kv.value.spec.block):
-            freed = await self._release_in_block(cidr, lambda o, a: a is not None and a.handle_id == handle_id,
+            freed = await self._release_in_block(cidr, lambda _o, a: a.handle_id == handle_id,
                                                  adjust_handles=False)
             released += len(freed)
         await self._delete_quietly(key)
         return released
 
-    async def _release_in_block(self, cidr: str, which: object, adjust_handles: bool = True) -> set[int]:
-        """Free the ordinals of a block for which ``which(ordinal, attribute)`` is true."""
+    async def _release_in_block(self, cidr: str, select: ipam_block.Select, adjust_handles: bool = True) -> set[int]:
+        """Free the ordinals of a block for which ``select(ordinal, attribute)`` is true."""
         key = block_key(cidr)
         self._blocks.pop(cidr, None)
-        select = which  # a callable (ordinal, AllocationAttribute | None) -> bool
         for _ in range(self._retries):
             try:
                 kv = await self._be.get(key)
             except NotFound:
                 return set()
             spec: IPAMBlockSpec = kv.value.spec
-            freed: dict[int, str | None] = {}
-            allocations = list(spec.allocations)
-            for o, idx in enumerate(allocations):
-                attr = spec.attributes[idx] if idx is not None else None
-                if idx is not None and select(o, attr):  # type: ignore[operator]
-                    freed[o] = attr.handle_id if attr else None
-                    allocations[o] = None
+            new_spec, freed = ipam_block.release(spec, select)
             if not freed:
                 return set()
-            # Drop attributes nothing refers to any more, and renumber.
-            used = sorted({i for i in allocations if i is not None})
-            renumber = {old: new for new, old in enumerate(used)}
-            new_spec = spec.model_copy(update={
-                "allocations": [renumber[i] if i is not None else None for i in allocations],
-                "attributes": [spec.attributes[i] for i in used],
-                "unallocated": spec.unallocated + sorted(freed),
-                "sequence_number": spec.sequence_number + 1})
             try:
-                if not used and spec.affinity is None:
+                if ipam_block.empty(new_spec) and spec.affinity is None:
                     await self._be.delete(key, kv.revision)
                 else:
-                    await self._be.update(KVPair(key, kv.value.model_copy(update={"spec": new_spec}), kv.revision))
+                    await self._be.update(KVPair(key, kv.value.model_copy(
+                        update={"spec": ipam_block.written(new_spec)}), kv.revision))
             except (Conflict, NotFound):
                 continue
             if adjust_handles:

@@ -72,7 +72,8 @@ class IPAMBlockSpec(CalicoModel):
     allocations: list[int | None] = Field(default_factory=list)  # ordinal -> index into attributes
     unallocated: list[int] = Field(default_factory=list)        # free ordinals, in hand-out order
     attributes: list[AllocationAttribute] = Field(default_factory=list)
-    sequence_number: int = 0
+    sequence_number: int = 0  # creation time in ns, then one more per write (libcalico.ipam_block)
+    sequence_number_for_allocation: dict[str, int] = Field(default_factory=dict)  # ordinal -> sequence number
     deleted: bool = False
     strict_affinity: bool = False
 

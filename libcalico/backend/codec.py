@@ -65,15 +65,16 @@ def _ipam_encode(value: Resource) -> bytes | None:
 def _ipam_decode(key: ResourceKey, raw: dict[str, Any]) -> dict[str, Any] | None:
     spec: dict[str, Any]
     if key.kind == "IPAMBlock":
-        spec = {k: raw[k] for k in ("cidr", "affinity", "allocations", "unallocated", "sequenceNumber", "deleted",
-                                    "strictAffinity") if raw.get(k) is not None}
+        spec = {k: raw[k] for k in ("cidr", "affinity", "allocations", "unallocated", "sequenceNumber",
+                                    "sequenceNumberForAllocation", "deleted", "strictAffinity") if raw.get(k) is not None}
         spec["attributes"] = [{"handle_id": a.get("handle_id"), "secondary": a.get("secondary") or {}}
                               for a in raw.get("attributes") or []]
     elif key.kind == "BlockAffinity":
         split = split_affinity_name(key.name)
         if split is None:
             raise ValueError(f"not an affinity name: {key.name}")
-        spec = {"state": raw.get("state", "pending"), "node": split[0], "cidr": split[1],
+        # No state (a raw ``{}``, as older Calico wrote affinities) is confirmed: Calico reads it so.
+        spec = {"state": raw.get("state") or "confirmed", "node": split[0], "cidr": split[1],
                 "deleted": "true" if raw.get("deleted") else "false"}
     elif key.kind == "IPAMHandle":
         spec = {"handleID": key.name, "block": raw.get("block") or {}, "deleted": bool(raw.get("deleted"))}
