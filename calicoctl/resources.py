@@ -130,6 +130,10 @@ _INFOS = [
         },
     ),
     ResourceInfo(
+        api.BGPFilter, ("bgpfilter", "bgpfilters"),
+        ("NAME",), ("NAME",), {"NAME": _name},
+    ),
+    ResourceInfo(
         api.FelixConfiguration, ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs"),
         ("NAME",), ("NAME",), {"NAME": _name},
     ),

@@ -13,8 +13,12 @@ values not). Each rendered ``bird.cfg`` / ``bird6.cfg`` must also pass
 
 The one documented difference (docs/decisions.md): stock BIRD 1.6 has no
 ``krt_tunnel``, so where Calico's config has BIRD program an IPIP pool's
-routes through tunl0, ours leaves them to Felix; :data:`KRT_TUNNEL` rewrites
-Calico's expected statement to ours before comparing.
+routes through tunl0, ours leaves them to Felix. :func:`expected` rewrites
+Calico's statements for that, in the two places it shows: the pool's kernel
+filter line (:data:`KRT_TUNNEL`: ``reject``, Felix's, instead of ``accept``
+with ``krt_tunnel``), and the iBGP export filter, which keeps rejecting
+tunl0's routes (they are Felix's, so they are not re-exported; Calico stops
+rejecting them when BIRD programs them).
 
 Calico's cases run in one etcd, wiped between cases; each runs confd and
 calicoctl in this process, so the suite costs seconds, not a process start
@@ -55,18 +59,24 @@ KRT_TUNNEL = re.compile(r"^if \(net ~ (\S+)\) then \{ (?:krt_tunnel=\"tunl0\";|i
 
 # Cases that do not render identically yet, with what is missing (strict: a fix must remove its line).
 # CONFD_SUITE_ALL=1 runs every case as a plain test, to see where each one stands.
-_BGPFILTER = "BGPFilter is not implemented yet (model, calicoctl, rendering into filter functions)"
-NOT_YET: dict[str, str] = {
-    **{c: _BGPFILTER for c in CASES if c.startswith("bgpfilter/")},
-    **{c: "renders differently from Calico's confd (see the diff)" for c in CASES if not c.startswith("bgpfilter/")},
-}
+NOT_YET: dict[str, str] = {}
+
+
+TUNNEL_EXPORT = 'if ((ifname ~ "*.cali") || (ifname ~ "*.calico")) then {'
+FELIX_TUNNEL_EXPORT = 'if ((ifname ~ "*.cali") || (ifname ~ "*.calico") || (ifname ~ "tunl0")) then {'
 
 
 def expected(case: str, name: str) -> list[str]:
+    """Calico's statements for ``name``, with the krt_tunnel substitution (see above)."""
+    krt_tunnel = "krt_tunnel" in (SUITE / case / "bird_ipam.cfg").read_text()
     out = []
     for line in (SUITE / case / name).read_text().splitlines():
         m = KRT_TUNNEL.match(line)
-        out.append(f"if (net ~ {m.group(1)}) then {{ reject; }}" if m else line)
+        if m:
+            line = f"if (net ~ {m.group(1)}) then {{ reject; }}"
+        elif krt_tunnel and line == TUNNEL_EXPORT:
+            line = FELIX_TUNNEL_EXPORT
+        out.append(line)
     return out
 
 
