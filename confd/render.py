@@ -42,6 +42,7 @@ import functools
 import hashlib
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from libcalico import api
@@ -281,10 +282,11 @@ class PeerData:
     unusable: bool = False        # the password cannot be written: no session (see warnings())
 
 
+@functools.lru_cache(maxsize=16384)
 def _split_ip_port(text: str) -> tuple[str, int]:
-    """Go's net.SplitHostPort as Calico's parseIPPort uses it: ``ip``, ``ip:port``, ``[ip6]:port``."""
+    """A peerIP (``ip``, ``ip:port``, ``[ip6]:port``) as (address written back, port or 0)."""
     host, port = bgp.split_ip_port(text)
-    return host, port or 0
+    return _addr(host), port or 0
 
 
 class _Cluster:
@@ -297,7 +299,11 @@ class _Cluster:
         self.global_as = global_as(inputs)
         cfg = _default(inputs)
         self.global_port = cfg.spec.listen_port if cfg is not None else 0
-        self.node_ips = {ip for n in self.names for ip in (_ip(inputs.nodes[n], 4), _ip(inputs.nodes[n], 6)) if ip}
+        self.by_ip: dict[str, list[str]] = {}
+        for n in self.names:
+            for ip in {_ip(inputs.nodes[n], 4), _ip(inputs.nodes[n], 6)} - {""}:
+                self.by_ip.setdefault(ip, []).append(n)
+        self.node_ips = set(self.by_ip)
 
     def matching(self, selector: str) -> list[str]:
         sel = parse(selector)
@@ -310,10 +316,8 @@ class _Cluster:
     def with_ip_port_as(self, ip: str, asn: int, port: int) -> list[str]:
         want = str(asn) if asn else self.global_as
         out = []
-        for name in self.names:
+        for name in self.by_ip.get(ip, ()):
             node = self.inputs.nodes[name]
-            if ip not in (_ip(node, 4), _ip(node, 6)):
-                continue
             if (_node_own_as(node) or self.global_as) != want:
                 continue
             if port:
@@ -359,15 +363,14 @@ def _node_as_peers(cluster: _Cluster, name: str, peer: api.BGPPeer, *, v4: bool,
 
 def _ip_peer(cluster: _Cluster, peer: api.BGPPeer) -> PeerData | None:
     spec = peer.spec
-    host, port = _split_ip_port(spec.peer_ip)
-    ip = _addr(host)
+    ip, port = _split_ip_port(spec.peer_ip)
     if not port:
         named = cluster.with_ip_port_as(ip, spec.as_number, 0)
         if named:
             port = cluster.node_port(named[0])
     reachable = ""
     if spec.reachable_by:
-        if fields.parse_ip(spec.reachable_by).version != fields.parse_ip(ip).version:
+        if (":" in spec.reachable_by) != (":" in ip):
             return None
         reachable = _addr(spec.reachable_by)
     keep, mode = _next_hop(peer)
@@ -376,6 +379,65 @@ def _ip_peer(cluster: _Cluster, peer: api.BGPPeer) -> PeerData | None:
                     ttl_security=spec.ttl_security or 0, filters=tuple(spec.filters),
                     allow_local_as=spec.num_allowed_local_as_numbers or 0, reachable_by=reachable,
                     **_common(peer, cluster.inputs))  # type: ignore[arg-type]
+
+
+class _PeerCache:
+    """PeerData of a peerIP BGPPeer, kept while neither it nor what it depends on changes.
+
+    A peerIP peering depends on its BGPPeer, the nodes (their addresses, AS
+    numbers), the BGPConfigurations (listen ports, AS) and the secrets. The
+    daemon renders snapshots whose resource objects are the ones it received,
+    so identity says "unchanged": the cache holds the objects it was computed
+    from (so no id is reused while it holds them) and is emptied when any
+    dependency is a different object. With hundreds of peers this is most of
+    a render (bench/confd_render.py).
+    """
+
+    def __init__(self) -> None:
+        self.basis: tuple[object, ...] = ()
+        self.peers: dict[int, tuple[api.BGPPeer, PeerData | None]] = {}
+        self.peerings: dict[int, tuple[PeerData, tuple[object, ...], Peering]] = {}
+        self.texts: dict[int, tuple[Peering, tuple[int, int], str]] = {}
+
+    def use(self, inputs: Inputs) -> None:
+        basis = (*sorted(inputs.nodes.items(), key=lambda kv: kv[0]), *sorted(inputs.bgp_configs.items()),
+                 *sorted(inputs.secrets.items()))
+        if len(basis) != len(self.basis) or any(a is not b and a != b for a, b in zip(basis, self.basis)):
+            self.basis = basis
+            self.peers, self.peerings, self.texts = {}, {}, {}
+        elif max(len(self.peers), len(self.peerings), len(self.texts) // 2) > 2 * len(inputs.peers) + 64:
+            # Deleted BGPPeers (and the mesh's blocks, made anew each render): let them go.
+            self.peers, self.peerings, self.texts = {}, {}, {}
+
+    def peering(self, d: PeerData, key: tuple[object, ...], build: Callable[[], Peering]) -> Peering:
+        """The Peering of ``d`` in this node's context ``key`` (same inputs, same object: kept)."""
+        hit = self.peerings.get(id(d))
+        if hit is not None and hit[0] is d and hit[1] == key:
+            return hit[2]
+        p = build()
+        self.peerings[id(d)] = (d, key, p)
+        return p
+
+    def protocol(self, inputs: Inputs, p: Peering, v: int, priority: int) -> str:
+        if p.filters:   # BGPFilters change on their own: not kept
+            return _protocol(inputs, p, v, priority)
+        hit = self.texts.get(id(p))
+        if hit is not None and hit[0] is p and hit[1] == (v, priority):
+            return hit[2]
+        text = _protocol(inputs, p, v, priority)
+        self.texts[id(p)] = (p, (v, priority), text)
+        return text
+
+    def get(self, cluster: _Cluster, peer: api.BGPPeer) -> PeerData | None:
+        hit = self.peers.get(id(peer))
+        if hit is not None and hit[0] is peer:
+            return hit[1]
+        data = _ip_peer(cluster, peer)
+        self.peers[id(peer)] = (peer, data)
+        return data
+
+
+_PEER_CACHE = _PeerCache()
 
 
 def v1_peers(inputs: Inputs) -> tuple[dict[tuple[str, int], PeerData], dict[tuple[str, int], PeerData]]:
@@ -389,6 +451,7 @@ def v1_peers(inputs: Inputs) -> tuple[dict[tuple[str, int], PeerData], dict[tupl
     first peering emitted for a key wins; BGPPeers are taken by name.
     """
     cluster = _Cluster(inputs)
+    _PEER_CACHE.use(inputs)
     me = inputs.node
     glob: dict[tuple[str, int], PeerData] = {}
     node: dict[tuple[str, int], PeerData] = {}
@@ -406,7 +469,7 @@ def v1_peers(inputs: Inputs) -> tuple[dict[tuple[str, int], PeerData], dict[tupl
                 found = [d for n in cluster.matching(spec.peer_selector)
                          for d in _node_as_peers(cluster, n, peer, v4=True, v6=True)]
             else:
-                one = _ip_peer(cluster, peer) if spec.peer_ip else None
+                one = _PEER_CACHE.get(cluster, peer) if spec.peer_ip else None
                 found = [one] if one is not None else []
             for d in found:
                 key = (d.ip, d.port)
@@ -422,7 +485,7 @@ def v1_peers(inputs: Inputs) -> tuple[dict[tuple[str, int], PeerData], dict[tupl
             local, v4, v6 = cluster.matching(spec.peer_selector), True, True
         elif spec.peer_ip:
             host, port = _split_ip_port(spec.peer_ip)
-            local = cluster.with_ip_port_as(_addr(host), spec.as_number, port)
+            local = cluster.with_ip_port_as(host, spec.as_number, port)
             v4, v6 = ":" not in host, ":" in host
         else:
             continue
@@ -466,7 +529,10 @@ class Peering:
     internal: bool = True   # same AS as this node (the effective local AS): iBGP
 
 
-def peerings(inputs: Inputs, v: int = 4) -> list[Peering]:
+Plan = tuple[dict[tuple[str, int], PeerData], dict[tuple[str, int], PeerData]]
+
+
+def peerings(inputs: Inputs, v: int = 4, plan: Plan | None = None) -> list[Peering]:
     """Every BGP session this node has over IPv``v``, ordered by protocol name as Calico's confd orders them.
 
     A session whose password BIRD cannot be given (:func:`unusable_password`)
@@ -491,26 +557,31 @@ def peerings(inputs: Inputs, v: int = 4) -> list[Peering]:
             out.append(Peering(f"Mesh_{_name(ip)}", ip, asn, port=_listen_port(inputs, name), kind="mesh",
                                source=my_ip, password=mesh_password, restart_time=restart,
                                passive=ip > my_ip, internal=asn == my_as))
-    glob, node_peers = v1_peers(inputs)
+    glob, node_peers = plan if plan is not None else v1_peers(inputs)
     for prefix, table in (("Global", glob), ("Node", node_peers)):
         for (ip, port), d in table.items():
-            if d.unusable or fields.parse_ip(ip).version != v or ip == my_ip:
+            if d.unusable or (":" in ip) != (v == 6) or ip == my_ip:
                 continue
-            asn = str(d.as_number)
-            local_as = str(d.local_as) if d.local_as else ""
-            effective = local_as or my_as
-            keep = d.next_hop_mode == "Keep" or (d.keep_next_hop and asn != effective)
-            rr = asn == effective and bool(my_rr) and d.rr_cluster_id != my_rr
-            out.append(Peering(f"{prefix}_{_name(ip)}{f'_port_{port}' if port else ''}", ip, asn, port=port,
-                               local_as=local_as, kind=prefix.lower(),
-                               source=my_ip if d.source == "UseNodeIP" else "",
-                               ttl_security=str(d.ttl_security) if d.ttl_security else "off",
-                               rr_client=rr, rr_cluster_id=my_rr if rr else "", keep_next_hop=keep,
-                               next_hop_self=d.next_hop_mode == "Self", password=d.password,
-                               passive=prefix == "Global" and d.calico_node and ip > my_ip,
-                               restart_time=d.restart_time, keepalive_time=d.keepalive_time,
-                               allow_local_as=d.allow_local_as, filters=d.filters, internal=asn == effective))
+            out.append(_PEER_CACHE.peering(d, (prefix, ip, port, my_ip, my_rr, my_as), functools.partial(
+                _peering, d, prefix, ip, port, my_ip=my_ip, my_rr=my_rr, my_as=my_as)))
     return sorted(out, key=lambda p: p.name)
+
+
+def _peering(d: PeerData, prefix: str, ip: str, port: int, *, my_ip: str, my_rr: str, my_as: str) -> Peering:
+    """buildPeerFromData: a v1 peering as this node's session."""
+    asn = str(d.as_number)
+    local_as = str(d.local_as) if d.local_as else ""
+    effective = local_as or my_as
+    keep = d.next_hop_mode == "Keep" or (d.keep_next_hop and asn != effective)
+    rr = asn == effective and bool(my_rr) and d.rr_cluster_id != my_rr
+    return Peering(f"{prefix}_{_name(ip)}{f'_port_{port}' if port else ''}", ip, asn, port=port,
+                   local_as=local_as, kind=prefix.lower(), source=my_ip if d.source == "UseNodeIP" else "",
+                   ttl_security=str(d.ttl_security) if d.ttl_security else "off",
+                   rr_client=rr, rr_cluster_id=my_rr if rr else "", keep_next_hop=keep,
+                   next_hop_self=d.next_hop_mode == "Self", password=d.password,
+                   passive=prefix == "Global" and d.calico_node and ip > my_ip,
+                   restart_time=d.restart_time, keepalive_time=d.keepalive_time,
+                   allow_local_as=d.allow_local_as, filters=d.filters, internal=asn == effective)
 
 
 # --- BGPFilter functions (template_funcs.go) ------------------------------------------------------------
@@ -555,8 +626,8 @@ def _filter_rule(rule: bgp.BGPFilterRuleV4 | bgp.BGPFilterRuleV6, v: int) -> str
             if rule.prefix_length.max is not None:
                 hi = min(hi, rule.prefix_length.max)
             cidr = f"[ {cidr}{{{lo},{hi}}} ]"
-        op = _OPERATORS[str(getattr(rule.match_operator, "value", rule.match_operator))]
-        conditions.append(f"(net {op} {cidr})")
+        operator = _OPERATORS[str(getattr(rule.match_operator, "value", rule.match_operator))]
+        conditions.append(f"(net {operator} {cidr})")
     if rule.source is not None:
         conditions.append("((defined(source))&&(source ~ [ RTS_BGP ]))")
     if rule.interface:
@@ -638,6 +709,19 @@ def _export_filter(inputs: Inputs, p: Peering, v: int, priority: int) -> list[st
             f"calico_export_to_bgp_peers({'true' if p.internal else 'false'});", "reject;"]
 
 
+def _filters_block(inputs: Inputs, p: Peering, v: int, priority: int) -> str:
+    return "\n".join(["  import filter {", *(f"    {x}" for x in _import_filter(inputs, p, v, priority)), "  };",
+                      "  export filter {", *(f"    {x}" for x in _export_filter(inputs, p, v, priority)),
+                      "  };  # Only want to export routes for workloads."])
+
+
+@functools.lru_cache(maxsize=64)
+def _plain_filters_block(internal: bool, v: int, priority: int) -> str:
+    """The import and export filters of a peer without BGPFilters: the same text for every such peer."""
+    p = Peering("", "", "", internal=internal)
+    return _filters_block(Inputs(""), p, v, priority)
+
+
 # --- the files ------------------------------------------------------------------------------------------
 
 
@@ -704,7 +788,7 @@ def _direct_interfaces(inputs: Inputs) -> str:
     return ", ".join([*(f'-"{i}"' for i in ignored), '-"cali*"', '-"kube-ipvs*"', '"*"'])
 
 
-def bird_cfg(inputs: Inputs, v: int = 4) -> str:
+def bird_cfg(inputs: Inputs, v: int = 4, plan: Plan | None = None) -> str:
     me = inputs.nodes.get(inputs.node)
     my_ip = _ip(me, v)
     six = "6" if v == 6 else ""
@@ -752,44 +836,50 @@ def bird_cfg(inputs: Inputs, v: int = 4) -> str:
               "  add paths on;", "  graceful restart;  # See comment in kernel section about graceful restart.",
               "  connect delay time 2;", "  connect retry time 5;", "  error wait time 5,30;", "}",
               "# -------------- BGP Filters ------------------", *filter_functions(inputs, v)]
-    peers = peerings(inputs, v)
+    peers = peerings(inputs, v, plan)
     if not peers:
         lines.append("# No BGP peers configured for this node")
         return "\n".join(lines) + "\n"
     lines.append("# BGP Protocol Configurations")
     for p in peers:
-        lines.append(f"protocol bgp {p.name} from bgp_template {{")
-        if p.local_as:
-            lines.append(f"  local as {p.local_as};")
-        lines.append(f"  neighbor {p.ip}{f' port {p.port}' if p.port else ''} as {p.as_number};")
-        if p.source:
-            lines.append(f"  source address {p.source};  # The local address we use for the TCP connection")
-        if p.ttl_security == "off":
-            lines += ["  ttl security off;", "  multihop;"]
-        else:
-            lines += ["  ttl security on;", f"  multihop {p.ttl_security};"]
-        lines += ["  import filter {", *(f"    {x}" for x in _import_filter(inputs, p, v, priority)), "  };",
-                  "  export filter {", *(f"    {x}" for x in _export_filter(inputs, p, v, priority)),
-                  "  };  # Only want to export routes for workloads."]
-        if p.passive:
-            lines.append("  passive on;")
-        if p.restart_time:
-            lines.append(f"  graceful restart time {p.restart_time};")
-        if p.keepalive_time:
-            lines.append(f"  keepalive time {p.keepalive_time};")
-        if p.rr_client:
-            lines += ["  rr client;", f"  rr cluster id {p.rr_cluster_id};"]
-        if p.password:
-            assert not unusable_password(p.password)   # peerings() leaves such a peer out
-            lines.append(f'  password "{p.password}";')
-        if p.keep_next_hop:
-            lines.append("  next hop keep;")
-        if p.next_hop_self:
-            lines.append("  next hop self;")
-        if p.allow_local_as:
-            lines.append(f"  allow local as {p.allow_local_as};")
-        lines.append("}")
+        lines.append(_PEER_CACHE.protocol(inputs, p, v, priority))
     return "\n".join(lines) + "\n"
+
+
+def _protocol(inputs: Inputs, p: Peering, v: int, priority: int) -> str:
+    """A peering's ``protocol bgp`` block, in the order of Calico's template."""
+    lines: list[str] = []
+    lines.append(f"protocol bgp {p.name} from bgp_template {{")
+    if p.local_as:
+        lines.append(f"  local as {p.local_as};")
+    lines.append(f"  neighbor {p.ip}{f' port {p.port}' if p.port else ''} as {p.as_number};")
+    if p.source:
+        lines.append(f"  source address {p.source};  # The local address we use for the TCP connection")
+    if p.ttl_security == "off":
+        lines += ["  ttl security off;", "  multihop;"]
+    else:
+        lines += ["  ttl security on;", f"  multihop {p.ttl_security};"]
+    lines.append(_filters_block(inputs, p, v, priority) if p.filters else
+                 _plain_filters_block(p.internal, v, priority))
+    if p.passive:
+        lines.append("  passive on;")
+    if p.restart_time:
+        lines.append(f"  graceful restart time {p.restart_time};")
+    if p.keepalive_time:
+        lines.append(f"  keepalive time {p.keepalive_time};")
+    if p.rr_client:
+        lines += ["  rr client;", f"  rr cluster id {p.rr_cluster_id};"]
+    if p.password:
+        assert not unusable_password(p.password)   # peerings() leaves such a peer out
+        lines.append(f'  password "{p.password}";')
+    if p.keep_next_hop:
+        lines.append("  next hop keep;")
+    if p.next_hop_self:
+        lines.append("  next hop self;")
+    if p.allow_local_as:
+        lines.append(f"  allow local as {p.allow_local_as};")
+    lines.append("}")
+    return "\n".join(lines)
 
 
 def _pool_cidr(pool: api.IPPool) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -830,7 +920,9 @@ def _pool_line(cidr: str, action: str, comment: str) -> str:
 def bird_ipam_cfg(inputs: Inputs, v: int = 4) -> str:
     policy = cluster_route_policy(inputs)
     pools = _pools(inputs, v)
-    disabled, enabled, kernel = [], [], []
+    disabled: list[str] = []
+    enabled: list[str] = []
+    kernel: list[str] = []
     me = inputs.nodes.get(inputs.node)
     for p in pools:
         cidr = str(_pool_cidr(p))
@@ -897,18 +989,18 @@ def _block_key(cidr: str) -> str:
     return cidr.replace("/", "-")
 
 
-def bird_aggr_cfg(inputs: Inputs, v: int = 4) -> str:
+def bird_aggr_cfg(inputs: Inputs, v: int = 4, plan: Plan | None = None) -> str:
     nets = {fields.parse_cidr_or_ip(b)[1] for b in inputs.blocks if b}
     # Calico lists the affinity keys (<address>-<length>) in string order.
     blocks = sorted((str(n) for n in nets if n.version == v), key=_block_key)
     host = "/32" if v == 4 else "/128"
     services = _service_cidrs(_default(inputs), v)
-    glob, node_peers = v1_peers(inputs)
+    glob, node_peers = plan if plan is not None else v1_peers(inputs)
     statics = []
     for table in (glob, node_peers):
+        reachable = [(k, d) for k, d in table.items() if d.reachable_by and (":" in d.ip) == (v == 6)]
         statics += [f"   route {d.ip}{host} via {d.reachable_by};"
-                    for _, d in sorted(table.items(), key=lambda kv: _peer_key(kv[0]))
-                    if d.reachable_by and fields.parse_ip(d.ip).version == v]
+                    for _, d in sorted(reachable, key=lambda kv: _peer_key(kv[0]))]
     out = ["# Generated by confd", "template static static_template {"]
     if blocks:
         out.append("   # IP blocks for this host.")
@@ -945,9 +1037,10 @@ def render(inputs: Inputs) -> dict[str, str]:
     address and no CALICO_ROUTER_ID gets no bird6 files (Calico would write
     ``router id ;``, which neither BIRD accepts); :func:`warnings` says so.
     """
-    files = {"bird.cfg": bird_cfg(inputs), "bird_ipam.cfg": bird_ipam_cfg(inputs),
-             "bird_aggr.cfg": bird_aggr_cfg(inputs)}
+    plan = v1_peers(inputs)
+    files = {"bird.cfg": bird_cfg(inputs, 4, plan), "bird_ipam.cfg": bird_ipam_cfg(inputs),
+             "bird_aggr.cfg": bird_aggr_cfg(inputs, 4, plan)}
     if _router_id(inputs):
-        files.update({"bird6.cfg": bird_cfg(inputs, 6), "bird6_ipam.cfg": bird_ipam_cfg(inputs, 6),
-                      "bird6_aggr.cfg": bird_aggr_cfg(inputs, 6)})
+        files.update({"bird6.cfg": bird_cfg(inputs, 6, plan), "bird6_ipam.cfg": bird_ipam_cfg(inputs, 6),
+                      "bird6_aggr.cfg": bird_aggr_cfg(inputs, 6, plan)})
     return files
