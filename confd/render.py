@@ -736,8 +736,8 @@ def normal_route_priority(inputs: Inputs, v: int) -> int:
 def _log_level(inputs: Inputs) -> str:
     """BIRD's debug level: node.<name>'s logSeverityScreen, else default's, else info (debug/info/none)."""
     for cfg in (_per_node(inputs, inputs.node), _default(inputs)):
-        if cfg is not None and cfg.spec.log_severity_screen is not None:
-            level = str(getattr(cfg.spec.log_severity_screen, "value", cfg.spec.log_severity_screen)).lower()
+        if cfg is not None and cfg.spec.log_severity_screen:
+            level = cfg.spec.log_severity_screen.lower()
             return level if level in ("debug", "info") else "none"
     return "info"
 

@@ -42,8 +42,9 @@ class Community(CalicoModel):
 
 
 class PrefixAdvertisement(CalicoModel):
-    cidr: fields.Net = ""
-    communities: list[str] = Field(default_factory=list)
+    # Both required, as Calico validates them ("required,net" and "required": a list, maybe empty).
+    cidr: fields.Net
+    communities: list[str]
 
 
 class ProgramClusterRoutes(WireEnum):
@@ -58,12 +59,8 @@ class BindMode(WireEnum):
     NODE_IP = "NodeIP"
 
 
-class LogSeverity(WireEnum):
-    DEBUG = "Debug"
-    INFO = "Info"
-    WARNING = "Warning"
-    ERROR = "Error"
-    FATAL = "Fatal"
+# BGPConfiguration.logSeverityScreen: Calico's CRD pattern (any case; "" is unset).
+_LOG_SEVERITY = re.compile(r"^(?i:Trace|Debug|Info|Warning|Error|Fatal)?\Z")
 
 
 # Go's regexp: \d is ASCII and $ is the end of the text.
@@ -85,7 +82,7 @@ def valid_community(value: str) -> bool:
 
 
 class BGPConfigurationSpec(CalicoModel):
-    log_severity_screen: LogSeverity | None = None
+    log_severity_screen: str = ""
     node_to_node_mesh_enabled: bool | None = None
     as_number: fields.ASNumber | None = Field(default=None, alias="asNumber")
     service_load_balancer_ips: list[CIDRBlock] = Field(default_factory=list, alias="serviceLoadBalancerIPs")
@@ -106,6 +103,13 @@ class BGPConfigurationSpec(CalicoModel):
                                                    alias="ipv4NormalRoutePriority")
     ipv6_normal_route_priority: int | None = Field(default=None, ge=1, le=2147483646,
                                                    alias="ipv6NormalRoutePriority")
+
+    @field_validator("log_severity_screen")
+    @classmethod
+    def _log_severity(cls, v: str) -> str:
+        if not _LOG_SEVERITY.match(v):
+            raise ValueError("must be one of Trace, Debug, Info, Warning, Error, Fatal (any case)")
+        return v
 
     @field_validator("service_load_balancer_aggregation")
     @classmethod
