@@ -3,8 +3,9 @@
 Each case in tests/confd_suite/<case>/ (copied from Calico's
 ``confd/tests``, see the README there) is run as Calico's harness runs it
 in etcd mode (``confd/tests/helpers_test.go``, ``runConfdTest``): node
-``kube-master``; the six block affinities of ``standardBlockAffinities``
-written as raw v2 IPAM keys; the case's ``input.yaml`` created (here by our
+``kube-master`` (or the case's ``node`` file); the six block affinities of
+``standardBlockAffinities`` written as raw v2 IPAM keys (unless the case has
+a ``no-affinities`` file, as Calico's daemon tests run some); the case's ``input.yaml`` created (here by our
 ``calicoctl create -f``, which must read Calico's own manifests); confd run
 once; the six files compared with Calico's, statement by statement
 (:mod:`tests.confd_statements`: comments and whitespace ignored, order and
@@ -90,6 +91,11 @@ async def seed_affinities(endpoint: str) -> None:
             await client.put(key.encode(), f'{{"state":"{state}","deleted":false}}'.encode())
 
 
+def node_of(case: str) -> str:
+    path = SUITE / case / "node"
+    return path.read_text().strip() if path.exists() else "kube-master"
+
+
 def env_of(case: str) -> dict[str, str]:
     path = SUITE / case / "env"
     return dict(line.split("=", 1) for line in path.read_text().splitlines()) if path.exists() else {}
@@ -101,14 +107,16 @@ def env_of(case: str) -> dict[str, str]:
 def test_confd_renders_calicos_suite_case_as_calicos_confd_does(
         case: str, etcd: EtcdServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    for k, v in {"ETCD_ENDPOINTS": etcd.endpoint, "DATASTORE_TYPE": "etcdv3", "NODENAME": "kube-master",
+    node = node_of(case)
+    for k, v in {"ETCD_ENDPOINTS": etcd.endpoint, "DATASTORE_TYPE": "etcdv3", "NODENAME": node,
                  **env_of(case)}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.delenv("CALICO_ROUTER_ID", raising=False) if "CALICO_ROUTER_ID" not in env_of(case) else None
     monkeypatch.setattr(confd_main.runner, "setup_logging", lambda level: None)   # keep pytest's log capture
-    asyncio.run(seed_affinities(etcd.endpoint))
+    if not (SUITE / case / "no-affinities").exists():
+        asyncio.run(seed_affinities(etcd.endpoint))
     assert calicoctl.main(["create", "-f", str(SUITE / case / "input.yaml")]) == 0, capsys.readouterr()
-    assert confd_main.main(["-onetime", "-confdir", str(tmp_path), "--nodename", "kube-master",
+    assert confd_main.main(["-onetime", "-confdir", str(tmp_path), "--nodename", node,
                             "--bird-socket", str(tmp_path / "no-bird.ctl")]) == 0, capsys.readouterr().err
     config = tmp_path / "config"
     diffs = []
