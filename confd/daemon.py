@@ -140,7 +140,11 @@ class Confd:
                            for name in changed):
                     continue
                 why = writer.reload(self.cmds, v)
-                if why:
+                if why and v == 6 and not os.path.exists(self.cmds.socket6):
+                    # bird6 files are always written (as Calico's confd writes them); a node that runs no
+                    # BIRD 6 (IPv4 only) is normal, not worth a warning on every change.
+                    log.info("%s", why)
+                elif why:
                     log.warning("%s", why)
                 else:
                     log.info("BIRD%s reconfigured", "6" if v == 6 else "")
