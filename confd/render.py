@@ -42,6 +42,7 @@ import functools
 import hashlib
 import ipaddress
 import re
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -437,7 +438,14 @@ class _PeerCache:
         return data
 
 
-_PEER_CACHE = _PeerCache()
+_CACHES = threading.local()   # one cache per thread: renders in two threads never share entries
+
+
+def _peer_cache() -> _PeerCache:
+    cache: _PeerCache | None = getattr(_CACHES, "cache", None)
+    if cache is None:
+        cache = _CACHES.cache = _PeerCache()
+    return cache
 
 
 def v1_peers(inputs: Inputs) -> tuple[dict[tuple[str, int], PeerData], dict[tuple[str, int], PeerData]]:
@@ -451,7 +459,7 @@ def v1_peers(inputs: Inputs) -> tuple[dict[tuple[str, int], PeerData], dict[tupl
     first peering emitted for a key wins; BGPPeers are taken by name.
     """
     cluster = _Cluster(inputs)
-    _PEER_CACHE.use(inputs)
+    _peer_cache().use(inputs)
     me = inputs.node
     glob: dict[tuple[str, int], PeerData] = {}
     node: dict[tuple[str, int], PeerData] = {}
@@ -469,7 +477,7 @@ def v1_peers(inputs: Inputs) -> tuple[dict[tuple[str, int], PeerData], dict[tupl
                 found = [d for n in cluster.matching(spec.peer_selector)
                          for d in _node_as_peers(cluster, n, peer, v4=True, v6=True)]
             else:
-                one = _PEER_CACHE.get(cluster, peer) if spec.peer_ip else None
+                one = _peer_cache().get(cluster, peer) if spec.peer_ip else None
                 found = [one] if one is not None else []
             for d in found:
                 key = (d.ip, d.port)
@@ -562,7 +570,7 @@ def peerings(inputs: Inputs, v: int = 4, plan: Plan | None = None) -> list[Peeri
         for (ip, port), d in table.items():
             if d.unusable or (":" in ip) != (v == 6) or ip == my_ip:
                 continue
-            out.append(_PEER_CACHE.peering(d, (prefix, ip, port, my_ip, my_rr, my_as), functools.partial(
+            out.append(_peer_cache().peering(d, (prefix, ip, port, my_ip, my_rr, my_as), functools.partial(
                 _peering, d, prefix, ip, port, my_ip=my_ip, my_rr=my_rr, my_as=my_as)))
     return sorted(out, key=lambda p: p.name)
 
@@ -842,7 +850,7 @@ def bird_cfg(inputs: Inputs, v: int = 4, plan: Plan | None = None) -> str:
         return "\n".join(lines) + "\n"
     lines.append("# BGP Protocol Configurations")
     for p in peers:
-        lines.append(_PEER_CACHE.protocol(inputs, p, v, priority))
+        lines.append(_peer_cache().protocol(inputs, p, v, priority))
     return "\n".join(lines) + "\n"
 
 
