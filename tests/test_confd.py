@@ -224,7 +224,7 @@ def test_a_peering_kept_between_renders_follows_a_change_of_what_it_depends_on()
     to_node2 = peer("to-node2", peerIP="192.168.3.112", asNumber="64512")
     before = render.bird_cfg(inputs(cfg=bgpconfig(nodeToNodeMeshEnabled=False), peers=[to_node2]))
     after = render.bird_cfg(inputs(cfg=bgpconfig(nodeToNodeMeshEnabled=False, listenPort=1790), peers=[to_node2]))
-    assert "neighbor 192.168.3.112 as 64512;" in before and "port" not in before
+    assert "neighbor 192.168.3.112 as 64512;" in before and " port " not in before
     # A Calico node's address: peered on its listen port, as Calico's confd peers it.
     assert "protocol bgp Global_192_168_3_112_port_1790" in after and "neighbor 192.168.3.112 port 1790 as 64512;" in after
     assert render.bird_cfg(inputs(cfg=bgpconfig(nodeToNodeMeshEnabled=False), peers=[to_node2])) == before
