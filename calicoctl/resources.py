@@ -130,6 +130,14 @@ _INFOS = [
         },
     ),
     ResourceInfo(
+        api.BGPFilter, ("bgpfilter", "bgpfilters", "bgpf", "bgpfs", "bf", "bfs"),
+        ("NAME", "NUMEXPORTV4", "NUMIMPORTV4", "NUMEXPORTV6", "NUMIMPORTV6"),
+        ("NAME", "NUMEXPORTV4", "NUMIMPORTV4", "NUMEXPORTV6", "NUMIMPORTV6"),
+        {"NAME": _name, "NUMEXPORTV4": _col(lambda s: len(s.export_v4)),
+         "NUMIMPORTV4": _col(lambda s: len(s.import_v4)), "NUMEXPORTV6": _col(lambda s: len(s.export_v6)),
+         "NUMIMPORTV6": _col(lambda s: len(s.import_v6))},
+    ),
+    ResourceInfo(
         api.FelixConfiguration, ("felixconfiguration", "felixconfigurations", "felixconfig", "felixconfigs"),
         ("NAME",), ("NAME",), {"NAME": _name},
     ),

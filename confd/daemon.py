@@ -1,7 +1,7 @@
 """calico-confd: follow the datastore, keep BIRD's config current, reload BIRD when it changes.
 
 Inputs: Calico's BGP syncer (:func:`libcalico.syncers.bgp`): BGPConfiguration,
-BGPPeer, Node, IPPool and this node's confirmed block affinities, from the
+BGPPeer, BGPFilter, Node, IPPool and this node's confirmed block affinities, from the
 datastore or through Typha (``CONFD_``/``FELIX_``/``CALICO_TYPHAADDR``). Updates only
 mark the config dirty; once in sync, the config is rendered
 (:mod:`confd.render`), written through :mod:`confd.writer` (stage,
@@ -68,7 +68,7 @@ class Confd:
     WRITE_RETRY_S = 2.0
 
     def __init__(self, node: str, outdir: Path, cmds: writer.Commands) -> None:
-        self.inputs = render.Inputs(node)
+        self.inputs = render.Inputs(node, router_id=os.environ.get("CALICO_ROUTER_ID", ""))
         self.block_owner: dict[str, tuple[str, str]] = {}  # confirmed affinity -> (block CIDR, node)
         self.outdir, self.cmds = outdir, cmds
         self.dirty = asyncio.Event()
@@ -98,15 +98,16 @@ class Confd:
     def on_updates(self, updates: list[Update]) -> None:
         for u in updates:
             key, value = u.key, u.kv.value
-            if key.kind == "BlockAffinity":  # as Calico's confd: a pending affinity counts as none
-                if value is None or value.spec.state != "confirmed" or value.spec.deleted == "true":
+            if key.kind == "BlockAffinity":
+                # As Calico's confd: confirmed, or "" (implicitly confirmed); a pending affinity counts as none.
+                if value is None or value.spec.state not in ("confirmed", "") or value.spec.deleted == "true":
                     self.block_owner.pop(key.name, None)
                 else:
                     self.block_owner[key.name] = (value.spec.cidr, value.spec.node)
                 continue
             tables: dict[str, dict[str, Any]] = {
                 "BGPConfiguration": self.inputs.bgp_configs, "BGPPeer": self.inputs.peers,
-                "Node": self.inputs.nodes, "IPPool": self.inputs.pools}
+                "Node": self.inputs.nodes, "IPPool": self.inputs.pools, "BGPFilter": self.inputs.filters}
             table = tables[key.kind]
             if value is None:
                 table.pop(key.name, None)
@@ -119,6 +120,7 @@ class Confd:
         inp = self.inputs
         return dataclasses.replace(inp, nodes=dict(inp.nodes), bgp_configs=dict(inp.bgp_configs),
                                    peers=dict(inp.peers), pools=dict(inp.pools), secrets=dict(inp.secrets),
+                                   filters=dict(inp.filters),
                                    blocks=sorted(c for c, owner in self.block_owner.values() if owner == inp.node))
 
     def render_and_write(self, inputs: render.Inputs | None = None) -> list[str]:
@@ -138,7 +140,11 @@ class Confd:
                            for name in changed):
                     continue
                 why = writer.reload(self.cmds, v)
-                if why:
+                if why and v == 6 and not os.path.exists(self.cmds.socket6):
+                    # bird6 files are always written (as Calico's confd writes them); a node that runs no
+                    # BIRD 6 (IPv4 only) is normal, not worth a warning on every change.
+                    log.info("%s", why)
+                elif why:
                     log.warning("%s", why)
                 else:
                     log.info("BIRD%s reconfigured", "6" if v == 6 else "")

@@ -19,9 +19,8 @@ list options. The types are Calico's, mapped to the kinds pycalico has:
   left out; on the Kubernetes datastore the Kubernetes network policies come
   through our NetworkPolicy (the backend converts them), so Calico's extra
   KDD-only types are not needed.
-* ``bgp``: IPPool, BGPConfiguration, Node, BGPPeer, and the block affinities
+* ``bgp``: IPPool, BGPConfiguration, Node, BGPPeer, BGPFilter, and the block affinities
   of one node (``node``; all nodes' when ``node`` is empty, as Typha runs it).
-  Calico's BGPFilter is not a kind here.
 * ``tunnel-ip-allocation``: IPPool and one Node (all when ``node`` is empty).
 * ``node-status``: CalicoNodeStatus.
 
@@ -82,7 +81,7 @@ def felix(*, use_pod_cidr: bool = False) -> SyncerDefinition:
 
 def bgp(node: str = "", *, use_pod_cidr: bool = False) -> SyncerDefinition:
     """Calico's bgpsyncer: confd's inputs; ``node`` narrows the block affinities to that node's."""
-    types = _opts("IPPool", "BGPConfiguration", "Node", "BGPPeer")
+    types = _opts("IPPool", "BGPConfiguration", "Node", "BGPPeer", "BGPFilter")
     if not use_pod_cidr:
         types += (ResourceListOptions("BlockAffinity", node=node),)
     return SyncerDefinition(BGP, types)

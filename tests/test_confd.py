@@ -141,7 +141,9 @@ def test_ipv6_pools_bring_bird6_files_with_v6_peers() -> None:
     assert "router id 192.168.3.111;" in six and 'include "bird6_aggr.cfg";' in six
     assert "route fd00:244:0:1::/122 blackhole;" in files["bird6_aggr.cfg"]
     assert "fd00" not in files["bird_aggr.cfg"] and "set(" not in six
-    assert "bird6.cfg" not in render.render(SCENARIOS["mesh-ipip-always"])
+    # Without IPv6 the bird6 files are written all the same, as Calico's confd writes them: no sessions.
+    assert "# IPv6 disabled on this node." in render.render(SCENARIOS["mesh-ipip-always"])["bird6.cfg"]
+    assert "bird6.cfg" not in render.render(SCENARIOS["no-ip-yet"])   # no router id: BIRD 6 would refuse it
 
 
 def test_mesh_names_and_passive_side() -> None:
@@ -215,3 +217,14 @@ async def test_bgp_passwords_come_from_kubernetes_secrets(kube_api: Any, tmp_pat
         await be.close()
     text = (tmp_path / "config" / "bird.cfg").read_text()
     assert 'password "s3cret!";' in text and "protocol bgp Global_192_168_3_1 from bgp_template {" in text
+
+
+def test_a_peering_kept_between_renders_follows_a_change_of_what_it_depends_on() -> None:
+    """The same BGPPeer object across renders (as the daemon holds it): a new listenPort still reaches it."""
+    to_node2 = peer("to-node2", peerIP="192.168.3.112", asNumber="64512")
+    before = render.bird_cfg(inputs(cfg=bgpconfig(nodeToNodeMeshEnabled=False), peers=[to_node2]))
+    after = render.bird_cfg(inputs(cfg=bgpconfig(nodeToNodeMeshEnabled=False, listenPort=1790), peers=[to_node2]))
+    assert "neighbor 192.168.3.112 as 64512;" in before and " port " not in before
+    # A Calico node's address: peered on its listen port, as Calico's confd peers it.
+    assert "protocol bgp Global_192_168_3_112_port_1790" in after and "neighbor 192.168.3.112 port 1790 as 64512;" in after
+    assert render.bird_cfg(inputs(cfg=bgpconfig(nodeToNodeMeshEnabled=False), peers=[to_node2])) == before

@@ -74,7 +74,7 @@ def node(draw: st.DrawFn, name: str) -> dict[str, Any]:
         bgp["ipv6Address"] = draw(mostly(st.builds(lambda a, p: f"{a}/{p}", IP6, st.integers(48, 128))))
     if draw(st.booleans()):
         bgp["asNumber"] = draw(mostly(ASN))
-    if draw(st.integers(0, 3)) == 0:
+    if draw(st.integers(0, 7)) == 0:   # rare: a route reflector leaves the mesh, as in Calico
         bgp["routeReflectorClusterID"] = draw(mostly(st.sampled_from(["224.0.0.1", "10.0.0.1"])))
     labels = draw(st.sampled_from([{}, {"rr": "true"}, {"rack": "a"}]))
     return {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": name, "labels": labels},
@@ -208,15 +208,22 @@ def addresses(inputs: render.Inputs) -> set[str]:
     return out
 
 
+def fields_version(cidr: str) -> int:
+    return ipaddress.ip_network(cidr, strict=False).version
+
+
 def check_protocols(inputs: render.Inputs, files: dict[str, str], v: int) -> None:
     main = "bird6.cfg" if v == 6 else "bird.cfg"
     if main not in files:
         return
     planned = render.peerings(inputs, v)
-    has_router_id = "\nrouter id " in files[main]
-    fixed = [("kernel", ""), ("device", ""), ("direct", "")] if has_router_id else []
+    fixed = [("kernel", ""), ("device", ""), ("direct", "")]   # always, as in Calico's template
     got = sorted(all_protocols(files, main))
-    assert got == sorted([*fixed, ("static", ""), *(("bgp", p.name) for p in planned)]), (main, got)
+    # A static protocol only with routes for it (blocks, service ranges, reachableBy routes), as Calico's confd.
+    static = [("static", "")] if "protocol static from static_template" in files[main.replace(".cfg", "_aggr.cfg")] else []
+    assert got == sorted([*fixed, *static, *(("bgp", p.name) for p in planned)]), (main, got)
+    assert bool(static) == ("blackhole;" in files[main.replace(".cfg", "_aggr.cfg")] or " via " in files[
+        main.replace(".cfg", "_aggr.cfg")] or any(fields_version(b) == v for b in inputs.blocks)), main
     known = {render._name(a) for a in addresses(inputs)}
     for p in planned:
         m = _PROTOCOL_NAME.match(p.name)

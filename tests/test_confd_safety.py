@@ -404,8 +404,7 @@ def test_odd_but_valid_values_render_to_exactly_the_intended_protocols(tmp_path:
     inp = inputs(
         cfg={"asNumber": "1.10", "listenPort": 1790, "ignoredInterfaces": ["eth*", "docker.0", "a-b_c"],
              "serviceClusterIPs": [{"cidr": "10.96.0.0/12"}]},
-        nodes={"node1": {"bgp": {"ipv4Address": "192.168.3.111/24", "ipv6Address": "fd00:3::111/64",
-                                 "routeReflectorClusterID": "224.0.0.1"}},
+        nodes={"node1": {"bgp": {"ipv4Address": "192.168.3.111/24", "ipv6Address": "fd00:3::111/64"}},
                "node2": {"bgp": {"ipv4Address": "192.168.3.112/24", "asNumber": 4294967295}}},
         peers={"v6-peer": {"peerIP": "[fd00:0:0::0001]:1791", "asNumber": "65000"},
                "tor": {"peerIP": "192.168.3.1:179", "asNumber": 65000, "localASNumber": 0, "ttlSecurity": 255},
@@ -418,7 +417,8 @@ def test_odd_but_valid_values_render_to_exactly_the_intended_protocols(tmp_path:
     assert_protocols(files, ["Global_fd00__1_port_1791"], v=6)
     text = files["bird.cfg"]
     assert 'interface -"eth*", -"docker.0", -"a-b_c", -"cali*", -"kube-ipvs*", "*";' in text
-    assert "local as 65546;" in text and "neighbor 192.168.3.112 as 4294967295;" in text
+    # The mesh peer is a Calico node: it listens on the global listenPort, as Calico peers it.
+    assert "local as 65546;" in text and "neighbor 192.168.3.112 port 1790 as 4294967295;" in text
     assert "local as 0" not in text and "local as 64999;" in text and "multihop 255;" in text
     assert "neighbor fd00::1 port 1791 as 65000;" in files["bird6.cfg"]
     assert files["bird_aggr.cfg"].count("route 10.244.56.64/26 blackhole;") == 1

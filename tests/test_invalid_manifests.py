@@ -114,7 +114,7 @@ def cases() -> Iterator[tuple[str, dict[str, Any], str]]:
     yield case("BGPPeer", "spec.sourceAddress", "Sometimes")
     yield case("BGPPeer", "spec.ttlSecurity", 300)
     yield case("BGPPeer", "spec.keepaliveTime", "ten seconds")
-    for sev in ["Loud", "info", 3]:
+    for sev in ["Loud", "Verbose", 3]:   # any case is fine ("info"), as Calico's CRD pattern (?i)
         yield case("BGPConfiguration", "spec.logSeverityScreen", sev)
     yield case("BGPConfiguration", "spec.listenPort", 70000)
     yield case("BGPConfiguration", "spec.serviceClusterIPs", [{"cidr": "banana"}], "spec.serviceClusterIPs")

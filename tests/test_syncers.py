@@ -31,7 +31,7 @@ class TestDefinitions:
 
     def test_bgp_narrows_block_affinities_to_its_node_and_typha_runs_it_for_every_node(self) -> None:
         mine = syncers.bgp("node1")
-        assert mine.kinds == ("IPPool", "BGPConfiguration", "Node", "BGPPeer", "BlockAffinity")
+        assert mine.kinds == ("IPPool", "BGPConfiguration", "Node", "BGPPeer", "BGPFilter", "BlockAffinity")
         assert mine.types[-1] == ResourceListOptions("BlockAffinity", node="node1")
         assert syncers.for_typha("bgp").types[-1] == ResourceListOptions("BlockAffinity")
 

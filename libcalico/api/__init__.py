@@ -5,7 +5,7 @@ static per-object rules live on the models; rules that need the datastore live
 in :mod:`libcalico.client`.
 """
 
-from libcalico.api.bgp import BGPConfiguration, BGPConfigurationSpec, BGPPeer, BGPPeerSpec
+from libcalico.api.bgp import BGPConfiguration, BGPConfigurationSpec, BGPFilter, BGPFilterSpec, BGPPeer, BGPPeerSpec
 from libcalico.api.endpoints import (
     ClusterInformation,
     ClusterInformationSpec,
@@ -38,7 +38,7 @@ from libcalico.api.policy import (
 from libcalico.api.registry import KINDS, by_kind, by_plural
 
 __all__ = [
-    "API_VERSION", "KINDS", "BlockAffinity", "IPAMBlock", "IPAMConfig", "IPAMHandle", "BGPConfiguration", "BGPConfigurationSpec", "BGPPeer", "BGPPeerSpec",
+    "API_VERSION", "KINDS", "BlockAffinity", "IPAMBlock", "IPAMConfig", "IPAMHandle", "BGPConfiguration", "BGPConfigurationSpec", "BGPFilter", "BGPFilterSpec", "BGPPeer", "BGPPeerSpec",
     "CalicoNodeStatus", "CalicoNodeStatusSpec",
     "ClusterInformation", "ClusterInformationSpec", "FelixConfiguration", "FelixConfigurationSpec",
     "GlobalNetworkPolicy", "GlobalNetworkPolicySpec", "GlobalNetworkSet", "NetworkSet", "NetworkSetSpec",

@@ -1,7 +1,7 @@
-"""BGPConfiguration and BGPPeer: what confd turns into BIRD's configuration.
+"""BGPConfiguration, BGPPeer and BGPFilter: what confd turns into BIRD's configuration.
 
 Field names, enums and rules follow api/pkg/apis/projectcalico/v3
-(bgpconfig.go, bgppeer.go) and their CEL rules.
+(bgpconfig.go, bgppeer.go, bgpfilter.go) and their CEL rules.
 """
 
 from __future__ import annotations
@@ -42,8 +42,9 @@ class Community(CalicoModel):
 
 
 class PrefixAdvertisement(CalicoModel):
-    cidr: fields.Net = ""
-    communities: list[str] = Field(default_factory=list)
+    # Both required, as Calico validates them ("required,net" and "required": a list, maybe empty).
+    cidr: fields.Net
+    communities: list[str]
 
 
 class ProgramClusterRoutes(WireEnum):
@@ -58,12 +59,8 @@ class BindMode(WireEnum):
     NODE_IP = "NodeIP"
 
 
-class LogSeverity(WireEnum):
-    DEBUG = "Debug"
-    INFO = "Info"
-    WARNING = "Warning"
-    ERROR = "Error"
-    FATAL = "Fatal"
+# BGPConfiguration.logSeverityScreen: Calico's CRD pattern (any case; "" is unset).
+_LOG_SEVERITY = re.compile(r"^(?i:Trace|Debug|Info|Warning|Error|Fatal)?\Z")
 
 
 # Go's regexp: \d is ASCII and $ is the end of the text.
@@ -85,7 +82,7 @@ def valid_community(value: str) -> bool:
 
 
 class BGPConfigurationSpec(CalicoModel):
-    log_severity_screen: LogSeverity | None = None
+    log_severity_screen: str = ""
     node_to_node_mesh_enabled: bool | None = None
     as_number: fields.ASNumber | None = Field(default=None, alias="asNumber")
     service_load_balancer_ips: list[CIDRBlock] = Field(default_factory=list, alias="serviceLoadBalancerIPs")
@@ -106,6 +103,13 @@ class BGPConfigurationSpec(CalicoModel):
                                                    alias="ipv4NormalRoutePriority")
     ipv6_normal_route_priority: int | None = Field(default=None, ge=1, le=2147483646,
                                                    alias="ipv6NormalRoutePriority")
+
+    @field_validator("log_severity_screen")
+    @classmethod
+    def _log_severity(cls, v: str) -> str:
+        if not _LOG_SEVERITY.match(v):
+            raise ValueError("must be one of Trace, Debug, Info, Warning, Error, Fatal (any case)")
+        return v
 
     @field_validator("service_load_balancer_aggregation")
     @classmethod
@@ -247,8 +251,17 @@ class BGPPeerSpec(CalicoModel):
             raise fields.field_error("nodeSelector", "node and nodeSelector cannot both be set", self.node_selector)
         if self.peer_ip and self.peer_selector:
             raise fields.field_error("peerSelector", "peerIP and peerSelector cannot both be set", self.peer_selector)
-        if self.peer_ip and not self.peer_selector and self.as_number == 0 and not self.local_workload_selector:
-            raise fields.field_error("asNumber", "asNumber must be set when peerIP is set", 0)
+        if self.peer_selector and self.as_number:
+            raise fields.field_error("asNumber", "asNumber must be empty when peerSelector is set", self.as_number)
+        if self.local_workload_selector:
+            if self.peer_ip:
+                raise fields.field_error("peerIP", "peerIP must be empty when localWorkloadSelector is set",
+                                         self.peer_ip)
+            if self.peer_selector:
+                raise fields.field_error("peerSelector", "peerSelector must be empty when localWorkloadSelector is "
+                                         "set", self.peer_selector)
+            if not self.as_number:
+                raise fields.field_error("asNumber", "asNumber is required when localWorkloadSelector is set", 0)
         if self.reachable_by:
             if not self.peer_ip:
                 raise fields.field_error("reachableBy", "reachableBy requires peerIP", self.reachable_by)
@@ -266,3 +279,139 @@ class BGPPeer(Resource):
     KIND = "BGPPeer"
     PLURAL = "bgppeers"
     spec: BGPPeerSpec = Field(default_factory=BGPPeerSpec)
+
+
+# --- BGPFilter (api/pkg/apis/projectcalico/v3/bgpfilter.go) ------------------------------------
+
+_BGP_FILTER_INTERFACE = re.compile(r"^[a-zA-Z0-9_.*-]{1,15}\Z")
+_PRIORITY_MAX = 2147483646
+
+
+class BGPFilterMatchOperator(WireEnum):
+    EQUAL = "Equal"
+    NOT_EQUAL = "NotEqual"
+    IN = "In"
+    NOT_IN = "NotIn"
+
+
+class BGPFilterAction(WireEnum):
+    ACCEPT = "Accept"
+    REJECT = "Reject"
+
+
+class BGPFilterMatchSource(WireEnum):
+    REMOTE_PEERS = "RemotePeers"
+
+
+class BGPFilterPeerType(WireEnum):
+    EBGP = "eBGP"
+    IBGP = "iBGP"
+
+
+def check_community_value(value: str) -> str:
+    """BGPCommunityValue: ``aa:nn`` (16-bit parts) or ``aa:nn:mm`` (32-bit parts)."""
+    if not valid_community(value):
+        raise ValueError(f"invalid community value {value!r}: aa:nn (0-65535 each) or aa:nn:mm (0-4294967295 each)")
+    return value
+
+
+class BGPFilterPrefixLengthV4(CalicoModel):
+    min: int | None = Field(default=None, ge=0, le=32)
+    max: int | None = Field(default=None, ge=0, le=32)
+
+
+class BGPFilterPrefixLengthV6(CalicoModel):
+    min: int | None = Field(default=None, ge=0, le=128)
+    max: int | None = Field(default=None, ge=0, le=128)
+
+
+class BGPFilterCommunityMatch(CalicoModel):
+    values: list[str] = Field(min_length=1, max_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _values(cls, v: list[str]) -> list[str]:
+        return [check_community_value(c) for c in v]
+
+
+class BGPFilterAddCommunity(CalicoModel):
+    value: str
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: str) -> str:
+        return check_community_value(v)
+
+
+class BGPFilterPrependASPath(CalicoModel):
+    prefix: list[fields.ASNumber] = Field(min_length=1, max_length=10)
+
+
+class BGPFilterSetPriority(CalicoModel):
+    value: int = Field(ge=1, le=_PRIORITY_MAX)
+
+
+class BGPFilterOperation(CalicoModel):
+    """Exactly one of its fields (a discriminated union)."""
+    add_community: BGPFilterAddCommunity | None = None
+    prepend_as_path: BGPFilterPrependASPath | None = Field(default=None, alias="prependASPath")
+    set_priority: BGPFilterSetPriority | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> BGPFilterOperation:
+        if sum(x is not None for x in (self.add_community, self.prepend_as_path, self.set_priority)) != 1:
+            raise ValueError("an operation sets exactly one of addCommunity, prependASPath, setPriority")
+        return self
+
+
+class _BGPFilterRule(CalicoModel):
+    cidr: str = ""
+    source: BGPFilterMatchSource | None = None
+    interface: str = ""
+    match_operator: BGPFilterMatchOperator | None = None
+    peer_type: BGPFilterPeerType | None = None
+    communities: BGPFilterCommunityMatch | None = None
+    as_path_prefix: list[fields.ASNumber] = Field(default_factory=list, alias="asPathPrefix")
+    priority: int | None = Field(default=None, ge=1, le=_PRIORITY_MAX)
+    action: BGPFilterAction
+    operations: list[BGPFilterOperation] = Field(default_factory=list, max_length=10)
+
+    @field_validator("interface")
+    @classmethod
+    def _interface(cls, v: str) -> str:
+        if v and not (v == "*" or _BGP_FILTER_INTERFACE.match(v)):
+            raise ValueError("invalid interface name or pattern (1-15 of a-z A-Z 0-9 _ . - *)")
+        return v
+
+    @model_validator(mode="after")
+    def _rules(self) -> _BGPFilterRule:
+        if bool(self.cidr) != (self.match_operator is not None):
+            raise fields.field_error("cidr", "cidr and matchOperator must both be set or both be empty", self.cidr)
+        if getattr(self, "prefix_length", None) is not None and not self.cidr:
+            raise fields.field_error("prefixLength", "cidr is required when prefixLength is set")
+        if self.operations and self.action is not BGPFilterAction.ACCEPT:
+            raise fields.field_error("operations", "operations may only be used with action Accept")
+        return self
+
+
+class BGPFilterRuleV4(_BGPFilterRule):
+    cidr: fields.CIDRv4 = ""
+    prefix_length: BGPFilterPrefixLengthV4 | None = None
+
+
+class BGPFilterRuleV6(_BGPFilterRule):
+    cidr: fields.CIDRv6 = ""
+    prefix_length: BGPFilterPrefixLengthV6 | None = None
+
+
+class BGPFilterSpec(CalicoModel):
+    export_v4: list[BGPFilterRuleV4] = Field(default_factory=list, alias="exportV4")
+    import_v4: list[BGPFilterRuleV4] = Field(default_factory=list, alias="importV4")
+    export_v6: list[BGPFilterRuleV6] = Field(default_factory=list, alias="exportV6")
+    import_v6: list[BGPFilterRuleV6] = Field(default_factory=list, alias="importV6")
+
+
+class BGPFilter(Resource):
+    KIND = "BGPFilter"
+    PLURAL = "bgpfilters"
+    spec: BGPFilterSpec = Field(default_factory=BGPFilterSpec)

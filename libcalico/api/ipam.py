@@ -85,7 +85,8 @@ class IPAMBlock(Resource):
 
 
 class BlockAffinitySpec(CalicoModel):
-    state: Literal["pending", "confirmed", "pendingDeletion"] = "pending"
+    # "" is Calico's legacy "implicitly confirmed" (an affinity written before states existed).
+    state: Literal["pending", "confirmed", "pendingDeletion", ""] = "pending"
     node: str
     cidr: fields.CIDR
     type: str = "host"

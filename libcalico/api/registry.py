@@ -7,7 +7,7 @@ Kubernetes backend all agree on names. Plurals are Calico's
 
 from __future__ import annotations
 
-from libcalico.api.bgp import BGPConfiguration, BGPPeer
+from libcalico.api.bgp import BGPConfiguration, BGPFilter, BGPPeer
 from libcalico.api.endpoints import ClusterInformation, HostEndpoint, Node, WorkloadEndpoint
 from libcalico.api.felixconfig import FelixConfiguration
 from libcalico.api.ipam import IPAM_KINDS
@@ -23,6 +23,7 @@ KINDS: dict[str, type[Resource]] = {
         IPPool,
         BGPPeer,
         BGPConfiguration,
+        BGPFilter,
         Node,
         WorkloadEndpoint,
         NetworkPolicy,
