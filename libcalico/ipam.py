@@ -353,7 +353,8 @@ class IPAM:
         out = []
         for kv in affinities:
             spec = kv.value.spec
-            if spec.node != node or spec.state != "confirmed" or spec.deleted == "true":
+            # state "" is Calico's implicitly confirmed
+            if spec.node != node or spec.state not in ("confirmed", "") or spec.deleted == "true":
                 continue
             if nets is None or any(_within(spec.cidr, n) for n in nets):
                 out.append(spec.cidr)
@@ -399,7 +400,7 @@ class IPAM:
                 break
             except Conflict:  # a concurrent claim of the same block by this node
                 pending = await self._be.get(aff_key)
-                if pending.value.spec.state == "confirmed":
+                if pending.value.spec.state in ("confirmed", ""):
                     break
         else:
             raise Conflict(aff_key)
