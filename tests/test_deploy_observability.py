@@ -146,3 +146,88 @@ def test_every_metric_a_panel_queries_is_one_the_code_exposes(path: Path) -> Non
         names = metric_names(expr)
         assert names, f"{title}: no metric in {expr!r}"
         assert names <= known, f"{path.name}: {title}: {sorted(names - known)} not exposed by {job}"
+
+
+# --- a real Prometheus, with this config, against a real Typha --------------------------------------
+
+
+def prometheus_query(port: int, expr: str) -> list[JSON]:
+    import urllib.parse
+    import urllib.request
+
+    url = f"http://127.0.0.1:{port}/api/v1/query?query={urllib.parse.quote(expr)}"
+    with urllib.request.urlopen(url, timeout=10) as r:
+        doc: JSON = json.loads(r.read())
+    assert doc["status"] == "success", doc
+    result: list[JSON] = doc["data"]["result"]
+    return result
+
+
+@pytest.mark.etcd
+async def test_a_real_prometheus_with_this_config_has_data_for_every_typha_panel(etcd: Any, tmp_path: Path) -> None:
+    """calico-typha on a real etcd with a Felix and a confd behind it, scraped by Debian's Prometheus
+    through deploy/observability/prometheus.yml (its targets file written, its interval shortened)."""
+    import asyncio
+
+    from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
+    from tests.etcd_server import free_port
+    from tests.typha.helpers import wait_for
+    from tests.typha.test_typha_process import churn, consumers, typha_process
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.fail("prometheus is missing: scripts/install-deps.sh installs Debian's prometheus")
+    be = EtcdBackend(EtcdConfig(endpoints=(etcd.endpoint,), timeout=10))
+    home = tmp_path / "prometheus"
+    (home / "targets").mkdir(parents=True)
+    config = (OBS / "prometheus.yml").read_text().replace("scrape_interval: 15s", "scrape_interval: 1s")
+    (home / "prometheus.yml").write_text(config)
+    port = free_port()
+    proc = None
+    try:
+        async with typha_process(etcd.endpoint, tmp_path / "typha.log", serverpingintervalsecs="1") as typha, \
+                consumers(typha.port) as cs:
+            for job, targets in (("typha", [f"127.0.0.1:{typha.metrics}"]), ("felix", []), ("kube-controllers", [])):
+                (home / "targets" / f"{job}.json").write_text(json.dumps([{"targets": targets}] if targets else []))
+            proc = subprocess.Popen([binary, "--config.file=prometheus.yml", f"--storage.tsdb.path={home / 'data'}",
+                                     f"--web.listen-address=127.0.0.1:{port}"], cwd=home,
+                                    stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("wb"))
+            cs.felix("node1")
+            cs.confd("node1", tmp_path)
+            await wait_for(lambda: all(r.in_sync for r in cs.recorders), 60, "both clients in sync")
+            panels = exprs(load(OBS / "dashboards/typha.json"))
+            names = sorted({n for _, e in panels for n in metric_names(e)})
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 90
+            rounds = 0
+            while True:  # updates keep flowing (breadcrumbs, client latency) until every panel has data
+                await churn(be, range(rounds * 5, rounds * 5 + 5))
+                rounds += 1
+                empty = [(t, e) for t, e in panels
+                         if not await asyncio.to_thread(prometheus_query, port, e.replace("$instance", ".*"))] \
+                    if proc.poll() is None and await asyncio.to_thread(_ready, port) else panels
+                if not empty:
+                    break
+                assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+                assert loop.time() < deadline, f"panels without data: {empty} (metrics {names})"
+                await asyncio.sleep(1)
+            up = await asyncio.to_thread(prometheus_query, port, 'up{job="typha"}')
+            assert [s["value"][1] for s in up] == ["1"], up
+            for name in names:
+                assert await asyncio.to_thread(prometheus_query, port, f'{name}{{job="typha"}}'), name
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
+        await be.close()
+
+
+def _ready(port: int) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
