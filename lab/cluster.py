@@ -37,6 +37,8 @@ GATEWAY = "192.168.3.1"
 GATEWAY2 = "192.168.4.1"
 DEFAULT_RUN_DIR = Path(os.environ.get("CALICO_LAB_DIR", "/var/run/calico-lab"))
 ENCAPS = ("vxlan", "vxlan-crosssubnet", "ipip", "ipip-crosssubnet", "none")
+# The Kubernetes datastore's CRD groups, the default first (crds/v3, crds/v1).
+API_GROUPS = ("projectcalico.org/v3", "crd.projectcalico.org/v1")
 SEED_NODES = ["master1", "worker1", "worker2", "worker3"]
 
 
@@ -64,6 +66,8 @@ class LabState:
     encap: str = "vxlan"
     bgp: str = "mesh"
     datastore: str = "etcd"
+    api_group: str = "projectcalico.org/v3"
+    observability: bool = False
     kubeconfig: str = ""
     namespaces: list[str] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)
@@ -182,7 +186,7 @@ class Lab:
     # --- up -----------------------------------------------------------------------------------
 
     def up(self, nodes: int = 4, encap: str = "vxlan", bgp: str = "mesh", datastore: str = "etcd",
-           stays_up: bool = True) -> None:
+           stays_up: bool = True, api_group: str = "projectcalico.org/v3", observability: bool = False) -> None:
         """Make the lab. ``stays_up=False`` (a one-shot demo) leaves out the hint on using it afterwards."""
         if encap not in ENCAPS:
             raise LabError(f"--encap must be one of {', '.join(ENCAPS)}, not {encap!r}")
@@ -194,11 +198,14 @@ class Lab:
             raise LabError(f"a lab already runs from {self.dir}; `calico-lab down` first")
         if datastore not in ("etcd", "kubernetes"):
             raise LabError(f"--datastore must be etcd or kubernetes, not {datastore!r}")
+        if api_group not in API_GROUPS:
+            raise LabError(f"--api-group must be {' or '.join(API_GROUPS)}, not {api_group!r}")
         if encap.startswith("ipip") and not netns.kernel_supports("ipip"):
             raise LabError(f"--encap {encap} needs the kernel's ipip module, which this kernel lacks, so such a lab "
                            f"cannot stay up here; `calico-lab demo --encap {encap}` runs the whole demo in a VM "
                            "on Debian's kernel instead and writes its report here")
         self.state.encap, self.state.bgp, self.state.datastore = encap, bgp, datastore
+        self.state.api_group, self.state.observability = api_group, observability
         self.dir.mkdir(parents=True, exist_ok=True)
         self._save()
         step = "start"
@@ -278,6 +285,9 @@ class Lab:
             for name in self.state.nodes:
                 self._start_bgp(name)
             self.say("[6/6] calico-confd and BIRD running on every node")
+            if observability:
+                step = "Prometheus"
+                self._start_prometheus()
         except Exception as exc:
             self.say(f"calico-lab up failed at step '{step}': {exc}")
             self.say("cleaning up what was made...")
@@ -301,7 +311,10 @@ class Lab:
             import kmock  # noqa: F401  (the mock API server is the test extra's kmock, extended)
         except ImportError:
             raise LabError("--datastore kubernetes needs kmock (pip install 'pycalico[test]')") from None
-        crds = Path(__file__).resolve().parent.parent / "crds" / "v1"
+        # The group the README's examples use (projectcalico.org/v3) unless asked for the other; serving
+        # one group only, Calico's discovery (libcalico.backend.kubernetes) picks it.
+        group_dir = "v3" if self.state.api_group == API_GROUPS[0] else "v1"
+        crds = Path(__file__).resolve().parent.parent / "crds" / group_dir
         self.state.kubeconfig = str(self.dir / "kubeconfig")
         self._save()
         self.spawn("kube-api", self.underlay, [sys.executable, "-m", "lab.kube_api", "--host", GATEWAY, "--port",
@@ -309,7 +322,8 @@ class Lab:
                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
         wait_until(lambda: os.path.exists(self.state.kubeconfig), "the Kubernetes API server", 30)
         self.say(f"[2/6] Kubernetes API: http://{GATEWAY}:6443 is NOT a kube-apiserver (none can run here): it is "
-                 f"the tests' stateful mock API (kmock, extended; lab/kube_api.py) with Calico's CRDs; "
+                 f"the tests' stateful mock API (kmock, extended; lab/kube_api.py) with Calico's CRDs "
+                 f"({self.state.api_group}); "
                  f"deploy/ is the path for a real cluster")
 
     def kubectl(self, *args: str, stdin: str | None = None) -> str:
@@ -345,8 +359,31 @@ class Lab:
 
     def _start_felix(self, name: str) -> None:
         node = self.state.nodes[name]
+        metrics = {"FELIX_PROMETHEUSMETRICSHOST": node["ip"]} if self.state.observability else {}
         self.spawn(f"felix-{name}", node["ns"], [_bin("calico-felix")],
-                   env=self.env(FELIX_FELIXHOSTNAME=name, FELIX_ROUTEREFRESHINTERVAL="10"))
+                   env=self.env(FELIX_FELIXHOSTNAME=name, FELIX_ROUTEREFRESHINTERVAL="10", **metrics))
+
+    def _start_prometheus(self) -> None:
+        """A real Prometheus in the underlay with deploy/observability's config, scraping every Felix."""
+        if shutil.which("prometheus") is None:
+            raise LabError("--observability needs Prometheus (Debian's prometheus package)")
+        obs = Path(__file__).resolve().parent.parent / "deploy" / "observability"
+        home = self.dir / "prometheus"
+        (home / "targets").mkdir(parents=True, exist_ok=True)
+        shutil.copy(obs / "prometheus.yml", home / "prometheus.yml")
+        felix = [f"{n['ip']}:9091" for n in self.state.nodes.values()]
+        for job, targets in (("felix", felix), ("typha", []), ("kube-controllers", [])):
+            (home / "targets" / f"{job}.json").write_text(json.dumps([{"targets": targets}] if targets else []))
+        url = f"http://{GATEWAY}:9090"
+        self.spawn("prometheus", self.underlay, ["prometheus", f"--config.file={home / 'prometheus.yml'}",
+                                                 f"--storage.tsdb.path={home / 'data'}",
+                                                 f"--web.listen-address={GATEWAY}:9090"])
+        probe = f"import urllib.request; urllib.request.urlopen('{url}/-/ready', timeout=2)"
+        wait_until(lambda: self.run(self.underlay, sys.executable, "-c", probe, check=False).returncode == 0,
+                   "Prometheus", 60)
+        self.say(f"[obs] Prometheus: {url} in namespace {self.underlay}, scraping Felix on "
+                 f"{', '.join(felix)}; e.g. ip netns exec {self.underlay} curl '{url}/api/v1/query?query=up'. "
+                 f"Dashboards: deploy/observability/dashboards/ (import into Grafana with this Prometheus)")
 
     def _wait_felix(self, name: str) -> None:
         def answers() -> bool:

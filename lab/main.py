@@ -1,6 +1,8 @@
 """``calico-lab``: a Calico cluster in a box, made of network namespaces (see :mod:`lab.cluster`).
 
     calico-lab up [--nodes 4] [--encap vxlan|vxlan-crosssubnet|ipip|ipip-crosssubnet|none] [--bgp mesh|rr]
+                  [--datastore etcd|kubernetes [--api-group projectcalico.org/v3|crd.projectcalico.org/v1]]
+                  [--observability]
     calico-lab pod create NAME --node NODE [--namespace NS] [--label k=v ...]
     calico-lab pod label NAME k=v [k2- ...]
     calico-lab exec NAME -- CMD...
@@ -28,7 +30,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab.cluster import DEFAULT_RUN_DIR, ENCAPS, Lab, LabError
+from lab.cluster import API_GROUPS, DEFAULT_RUN_DIR, ENCAPS, Lab, LabError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--encap", default="vxlan", choices=ENCAPS)
     up.add_argument("--bgp", default="mesh", choices=("mesh", "rr"))
     up.add_argument("--datastore", default="etcd", choices=("etcd", "kubernetes"))
+    up.add_argument("--api-group", default=API_GROUPS[0], choices=API_GROUPS,
+                    help="with --datastore kubernetes: the CRDs' group (crds/v3 or crds/v1); the README's "
+                         "examples are projectcalico.org/v3")
+    up.add_argument("--observability", action="store_true",
+                    help="also run Prometheus (deploy/observability/prometheus.yml) scraping every Felix")
     sub.add_parser("down", help="remove every namespace, link and process of the lab")
     sub.add_parser("status", help="nodes, processes, health, BGP sessions, pods")
     pod = sub.add_parser("pod", help="pods")
@@ -80,7 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     lab = Lab(args.dir, args.lab_name, say=lambda m: print(m, flush=True))
     try:
         if args.command == "up":
-            lab.up(args.nodes, args.encap, args.bgp, args.datastore)
+            lab.up(args.nodes, args.encap, args.bgp, args.datastore, api_group=args.api_group,
+                   observability=args.observability)
         elif args.command == "down":
             if not lab.exists:
                 print("no lab is running")

@@ -21,7 +21,7 @@ FILES = sorted((ROOT / "crds").glob("*/*.yaml"))
 
 def kubernetes_version() -> str:
     """The Kubernetes version deploy/ runs: the kind node image's tag."""
-    config = yaml.safe_load((ROOT / "deploy/kind-config.yaml").read_text())
+    config = yaml.safe_load((ROOT / "deploy/kind/cluster.yaml").read_text())
     tags = {re.fullmatch(r"kindest/node:v(\d+\.\d+)\.\d+", n["image"]).group(1)  # type: ignore[union-attr]
             for n in config["nodes"]}
     assert len(tags) == 1, tags

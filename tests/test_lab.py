@@ -14,6 +14,8 @@ import pytest
 
 from lab.netns import TIMEOUT_SCALE
 
+ROOT = Path(__file__).resolve().parent.parent
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
 
@@ -126,12 +128,44 @@ def test_down_cleans_up_after_up_was_killed_half_way(tmp_path: Path) -> None:
     assert subprocess.run(["pgrep", "-f", f"{tmp_path}/{name}"], capture_output=True).returncode == 1
 
 
+def prometheus_has_every_felix_panels_metric(name: str, up: str) -> None:
+    """The lab's real Prometheus (--observability) scrapes every Felix, and each metric the Felix dashboard's
+    panels query has data from every node; each panel's query answers (rates once two scrapes are in)."""
+    from tests.test_deploy_observability import exprs, load, metric_names
+
+    assert "[obs] Prometheus: http://192.168.3.1:9090" in up, up
+
+    def query(q: str) -> list[dict[str, object]]:
+        script = ("import json, sys, urllib.parse, urllib.request; print(urllib.request.urlopen("
+                  "'http://192.168.3.1:9090/api/v1/query?query=' + urllib.parse.quote(sys.argv[1]), timeout=10)"
+                  ".read().decode())")
+        r = subprocess.run(["ip", "netns", "exec", f"{name}-underlay", "python3", "-c", script, q],
+                           capture_output=True, text=True, timeout=30, check=True)
+        doc = json.loads(r.stdout)
+        assert doc["status"] == "success", doc
+        return doc["data"]["result"]  # type: ignore[no-any-return]
+
+    panels = exprs(load(ROOT / "deploy/observability/dashboards/felix.json"))
+    names = sorted({n for _, e in panels for n in metric_names(e)})
+    missing: list[str] = names
+    deadline = time.monotonic() + 120 * TIMEOUT_SCALE
+    while True:  # two scrapes (15 s apart) of both Felixes, so that rate() has two points too
+        up_count = query('count(count_over_time(up{job="felix"}[5m]) >= 2 and up{job="felix"} == 1)')
+        missing = [n for n in names if len(query(f'{n}{{job="felix"}}')) < 2]
+        if up_count and float(up_count[0]["value"][1]) == 2 and not missing:  # type: ignore[index]
+            break
+        assert time.monotonic() < deadline, f"Prometheus has no data for {missing} (up: {up_count})"
+        time.sleep(1)
+    for title, expr in panels:
+        assert query(expr.replace("$instance", ".*")), f"panel {title!r}: {expr} has no data"
+
+
 def test_the_lab_on_the_kubernetes_datastore(tmp_path: Path) -> None:
     """The same cluster with DATASTORE_TYPE=kubernetes against the lab's mock API server: Kubernetes Nodes,
     Pods made as the kubelet would, WorkloadEndpoints derived from them, IPAM blocks as CRDs."""
     name = f"lk8{os.getpid() % 1000}"
     try:
-        up = lab(tmp_path, name, "up", "--nodes", "2", "--datastore", "kubernetes")
+        up = lab(tmp_path, name, "up", "--nodes", "2", "--datastore", "kubernetes", "--observability")
         assert "NOT a kube-apiserver" in up.stdout and "DATASTORE_TYPE=kubernetes" in up.stdout
         lab(tmp_path, name, "pod", "create", "a", "--node", "master1")
         b = lab(tmp_path, name, "pod", "create", "b", "--node", "worker1").stdout.split()[-1]
@@ -142,6 +176,23 @@ def test_the_lab_on_the_kubernetes_datastore(tmp_path: Path) -> None:
         weps = subprocess.run(["ip", "netns", "exec", f"{name}-underlay", "calicoctl", "get", "wep"], env=env,
                               capture_output=True, text=True, timeout=60).stdout
         assert "worker1" in weps and f"{b}/32" in weps
+        # The README's example is projectcalico.org/v3, the group the lab serves by default: kubectl applies it
+        # with its own validation (the CRD's schema, from the server's OpenAPI) and Calico reads it back.
+        assert "(projectcalico.org/v3)" in up.stdout
+        pool = (ROOT / "examples/ippool.yaml").read_text().replace("default-ipv4-ippool", "readme-pool") \
+            .replace("10.244.0.0/16", "10.248.0.0/16")
+        applied = subprocess.run(["ip", "netns", "exec", f"{name}-underlay", "kubectl", "apply", "--validate=strict",
+                                  "-f", "-"], env=env, input=pool, capture_output=True, text=True, timeout=60)
+        assert applied.returncode == 0 and "ippool.projectcalico.org/readme-pool created" in applied.stdout, \
+            applied.stdout + applied.stderr
+        typo = pool.replace("natOutgoing", "natOutgoin")
+        refused = subprocess.run(["ip", "netns", "exec", f"{name}-underlay", "kubectl", "apply", "--validate=strict",
+                                  "-f", "-"], env=env, input=typo, capture_output=True, text=True, timeout=60)
+        assert refused.returncode != 0 and "natOutgoin" in refused.stderr, refused.stdout + refused.stderr
+        pools = subprocess.run(["ip", "netns", "exec", f"{name}-underlay", "calicoctl", "get", "ippools"], env=env,
+                               capture_output=True, text=True, timeout=60).stdout
+        assert "readme-pool" in pools and "10.248.0.0/16" in pools, pools
+        prometheus_has_every_felix_panels_metric(name, up.stdout)
     finally:
         lab(tmp_path, name, "down", check=False)
     assert namespaces(name) == []
