@@ -69,7 +69,10 @@ def build(cfg: TyphaSettings, ds: DatastoreConfig) -> daemon.Daemon:
     if cfg.health_enabled:
         d.serve_health(cfg.health_host, cfg.health_port)
     if cfg.prometheus_metrics_enabled:
-        d.serve_metrics(cfg.prometheus_metrics_host or "0.0.0.0", cfg.prometheus_metrics_port, metrics.REGISTRY)
+        # Served by Typha itself, not the runner's prometheus_client server: that one renames every
+        # counter "..._total" (see typha.metrics), and Typha's names are Calico's.
+        host, port = cfg.prometheus_metrics_host or "0.0.0.0", cfg.prometheus_metrics_port
+        d.root("metrics server", lambda: metrics.run_server(host, port))
     log.info("Typha starting: syncer types %s, port %d", ", ".join(syncers.ALL_TYPES), typha.server.config.port)
     return d
 
