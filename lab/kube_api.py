@@ -69,11 +69,27 @@ import aiohttp.web
 import attrs
 import kmock
 import yaml
-from kmock._internal import rendering
+from kmock._internal import parsing, rendering
 
 from libcalico.patching import PatchError, json_patch, merge_patch
 
 JSON = dict[str, Any]
+
+_kmock_parse_path = parsing.parse_path
+
+
+def _parse_path(path: str) -> parsing.ParsedPath:
+    """kmock reads ``/api/v1/namespaces[/NAME]`` as a namespace prefix with no resource after it (a
+    POST to it raised "not enough values to unpack"); the API server reads it as the Namespace
+    resource itself, which is how kubectl creates and gets a namespace."""
+    parts = path.strip("/").split("/")
+    if parts[:3] == ["api", "v1", "namespaces"] and (len(parts) <= 4 or parts[4:] in (["status"], ["finalize"])):
+        return parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) > 3 else None,
+                                  parts[4] if len(parts) > 4 else None)
+    return _kmock_parse_path(path)
+
+
+parsing.parse_path = _parse_path
 
 
 def status(code: int, reason: str, message: str, details: JSON | None = None) -> JSON:

@@ -37,7 +37,7 @@ KUBE_APIS: dict[int, RunningAPI] = {}
 
 @pytest.fixture(scope="session")
 def etcd_server() -> Iterator[EtcdServer]:
-    server = EtcdServer()
+    server = EtcdServer(die_with_parent=True)  # started from the main thread: a killed pytest takes it along
     server.start()
     try:
         yield server

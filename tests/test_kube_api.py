@@ -56,6 +56,16 @@ class TestWrites:
                                    ippool("p"))
         assert code == 201 and int(data["metadata"]["resourceVersion"]) > int(node.metadata.resource_version)
 
+    async def test_namespaces_are_created_got_and_listed_as_the_namespace_resource(self, kube_api: RunningAPI) -> None:
+        # /api/v1/namespaces[/NAME] is the Namespace resource, not a namespace prefix (kmock read it as one)
+        core, _ = clients(kube_api)
+        await call(core.create_namespace, {"metadata": {"name": "shop", "labels": {"team": "a"}}})
+        got = await call(core.read_namespace, "shop")
+        assert got.metadata.labels == {"team": "a"}
+        assert [n.metadata.name for n in (await call(core.list_namespace)).items] == ["shop"]
+        await call(core.create_namespaced_pod, "shop", {"metadata": {"name": "p"}, "spec": {"containers": []}})
+        assert [p.metadata.name for p in (await call(core.list_namespaced_pod, "shop")).items] == ["p"]
+
     async def test_duplicate_create_is_409_already_exists_and_missing_name_is_422(self, kube_api: RunningAPI) -> None:
         _, custom = clients(kube_api)
         await call(custom.create_cluster_custom_object, GROUP, VERSION, PLURAL, ippool("p"))

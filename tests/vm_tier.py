@@ -10,6 +10,9 @@ to the host. Each ``VMItem`` then passes, fails with the VM's own traceback, or
 skips with the VM's reason. One boot for the whole tier, since under emulation
 a boot costs tens of seconds.
 
+The VM boots as soon as collection ends and runs alongside the host's tests
+(their reports come last); ``PYCALICO_VM_SERIAL=1`` runs it in its turn instead.
+
 ``pytest -m kernel_vm`` runs just the tier; ``-m "not kernel_vm"`` leaves it out.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +32,7 @@ from lab.netns import kernel_supports
 
 IN_VM = vm.IN_VM                  # set inside the VM: run the tests directly
 REPORT = "PYCALICO_VM_REPORT"     # where the VM's pytest writes its reports
+SERIAL = "PYCALICO_VM_SERIAL"     # set: the VM runs when its first test comes up, not alongside the rest
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -87,9 +92,19 @@ class VMTier:
         self._results: dict[str, dict[str, str]] | None = None
         self._error = ""
         self.output = ""
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Boot the VM now, in the background: the tier's tests then run in the VM while the host
+        runs the rest of the suite (the host's suite keeps about one core busy; the VM fills the
+        other), and each ``VMItem`` waits for the VM's reports."""
+        self._thread = threading.Thread(target=self._run, name="kernel_vm tier", daemon=True)
+        self._thread.start()
 
     def result(self, nodeid: str) -> dict[str, str]:
-        if self._results is None:
+        if self._thread is not None:
+            self._thread.join()
+        elif self._results is None:
             self._run()
         if self._error:
             raise VMTestFailed(self._error)
@@ -157,6 +172,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if module and os.geteuid() == 0 and not _host_has(module):
             assert item.parent is not None
             items[i] = VMItem.from_parent(item.parent, name=item.name, original=item, module=module)
+    if not os.environ.get(SERIAL):  # the VM's tests report last, so that the host's never wait for the VM
+        items[:] = [i for i in items if not isinstance(i, VMItem)] + [i for i in items if isinstance(i, VMItem)]
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -164,7 +181,10 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if chosen:
         modules = {i.module_name for i in chosen}
         assert len(modules) == 1, f"one VM per run: the tier needs one module, not {sorted(modules)}"
-        session.config.stash[TIER] = VMTier(modules.pop(), [i.nodeid for i in chosen])
+        tier = session.config.stash[TIER] = VMTier(modules.pop(), [i.nodeid for i in chosen])
+        if (len(chosen) < len(session.items) and not os.environ.get(SERIAL) and os.geteuid() == 0
+                and not session.config.option.collectonly):
+            tier.start()  # alongside the host's tests; alone, the first VMItem runs it
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
