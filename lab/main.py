@@ -1,12 +1,13 @@
 """``calico-lab``: a Calico cluster in a box, made of network namespaces (see :mod:`lab.cluster`).
 
     calico-lab up [--nodes 4] [--encap vxlan|vxlan-crosssubnet|ipip|ipip-crosssubnet|none] [--bgp mesh|rr]
+                  [--datastore etcd|kubernetes] [--typha]
     calico-lab pod create NAME --node NODE [--namespace NS] [--label k=v ...]
     calico-lab pod label NAME k=v [k2- ...]
     calico-lab exec NAME -- CMD...
     calico-lab status
     calico-lab demo [--out DIR]
-    calico-lab demo --encap ENCAP [--nodes 4] [--bgp mesh|rr] [--out DIR]
+    calico-lab demo --encap ENCAP [--nodes 4] [--bgp mesh|rr] [--typha] [--out DIR]
     calico-lab down
 
 ``demo`` alone runs the seed's experiments on the running lab. With
@@ -41,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--encap", default="vxlan", choices=ENCAPS)
     up.add_argument("--bgp", default="mesh", choices=("mesh", "rr"))
     up.add_argument("--datastore", default="etcd", choices=("etcd", "kubernetes"))
+    up.add_argument("--typha", action="store_true",
+                    help="run calico-typha in the underlay; every Felix and confd follows it (restarted if it exits)")
     sub.add_parser("down", help="remove every namespace, link and process of the lab")
     sub.add_parser("status", help="nodes, processes, health, BGP sessions, pods")
     pod = sub.add_parser("pod", help="pods")
@@ -65,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(IPIP in a VM when this kernel lacks the module)")
     demo.add_argument("--nodes", type=int, default=4, help="with --encap: how many nodes")
     demo.add_argument("--bgp", default="mesh", choices=("mesh", "rr"), help="with --encap: mesh or route reflector")
+    demo.add_argument("--typha", action="store_true", help="with --encap: Felix and confd through calico-typha")
     demo.add_argument("--no-policy", action="store_true", help="leave out experiment 5 (network policy)")
     return p
 
@@ -80,14 +84,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     lab = Lab(args.dir, args.lab_name, say=lambda m: print(m, flush=True))
     try:
         if args.command == "up":
-            lab.up(args.nodes, args.encap, args.bgp, args.datastore)
+            lab.up(args.nodes, args.encap, args.bgp, args.datastore, typha=args.typha)
         elif args.command == "down":
             if not lab.exists:
                 print("no lab is running")
                 return 0
             lab.down()
         elif args.command == "demo" and args.encap:
-            return demo_run(lab, args.encap, args.nodes, args.bgp, args.out or args.dir, policy=not args.no_policy)
+            return demo_run(lab, args.encap, args.nodes, args.bgp, args.out or args.dir, policy=not args.no_policy,
+                            typha=args.typha)
         elif not lab.exists:
             raise LabError("no lab is running; `calico-lab up` first")
         elif args.command == "status":
@@ -144,7 +149,8 @@ def _labels(items: list[str]) -> dict[str, str | None]:
     return out
 
 
-def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path, *, policy: bool = True) -> int:
+def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path, *, policy: bool = True,
+             typha: bool = False) -> int:
     """``calico-lab demo --encap``: up, the experiments, down; in a VM when this kernel lacks ipip."""
     from lab import demo, netns, vm
 
@@ -162,13 +168,13 @@ def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path, *, policy: b
               f"the report comes back to {out}.", flush=True)
         argv = [vm.python(), "-m", "lab.main", "--dir", "/tmp/calico-lab", "--lab-name", lab.state.name, "demo",
                 "--encap", encap, "--nodes", str(nodes), "--bgp", bgp, "--out", str(out),
-                *([] if policy else ["--no-policy"])]
+                *([] if policy else ["--no-policy"]), *(["--typha"] if typha else [])]
         r = vm.run(shlex.join(argv), module="ipip", rwdirs=[out], cwd=Path(__file__).resolve().parent.parent,
                    env={vm.IN_VM: "1"}, progress=lambda line: print(line, flush=True))
         print(f"(ran in {vm.describe(r)}: {r.seconds:.0f} s)")
         return r.returncode
     try:
-        lab.up(nodes, encap, bgp, stays_up=False)
+        lab.up(nodes, encap, bgp, stays_up=False, typha=typha)
         path = demo.run(lab, out, policy=policy)
         print(path.read_text())
         print(f"report written to {path}")
