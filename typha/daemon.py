@@ -13,7 +13,9 @@ syncer, each cache loop and the server are roots (if one ends, Typha exits
 and is restarted). On SIGTERM the server sheds its clients gradually
 (``TYPHA_SHUTDOWNTIMEOUTSECS``) before the process exits. Health on
 ``TYPHA_HEALTHPORT`` (9098; ready when every cache is in sync), metrics on
-``TYPHA_PROMETHEUSMETRICSPORT`` (9093), each when enabled, as Calico's.
+``TYPHA_PROMETHEUSMETRICSPORT`` (9093), each when enabled, as Calico's. The
+metrics are served by Typha's own root (:func:`typha.metrics.run_server`), not
+the runner's prometheus_client server, so that they keep Calico's names.
 """
 
 from __future__ import annotations
