@@ -8,6 +8,12 @@ carries routes, ``calico-confd`` + BIRD. Pods are namespaces wired by the real
 ``calico`` CNI plugin, run inside their node. Nothing is connected to the
 host's interfaces.
 
+With ``--typha``, ``calico-typha`` runs in the underlay beside the datastore
+(192.168.3.1:5473, as the ``calico-typha`` Service would be reached) and every
+Felix and confd follows it (``FELIX_TYPHAADDR``, as calico-node's environment
+sets it) instead of watching the datastore itself. As its Deployment would,
+the lab restarts Typha when it exits (:mod:`lab.supervise`).
+
 Everything made is recorded in ``<run dir>/state.json`` as it is made, so
 ``down`` removes it all, also after a crash half-way through ``up``.
 """
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -29,7 +36,7 @@ from typing import Any
 
 import yaml
 
-from lab import netns
+from lab import netns, supervise
 from lab.etcd import EtcdServer
 from libcalico.backend.kubernetes import conversion
 
@@ -40,6 +47,7 @@ ENCAPS = ("vxlan", "vxlan-crosssubnet", "ipip", "ipip-crosssubnet", "none")
 # The Kubernetes datastore's CRD groups, the default first (crds/v3, crds/v1).
 API_GROUPS = ("projectcalico.org/v3", "crd.projectcalico.org/v1")
 SEED_NODES = ["master1", "worker1", "worker2", "worker3"]
+TYPHA_PORT, TYPHA_HEALTH_PORT, TYPHA_METRICS_PORT = 5473, 9098, 9093  # Calico's
 
 
 class LabError(RuntimeError):
@@ -75,6 +83,7 @@ class LabState:
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)
     pods: dict[str, dict[str, str]] = field(default_factory=dict)
     ports: int = 2
+    typha: dict[str, str] = field(default_factory=dict)  # addr, state (the supervisor's file); empty: no Typha
 
 
 class Lab:
@@ -167,6 +176,11 @@ class Lab:
         env.update(extra)
         return env
 
+    def client_env(self, **extra: str) -> dict[str, str]:
+        """A Felix's or confd's environment: through Typha when the lab has one (calico-node's variables)."""
+        typha = {"FELIX_TYPHAADDR": self.state.typha["addr"]} if self.state.typha else {}
+        return self.env(**typha, **extra)
+
     def calicoctl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
         return self.run(self.underlay, _bin("calicoctl"), *args, env=self.env(), stdin=stdin, check=check).stdout
 
@@ -186,7 +200,8 @@ class Lab:
     # --- up -----------------------------------------------------------------------------------
 
     def up(self, nodes: int = 4, encap: str = "vxlan", bgp: str = "mesh", datastore: str = "etcd",
-           stays_up: bool = True, api_group: str = "projectcalico.org/v3", observability: bool = False) -> None:
+           stays_up: bool = True, api_group: str = "projectcalico.org/v3", observability: bool = False,
+           typha: bool = False) -> None:
         """Make the lab. ``stays_up=False`` (a one-shot demo) leaves out the hint on using it afterwards."""
         if encap not in ENCAPS:
             raise LabError(f"--encap must be one of {', '.join(ENCAPS)}, not {encap!r}")
@@ -268,6 +283,10 @@ class Lab:
                 self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(nodes_k8s))
             self.calicoctl("apply", "-f", "-", stdin="\n---\n".join(json.dumps(d) for d in docs))
             self.say(f"[4/6] {nodes} nodes: " + ", ".join(f"{n} {v['ip']}" for n, v in self.state.nodes.items()))
+
+            if typha:
+                step = "Typha"
+                self._start_typha()
 
             step = "Felix"
             for name in self.state.nodes:
@@ -361,7 +380,7 @@ class Lab:
         node = self.state.nodes[name]
         metrics = {"FELIX_PROMETHEUSMETRICSHOST": node["ip"]} if self.state.observability else {}
         self.spawn(f"felix-{name}", node["ns"], [_bin("calico-felix")],
-                   env=self.env(FELIX_FELIXHOSTNAME=name, FELIX_ROUTEREFRESHINTERVAL="10", **metrics))
+                   env=self.client_env(FELIX_FELIXHOSTNAME=name, FELIX_ROUTEREFRESHINTERVAL="10", **metrics))
 
     def _start_prometheus(self) -> None:
         """A real Prometheus in the underlay with deploy/observability's config, scraping every Felix."""
@@ -372,7 +391,8 @@ class Lab:
         (home / "targets").mkdir(parents=True, exist_ok=True)
         shutil.copy(obs / "prometheus.yml", home / "prometheus.yml")
         felix = [f"{n['ip']}:9091" for n in self.state.nodes.values()]
-        for job, targets in (("felix", felix), ("typha", []), ("kube-controllers", [])):
+        typha = [f"{GATEWAY}:{TYPHA_METRICS_PORT}"] if self.state.typha else []
+        for job, targets in (("felix", felix), ("typha", typha), ("kube-controllers", [])):
             (home / "targets" / f"{job}.json").write_text(json.dumps([{"targets": targets}] if targets else []))
         url = f"http://{GATEWAY}:9090"
         self.spawn("prometheus", self.underlay, ["prometheus", f"--config.file={home / 'prometheus.yml'}",
@@ -382,7 +402,7 @@ class Lab:
         wait_until(lambda: self.run(self.underlay, sys.executable, "-c", probe, check=False).returncode == 0,
                    "Prometheus", 60)
         self.say(f"[obs] Prometheus: {url} in namespace {self.underlay}, scraping Felix on "
-                 f"{', '.join(felix)}; e.g. ip netns exec {self.underlay} curl '{url}/api/v1/query?query=up'. "
+                 f"{', '.join(felix)}" + (f" and Typha on {typha[0]}" if typha else "") + "; e.g. ip netns exec {self.underlay} curl '{url}/api/v1/query?query=up'. "
                  f"Dashboards: deploy/observability/dashboards/ (import into Grafana with this Prometheus)")
 
     def _wait_felix(self, name: str) -> None:
@@ -397,18 +417,66 @@ class Lab:
         node["bird_socket"] = str(self.dir / name / "bird.ctl")
         self._save()
         return subprocess.Popen(["ip", "netns", "exec", node["ns"], _bin("calico-confd"), "-onetime", "-confdir",
-                                 str(confdir), "--bird-socket", node["bird_socket"]], env=self.env(NODENAME=name),
+                                 str(confdir), "--bird-socket", node["bird_socket"]],
+                                env=self.client_env(NODENAME=name),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def _start_bgp(self, name: str) -> None:
         node = self.state.nodes[name]
         confdir = self.dir / name / "confd"
         sock = node["bird_socket"]
-        env = self.env(NODENAME=name)
+        env = self.client_env(NODENAME=name)
         self.spawn(f"bird-{name}", node["ns"], ["bird", "-f", "-c", str(confdir / "config" / "bird.cfg"), "-s", sock])
         self.spawn(f"confd-{name}", node["ns"], [_bin("calico-confd"), "-confdir", str(confdir), "--bird-socket",
                                                  sock], env=env)
         wait_until(lambda: os.path.exists(sock), f"BIRD on {name}", 30)
+
+    # --- Typha ----------------------------------------------------------------------------------
+
+    def _start_typha(self) -> None:
+        """``calico-typha`` in the underlay on the datastore's address, kept running by :mod:`lab.supervise`."""
+        addr = f"{GATEWAY}:{TYPHA_PORT}"
+        state = self.dir / "typha.json"
+        self.state.typha = {"addr": addr, "state": str(state)}
+        self._save()
+        env = self.env(TYPHA_SERVERHOST=GATEWAY, TYPHA_SERVERPORT=str(TYPHA_PORT), TYPHA_HEALTHENABLED="true",
+                       TYPHA_HEALTHHOST="0.0.0.0", TYPHA_HEALTHPORT=str(TYPHA_HEALTH_PORT),
+                       TYPHA_PROMETHEUSMETRICSENABLED="true", TYPHA_PROMETHEUSMETRICSPORT=str(TYPHA_METRICS_PORT),
+                       TYPHA_LOGSEVERITYSCREEN="info",
+                       PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        self.spawn("typha", self.underlay, [sys.executable, "-m", "lab.supervise", "--state", str(state), "--",
+                                            _bin("calico-typha")], env=env)
+        wait_until(lambda: self.typha_ready() == 204, "Typha to be ready (every cache in sync)")
+        self.say(f"[4/6] calico-typha: {addr} (in {self.underlay}); every Felix and confd follows it "
+                 f"(FELIX_TYPHAADDR); the lab restarts it when it exits, as its Deployment would")
+
+    def typha_pid(self) -> int:
+        """The running Typha's pid (the supervisor's child); 0 while it is down or being restarted."""
+        if not self.state.typha:
+            return 0
+        return int(supervise.read_state(Path(self.state.typha["state"])).get("pid") or 0)
+
+    def typha_ready(self) -> int:
+        return self._http(self.underlay, f"http://127.0.0.1:{TYPHA_HEALTH_PORT}/readiness")[0]
+
+    def typha_status(self) -> str:
+        """One line: address, process, readiness and connections (Typha's own metrics)."""
+        sup = supervise.read_state(Path(self.state.typha["state"]))
+        pid = self.typha_pid()
+        running = pid > 0 and self.alive("typha") and os.path.exists(f"/proc/{pid}")
+        restarts = int(sup.get("restarts") or 0)
+        proc = (f"running (pid {pid})" if running else "NOT running") + (
+            f", restarted {restarts} time{'s' * (restarts != 1)} (last: {sup.get('last_exit')})" if restarts else "")
+        if not running:
+            return f"Typha {self.state.typha['addr']}: {proc}"
+        ready = {204: "ready", 503: "not ready"}.get(self.typha_ready(), "no answer")
+        code, text = self._http(self.underlay, f"http://127.0.0.1:{TYPHA_METRICS_PORT}/metrics")
+        active = re.search(r"^typha_connections_active (\S+)$", text, re.M) if code == 200 else None
+        streaming = re.findall(r'^typha_connections_streaming\{syncer="([^"]+)"\} (\S+)$', text, re.M)
+        by_syncer = ", ".join(f"{t} {float(n):g}" for t, n in streaming if float(n))
+        conns = (f"{float(active.group(1)):g} connections" + (f" ({by_syncer})" if by_syncer else "")
+                 if active else "connections unknown")
+        return f"Typha {self.state.typha['addr']}: {proc}; {ready}; {conns}"
 
     # --- pods -----------------------------------------------------------------------------------
 
@@ -478,10 +546,16 @@ class Lab:
     # --- status and down ----------------------------------------------------------------------
 
     def felix_ready(self, name: str) -> int:
-        code = ("import urllib.request\ntry: print(urllib.request.urlopen('http://127.0.0.1:9099/readiness',"
-                "timeout=2).status)\nexcept urllib.error.HTTPError as e: print(e.code)\nexcept Exception: print(0)")
-        r = self.run(self.state.nodes[name]["ns"], "python3", "-c", code, check=False)
-        return int(r.stdout.strip() or 0)
+        return self._http(self.state.nodes[name]["ns"], "http://127.0.0.1:9099/readiness")[0]
+
+    def _http(self, ns: str, url: str) -> tuple[int, str]:
+        """GET ``url`` from inside ``ns``: (status, body); (0, "") when nothing answers."""
+        code = ("import sys, urllib.request, urllib.error\n"
+                "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=2)\n print(r.status); print(r.read().decode())\n"
+                "except urllib.error.HTTPError as e: print(e.code)\nexcept Exception: print(0)")
+        r = self.run(ns, "python3", "-c", code, url, check=False)
+        status, _, body = r.stdout.partition("\n")
+        return int(status.strip() or 0), body
 
     def bgp_sessions(self, name: str) -> list[str]:
         sock = self.state.nodes[name].get("bird_socket")
@@ -496,6 +570,8 @@ class Lab:
                  if s.datastore == "kubernetes" else
                  f"etcd {s.etcd.get('endpoint', '?')} ({'running' if self.alive('etcd') else 'NOT running'})")
         lines = [f"lab {s.name}: encap {s.encap}, BGP {s.bgp}, {store}"]
+        if s.typha:
+            lines.append(f"  {self.typha_status()}")
         for name, node in s.nodes.items():
             procs = " ".join(f"{p}:{'up' if self.alive(f'{p}-{name}') else 'down'}"
                              for p in ("felix", "confd", "bird") if f"{p}-{name}" in s.pids)

@@ -305,6 +305,8 @@ def _host_iface_in(lab: Lab, pod: str) -> str:
 def report(lab: Lab, exps: list[Experiment], extra: list[str] | None = None) -> str:
     lines = [f"# calico-lab demo — encapsulation `{lab.state.encap}`, BGP `{lab.state.bgp}`", "",
              f"Made {time.strftime('%Y-%m-%d %H:%M:%S')} from the running lab ({len(lab.state.nodes)} nodes).", ""]
+    if lab.state.typha:
+        lines += [f"Every Felix and confd followed calico-typha: {lab.typha_status()}.", ""]
     for e in exps:
         lines += [f"## {e.title}", "", f"{e.src} → {e.dst}: **{'reached' if e.ok else 'NOT reached'}**", ""]
         if e.note:

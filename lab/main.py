@@ -2,13 +2,13 @@
 
     calico-lab up [--nodes 4] [--encap vxlan|vxlan-crosssubnet|ipip|ipip-crosssubnet|none] [--bgp mesh|rr]
                   [--datastore etcd|kubernetes [--api-group projectcalico.org/v3|crd.projectcalico.org/v1]]
-                  [--observability]
+                  [--observability] [--typha]
     calico-lab pod create NAME --node NODE [--namespace NS] [--label k=v ...]
     calico-lab pod label NAME k=v [k2- ...]
     calico-lab exec NAME -- CMD...
     calico-lab status
     calico-lab demo [--out DIR]
-    calico-lab demo --encap ENCAP [--nodes 4] [--bgp mesh|rr] [--out DIR]
+    calico-lab demo --encap ENCAP [--nodes 4] [--bgp mesh|rr] [--typha] [--out DIR]
     calico-lab down
 
 ``demo`` alone runs the seed's experiments on the running lab. With
@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "examples are projectcalico.org/v3")
     up.add_argument("--observability", action="store_true",
                     help="also run Prometheus (deploy/observability/prometheus.yml) scraping every Felix")
+    up.add_argument("--typha", action="store_true",
+                    help="run calico-typha in the underlay; every Felix and confd follows it (restarted if it exits)")
     sub.add_parser("down", help="remove every namespace, link and process of the lab")
     sub.add_parser("status", help="nodes, processes, health, BGP sessions, pods")
     pod = sub.add_parser("pod", help="pods")
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "(IPIP in a VM when this kernel lacks the module)")
     demo.add_argument("--nodes", type=int, default=4, help="with --encap: how many nodes")
     demo.add_argument("--bgp", default="mesh", choices=("mesh", "rr"), help="with --encap: mesh or route reflector")
+    demo.add_argument("--typha", action="store_true", help="with --encap: Felix and confd through calico-typha")
     demo.add_argument("--no-policy", action="store_true", help="leave out experiment 5 (network policy)")
     return p
 
@@ -88,14 +91,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "up":
             lab.up(args.nodes, args.encap, args.bgp, args.datastore, api_group=args.api_group,
-                   observability=args.observability)
+                   observability=args.observability, typha=args.typha)
         elif args.command == "down":
             if not lab.exists:
                 print("no lab is running")
                 return 0
             lab.down()
         elif args.command == "demo" and args.encap:
-            return demo_run(lab, args.encap, args.nodes, args.bgp, args.out or args.dir, policy=not args.no_policy)
+            return demo_run(lab, args.encap, args.nodes, args.bgp, args.out or args.dir, policy=not args.no_policy,
+                            typha=args.typha)
         elif not lab.exists:
             raise LabError("no lab is running; `calico-lab up` first")
         elif args.command == "status":
@@ -152,7 +156,8 @@ def _labels(items: list[str]) -> dict[str, str | None]:
     return out
 
 
-def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path, *, policy: bool = True) -> int:
+def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path, *, policy: bool = True,
+             typha: bool = False) -> int:
     """``calico-lab demo --encap``: up, the experiments, down; in a VM when this kernel lacks ipip."""
     from lab import demo, netns, vm
 
@@ -170,13 +175,13 @@ def demo_run(lab: Lab, encap: str, nodes: int, bgp: str, out: Path, *, policy: b
               f"the report comes back to {out}.", flush=True)
         argv = [vm.python(), "-m", "lab.main", "--dir", "/tmp/calico-lab", "--lab-name", lab.state.name, "demo",
                 "--encap", encap, "--nodes", str(nodes), "--bgp", bgp, "--out", str(out),
-                *([] if policy else ["--no-policy"])]
+                *([] if policy else ["--no-policy"]), *(["--typha"] if typha else [])]
         r = vm.run(shlex.join(argv), module="ipip", rwdirs=[out], cwd=Path(__file__).resolve().parent.parent,
                    env={vm.IN_VM: "1"}, progress=lambda line: print(line, flush=True))
         print(f"(ran in {vm.describe(r)}: {r.seconds:.0f} s)")
         return r.returncode
     try:
-        lab.up(nodes, encap, bgp, stays_up=False)
+        lab.up(nodes, encap, bgp, stays_up=False, typha=typha)
         path = demo.run(lab, out, policy=policy)
         print(path.read_text())
         print(f"report written to {path}")

@@ -160,18 +160,31 @@ def prometheus_has_every_felix_panels_metric(name: str, up: str) -> None:
         assert query(expr.replace("$instance", ".*")), f"panel {title!r}: {expr} has no data"
 
 
-def test_the_lab_on_the_kubernetes_datastore(tmp_path: Path) -> None:
+def test_the_lab_on_the_kubernetes_datastore_through_typha(tmp_path: Path) -> None:
     """The same cluster with DATASTORE_TYPE=kubernetes against the lab's mock API server: Kubernetes Nodes,
-    Pods made as the kubelet would, WorkloadEndpoints derived from them, IPAM blocks as CRDs."""
+    Pods made as the kubelet would, WorkloadEndpoints derived from them, IPAM blocks as CRDs; and, as Calico
+    runs it with that datastore, every Felix and confd through Typha, which the lab restarts when it dies."""
     name = f"lk8{os.getpid() % 1000}"
+
+    def typha_line(want: str, what: str) -> re.Match[str]:
+        deadline = time.monotonic() + 60 * TIMEOUT_SCALE
+        while not (m := re.search(want, status := lab(tmp_path, name, "status").stdout)):
+            assert time.monotonic() < deadline, f"{what}:\n{status}"
+            time.sleep(0.5)
+        return m
+
+    def reaches(src: str, ip: str) -> None:
+        deadline = time.monotonic() + 60 * TIMEOUT_SCALE
+        while lab(tmp_path, name, "exec", src, "--", "ping", "-c", "1", "-W", "2", ip, check=False).returncode:
+            assert time.monotonic() < deadline, f"pod {src} never reached {ip}"
+
     try:
-        up = lab(tmp_path, name, "up", "--nodes", "2", "--datastore", "kubernetes", "--observability")
+        up = lab(tmp_path, name, "up", "--nodes", "2", "--datastore", "kubernetes", "--typha", "--observability")
         assert "NOT a kube-apiserver" in up.stdout and "DATASTORE_TYPE=kubernetes" in up.stdout
-        lab(tmp_path, name, "pod", "create", "a", "--node", "master1")
+        assert "calico-typha: 192.168.3.1:5473" in up.stdout
+        lab(tmp_path, name, "pod", "create", "a", "--node", "master1", "--namespace", "shop", "--label", "tier=web")
         b = lab(tmp_path, name, "pod", "create", "b", "--node", "worker1").stdout.split()[-1]
-        deadline = time.monotonic() + 60
-        while lab(tmp_path, name, "exec", "a", "--", "ping", "-c", "1", "-W", "2", b, check=False).returncode:
-            assert time.monotonic() < deadline, "pod a never reached pod b"
+        reaches("a", b)
         env = {**os.environ, "DATASTORE_TYPE": "kubernetes", "KUBECONFIG": str(tmp_path / name / "kubeconfig")}
         weps = subprocess.run(["ip", "netns", "exec", f"{name}-underlay", "calicoctl", "get", "wep"], env=env,
                               capture_output=True, text=True, timeout=60).stdout
@@ -193,6 +206,20 @@ def test_the_lab_on_the_kubernetes_datastore(tmp_path: Path) -> None:
                                capture_output=True, text=True, timeout=60).stdout
         assert "readme-pool" in pools and "10.248.0.0/16" in pools, pools
         prometheus_has_every_felix_panels_metric(name, up.stdout)
+
+        # Both nodes' Felix (felix syncer) and confd (bgp syncer) follow Typha.
+        connected = r"; ready; 4 connections \(felix 2, bgp 2\)"
+        first = typha_line(r"Typha 192\.168\.3\.1:5473: running \(pid (\d+)\)" + connected, "Typha serving both nodes")
+        # Typha dies; the lab restarts it (as its Deployment would) and the clients come back to it.
+        os.kill(int(first.group(1)), signal.SIGKILL)
+        again = typha_line(r"Typha 192\.168\.3\.1:5473: running \(pid (\d+)\), restarted 1 time \(last: killed by "
+                           r"SIGKILL\)" + connected, "Typha restarted, both nodes back")
+        assert again.group(1) != first.group(1)
+        # A pod made afterwards is programmed from what the new Typha sends: it is reached.
+        c = lab(tmp_path, name, "pod", "create", "c", "--node", "master1").stdout.split()[-1]
+        reaches("b", c)
+        reaches("a", b)
     finally:
         lab(tmp_path, name, "down", check=False)
     assert namespaces(name) == []
+    assert subprocess.run(["pgrep", "-f", f"{tmp_path}/{name}"], capture_output=True).returncode == 1

@@ -191,6 +191,7 @@ class Cache:
         crumb = self.current
         cached = self._snapshots.get(compression)
         if cached is not None and cached[0] == crumb.seq:
+            metrics.SNAPSHOTS_REUSED.labels(self.name).inc()
             return await asyncio.shield(cached[1])
         # Taken in one step (no await): the state is exactly that of ``crumb``.
         items = sorted(self.kvs.values(), key=lambda kv: kv.key)
@@ -207,6 +208,9 @@ class Cache:
             self._snapshots.pop(compression, None)
             raise
         snap = Snapshot(crumb, frames, len(items))
+        metrics.SNAPSHOTS_GENERATED.labels(self.name).inc()
+        metrics.SNAPSHOT_RAW_BYTES.labels(self.name).set(sum(len(p) for p in payloads))
+        metrics.SNAPSHOT_COMPRESSED_BYTES.labels(self.name).set(sum(len(f) for f in frames))
         future.set_result(snap)
         return snap
 

@@ -72,9 +72,13 @@ async def test_600_clients_spread_to_an_equal_share_over_3_typhas_and_move_when_
     be = MemoryBackend()
     for i in range(5):
         await be.create(pool(f"p{i}", f"10.{i}.0.0/16"))
-    # 75 nodes over 3 Typhas: Calico's candidate is 4 * (1 + 75 * 1.2 / 2) = 184, below a lower limit
-    # of 240 (an equal share, 200, plus 20%); over 2 Typhas it is 364: room for all 600.
-    env = {"maxconnectionslowerlimit": "240", "connectiondropintervalsecs": "0.005",
+    # 75 nodes over 3 Typhas: Calico's candidate is 4 * (1 + 75 * 1.2 / 2) = 184, below a lower limit of
+    # 220; over 2 Typhas it is 364: room for all 600. Why 220 (an equal share, 200, plus 10%): the limits
+    # alone then hold every share within [600 - 2 * 220, 220] = [160, 220], inside 20% of an equal share,
+    # whatever the random reconnections do. With 240 they held it only to [120, 240]: the 360 clients Typha 0
+    # shed split at random between the other two (below their limit, so never rebalanced), and about one run
+    # in thirty stuck at e.g. [240, 206, 154].
+    env = {"maxconnectionslowerlimit": "220", "connectiondropintervalsecs": "0.005",
            "k8sservicepollintervalsecs": "0.05", "connectionrebalancingmode": "kubernetes",
            "serverpingintervalsecs": "30"}
     counts = FakeCounts(typhas=3, nodes=75)
@@ -103,23 +107,25 @@ async def test_600_clients_spread_to_an_equal_share_over_3_typhas_and_move_when_
                 return [len(t.server.connections) for t in typhas if not t.server.shutting_down]
 
             try:
-                await wait_for(lambda: sum(shares()) == 600 and all(160 <= n <= 240 for n in shares()), 60,
-                               "connections within 20% of an equal share")
+                # Every client in sync too: the last one moved may still be taking its snapshot. The deadline is
+                # for a loaded machine (the whole suite on 2 cores); a quiet one converges in seconds.
+                await wait_for(lambda: sum(shares()) == 600 and all(160 <= n <= 240 for n in shares())
+                               and all(c.in_sync for c in consumers), 180,
+                               "connections within 20% of an equal share, every client in sync")
             except AssertionError as exc:
                 raise AssertionError(f"{exc}: shares {shares()}, limits {[t.server.max_conns for t in typhas]}, "
                                      f"in sync {sum(c.in_sync for c in consumers)}") from None
-            assert all(c.in_sync for c in consumers)
             # One Typha stops (its pod goes): its endpoint leaves the Service, it sheds its clients.
             counts.n_typhas = 2
             live.remove(typhas[1].server.port)
-            await wait_for(lambda: all(t.server.max_conns == 364 for t in (typhas[0], typhas[2])), 10, "new limits")
+            await wait_for(lambda: all(t.server.max_conns == 364 for t in (typhas[0], typhas[2])), 60, "new limits")
             shed = asyncio.create_task(typhas[1].server.shut_down_gracefully())
             for i in range(10):  # updates while the clients move
                 await be.apply(pool(f"p{i % 5}", f"10.{i % 5}.0.0/16", blockSize=20 + i))
             await shed
             expected = {kv.key: kv.value for o in syncers.felix().types for kv in (await be.list(o)).items}
             await wait_for(lambda: len(typhas[0].server.connections) + len(typhas[2].server.connections) == 600
-                           and all(c.state == expected and c.in_sync for c in consumers), 60,
+                           and all(c.state == expected and c.in_sync for c in consumers), 180,
                            "every client on the other two, up to date")
             assert max(len(typhas[0].server.connections), len(typhas[2].server.connections)) <= 364
         finally:

@@ -292,10 +292,10 @@ async def test_fifty_felix_and_confd_through_one_typha_see_every_update_once_in_
 
             # Calico's metrics, by name.
             text = await typha.scrape()
-            for name in ("typha_connections_active", "typha_connections_accepted_total",
-                         "typha_connections_dropped_total", 'typha_connections_streaming{syncer="bgp"}',
-                         'typha_updates_total{syncer="felix"}', 'typha_breadcrumb_block_total{syncer="felix"}',
-                         'typha_breadcrumb_non_block_total{syncer="felix"}', 'typha_cache_size{syncer="felix"}',
+            for name in ("typha_connections_active", "typha_connections_accepted",
+                         "typha_connections_dropped", 'typha_connections_streaming{syncer="bgp"}',
+                         'typha_updates_total{syncer="felix"}', 'typha_breadcrumb_block{syncer="felix"}',
+                         'typha_breadcrumb_non_block{syncer="felix"}', 'typha_cache_size{syncer="felix"}',
                          'typha_client_snapshot_send_secs_count{syncer="felix"}',
                          'typha_ping_latency_count{syncer="felix"}', 'typha_kvs_per_msg_count{syncer="felix"}',
                          'typha_breadcrumb_seq_number{syncer="felix"}'):
@@ -310,6 +310,50 @@ async def test_fifty_felix_and_confd_through_one_typha_see_every_update_once_in_
                            "every client disconnected")
     finally:
         await be.close()
+
+
+# Each metric Calico's Typha registers (typha/pkg/snapcache, typha/pkg/syncserver) and its type, as the Go
+# client exposes it: a counter under the name it was given (only typha_updates_total ends in "_total").
+CALICO_METRICS = {
+    "typha_breadcrumb_seq_number": "gauge", "typha_breadcrumb_non_block": "counter",
+    "typha_breadcrumb_block": "counter", "typha_updates_total": "counter", "typha_updates_skipped": "counter",
+    "typha_cache_size": "gauge", "typha_breadcrumb_size": "summary", "typha_snapshots_generated": "counter",
+    "typha_snapshots_reused": "counter", "typha_snapshot_raw_bytes": "gauge",
+    "typha_snapshot_compressed_bytes": "gauge", "typha_connections_accepted": "counter",
+    "typha_connections_dropped": "counter", "typha_connections_active": "gauge",
+    "typha_connections_streaming": "gauge", "typha_connections_grace_used": "counter",
+    "typha_client_snapshot_send_secs": "summary", "typha_client_latency_secs": "summary",
+    "typha_client_write_latency_secs": "summary", "typha_next_breadcrumb_latency_secs": "summary",
+    "typha_ping_latency": "summary", "typha_kvs_per_msg": "summary",
+}
+
+
+async def test_typhas_metrics_endpoint_exposes_calicos_names_and_types_and_no_total_suffix_calico_lacks(
+        etcd: EtcdServer, etcd_be: EtcdBackend, tmp_path: Path) -> None:
+    try:
+        await churn(etcd_be, range(10))
+        async with typha_process(etcd.endpoint, tmp_path / "typha.log") as typha, consumers(typha.port) as cs:
+            recs = [cs.felix("node1"), cs.confd("node1", tmp_path)]
+            await wait_for(lambda: all(r.in_sync for r in recs), 30, "the clients in sync")
+            status, text = await http(typha.metrics, "/metrics")  # the port of TYPHA_PROMETHEUSMETRICSPORT
+            assert status == 200
+            types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+            samples = set(re.findall(r"^([a-z_]+)[{ ]", text, re.M))
+            assert types == CALICO_METRICS
+            for name in samples:  # every series belongs to one of Calico's families, under its name
+                family = name.removesuffix("_sum").removesuffix("_count") if name not in types else name
+                assert family in types, name
+                assert types[family] == "summary" or name == family, name
+            assert not any(n.endswith(("_total", "_created")) and n not in CALICO_METRICS for n in samples)
+            assert set(CALICO_METRICS) <= {n.removesuffix("_count").removesuffix("_sum") for n in samples}
+            assert await typha.metric("typha_connections_accepted") == 2
+            assert await typha.metric("typha_connections_active") == 2
+            assert await typha.metric("typha_connections_streaming", '{syncer="bgp"}') == 1
+            assert await typha.metric("typha_snapshots_generated", '{syncer="felix"}') >= 1
+            assert await typha.metric("typha_updates_total", '{syncer="felix"}') > 0
+            assert (await http(typha.metrics, "/other"))[0] == 404
+    finally:
+        await etcd_be.close()
 
 
 async def test_killing_typha_and_the_datastore_mid_churn_leaves_every_client_in_sync(tmp_path: Path) -> None:
