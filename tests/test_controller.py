@@ -1,0 +1,347 @@
+"""calico-kube-controllers against the Kubernetes API mock, through the official client and kopf.
+
+Each test builds a small cluster in the mock (Nodes, Pods, a pool, real
+allocations made by libcalico's IPAM on the Kubernetes datastore), runs the
+controller in-process, and waits, with a deadline, for the state it must reach.
+Grace periods and Lease times are short; nothing sleeps and hopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import prometheus_client as prom
+import pydantic
+import pytest
+from kubernetes_asyncio import client as k8s
+
+from controller import app, config
+from controller import kube as kube_mod
+from controller.workqueue import WorkQueue
+from libcalico import api, ipam
+from libcalico import client as calico_client
+from libcalico.api import kubecontrollers as kcc
+from libcalico.backend.kubernetes import KubeConfig, KubernetesBackend, conversion
+from libcalico.model import ResourceListOptions
+from tests.kube_api import RunningAPI
+
+POOL = "10.244.0.0/16"
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 15.0, what: str = "") -> None:
+    """Wait until ``check()`` is true, failing after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await check():
+        if loop.time() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what or check}")
+        await asyncio.sleep(0.05)
+
+
+@dataclass
+class Cluster:
+    k: RunningAPI
+    backend: KubernetesBackend
+    calico: calico_client.Client
+    ipam: ipam.IPAM
+    core: k8s.CoreV1Api
+    kube_cfg: k8s.Configuration
+
+    async def node(self, name: str) -> None:
+        await self.core.create_node(k8s.V1Node(metadata=k8s.V1ObjectMeta(name=name)))
+
+    async def pod(self, name: str, node: str, *, ns: str = "default") -> str:
+        """A pod on ``node`` with an address from Calico's IPAM, recorded as Calico's CNI plugin does."""
+        [ip] = await self.ipam.auto_assign(node, ipam.pod_handle(f"cid-{name}"),
+                                           {ipam.ATTR_NAMESPACE: ns, ipam.ATTR_POD: name, ipam.ATTR_NODE: node})
+        await self.core.create_namespaced_pod(ns, {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": ns, "annotations": {
+                conversion.POD_IP: f"{ip}/32", conversion.POD_IPS: f"{ip}/32",
+                conversion.POD_CONTAINER_ID: f"cid-{name}"}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "nginx"}]}})
+        return ip
+
+    async def allocated(self) -> set[str]:
+        return {a.ip for b in await self.ipam.blocks() for a in b.allocations}
+
+    async def affinities(self) -> set[str]:
+        return {kv.value.spec.node for kv in (await self.backend.list(ResourceListOptions("BlockAffinity"))).items}
+
+    async def configure(self, **node: Any) -> None:
+        """KubeControllersConfiguration ``default``: Calico's defaults with the node controller's fields changed."""
+        res = kcc.default_configuration()
+        spec = res.spec.model_copy(deep=True)
+        assert spec.controllers.node is not None
+        spec.controllers.node = spec.controllers.node.model_copy(update=node)
+        await self.calico.create(res.model_copy(update={"spec": spec}))
+
+    def controllers(self, *, lease: app.LeaseSettings | None = None, env: dict[str, str] | None = None,
+                    registry: prom.CollectorRegistry | None = None) -> app.KubeControllers:
+        return app.KubeControllers(
+            backend=KubernetesBackend(KubeConfig(kubeconfig=str(self.k.kubeconfig))), kube_configuration=self.kube_cfg,
+            datastore_type="kubernetes", env=env if env is not None else {"ENABLED_CONTROLLERS": "node"},
+            lease=lease, registry=registry)
+
+
+@pytest.fixture
+async def cluster(kube_api: RunningAPI) -> AsyncIterator[Cluster]:
+    be = KubernetesBackend(KubeConfig(kubeconfig=str(kube_api.kubeconfig)))
+    calico = calico_client.Client(be)
+    await calico.create(api.IPPool.model_validate({"metadata": {"name": "default-ipv4-ippool"},
+                                                   "spec": {"cidr": POOL, "blockSize": 26, "ipipMode": "Always"}}))
+    kube_cfg = await kube_mod.load_configuration(str(kube_api.kubeconfig))
+    api_client = k8s.ApiClient(kube_cfg)
+    try:
+        yield Cluster(kube_api, be, calico, ipam.IPAM(be), k8s.CoreV1Api(api_client), kube_cfg)
+    finally:
+        await api_client.close()
+        await be.close()
+
+
+@contextlib.asynccontextmanager
+async def running(ctl: app.KubeControllers) -> AsyncIterator[asyncio.Task[None]]:
+    """Run a replica for the block; cancel it (as a kill would stop it) at the end."""
+    task = asyncio.create_task(ctl.run())
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, app.LeadershipLost):
+            await task
+        await ctl.backend.close()
+
+
+async def started(ctl: app.KubeControllers, task: asyncio.Task[None]) -> None:
+    async def up() -> bool:
+        if task.done():
+            task.result()
+        return ctl.informing.is_set() and ctl.queue.runs > 0 and not ctl.queue.busy()
+    await eventually(up, what="the controller's informers and first sync")
+
+
+# --- the work queue ------------------------------------------------------------------------------
+
+class TestWorkQueue:
+    async def test_a_key_added_many_times_runs_once_and_never_twice_at_once(self) -> None:
+        q: WorkQueue[str] = WorkQueue("t")
+        running_now: set[str] = set()
+        seen: list[str] = []
+        gate = asyncio.Event()
+
+        async def reconcile(key: str) -> None:
+            assert key not in running_now, "a key ran on two workers at once"
+            running_now.add(key)
+            seen.append(key)
+            await gate.wait()
+            running_now.discard(key)
+
+        for _ in range(5):
+            q.add("a")
+        q.add("b")
+        task = asyncio.create_task(q.run(reconcile, workers=3))
+        await eventually(lambda: _true(len(seen) == 2), what="both keys taken")
+        q.add("a")          # while "a" runs: once more afterwards, not concurrently
+        gate.set()
+        await eventually(lambda: _true(q.idle() and len(seen) == 3), what="the queue to drain")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert sorted(seen) == ["a", "a", "b"]
+
+    async def test_a_failing_key_is_retried_with_growing_backoff_and_forgotten_on_success(self) -> None:
+        q: WorkQueue[str] = WorkQueue("t", base_delay=0.01)
+        attempts: list[int] = []
+
+        async def reconcile(key: str) -> None:
+            attempts.append(q.failures(key))
+            if len(attempts) < 3:
+                raise RuntimeError("not yet")
+
+        q.add("k")
+        task = asyncio.create_task(q.run(reconcile))
+        await eventually(lambda: _true(len(attempts) == 3 and q.idle()), what="three attempts")
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert attempts == [0, 1, 2] and q.failures("k") == 0
+        assert q.add_rate_limited("x") == pytest.approx(0.01) and q.add_rate_limited("x") == pytest.approx(0.02)
+        q.shutdown()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+# --- configuration -------------------------------------------------------------------------------
+
+class TestConfiguration:
+    def test_the_default_resource_has_calicos_defaults(self) -> None:
+        run, status = config.merge({}, "etcdv3", kcc.default_configuration().spec)
+        assert run.node == config.NodeRunConfig(sync_labels=True, delete_nodes=True, leak_grace_period=900.0,
+                                                reconciler_period=300.0)
+        assert run.health_enabled and run.prometheus_port == 9094 and run.policy == 300.0
+        assert status.running_config is not None and status.running_config.controllers.node is not None
+        assert status.running_config.controllers.node.leak_grace_period == "15m0s"
+
+    def test_environment_variables_win_and_are_reported(self) -> None:
+        env = {"ENABLED_CONTROLLERS": "node,namespace", "LOG_LEVEL": "debug", "HEALTH_ENABLED": "false",
+               "RECONCILER_PERIOD": "1m"}
+        run, status = config.merge(env, "kubernetes", kcc.default_configuration().spec)
+        assert run.enabled() == ["node", "namespace"] and run.log_level == "Debug" and not run.health_enabled
+        assert run.namespace == 60.0 and run.node is not None and not run.node.sync_labels
+        assert status.environment_vars == {**env, "DATASTORE_TYPE": "kubernetes"}
+
+    @pytest.mark.parametrize(("env", "named"), [({"ENABLED_CONTROLLERS": "node,bogus"}, "bogus"),
+                                                ({"HEALTH_ENABLED": "maybe"}, "HEALTH_ENABLED"),
+                                                ({"RECONCILER_PERIOD": "soon"}, "RECONCILER_PERIOD"),
+                                                ({"LOG_LEVEL": "loud"}, "LOG_LEVEL")])
+    def test_a_bad_environment_variable_is_an_error_naming_it(self, env: dict[str, str], named: str) -> None:
+        with pytest.raises(config.ConfigError, match=named):
+            config.merge(env, "etcdv3", kcc.default_configuration().spec)
+
+    def test_a_bad_field_is_refused_by_the_model_naming_it(self) -> None:
+        with pytest.raises(pydantic.ValidationError, match="leakGracePeriod"):
+            kcc.KubeControllersConfiguration.model_validate(
+                {"metadata": {"name": "default"}, "spec": {"controllers": {"node": {"leakGracePeriod": "soon"}}}})
+        with pytest.raises(pydantic.ValidationError, match="prometheusMetricsPort"):
+            kcc.KubeControllersConfiguration.model_validate(
+                {"metadata": {"name": "default"}, "spec": {"prometheusMetricsPort": 70000}})
+
+    async def test_the_controller_creates_default_and_writes_the_running_config_to_its_status(
+            self, cluster: Cluster) -> None:
+        ctl = cluster.controllers()
+        async with running(ctl) as task:
+            await started(ctl, task)
+        res = await cluster.calico.get("KubeControllersConfiguration", "default")
+        assert isinstance(res, kcc.KubeControllersConfiguration)
+        assert res.status.environment_vars == {"ENABLED_CONTROLLERS": "node", "DATASTORE_TYPE": "kubernetes"}
+        running_cfg = res.status.running_config
+        assert running_cfg is not None and running_cfg.controllers.node is not None
+        assert running_cfg.controllers.policy is None
+        assert running_cfg.controllers.node.sync_labels == kcc.EnabledDisabled.DISABLED
+        assert running_cfg.prometheus_metrics_port == 9094
+
+
+# --- node controller -----------------------------------------------------------------------------
+
+class TestNodeController:
+    async def test_deleting_a_node_frees_exactly_its_addresses_and_affinities(self, cluster: Cluster) -> None:
+        for n in ("n1", "n2"):
+            await cluster.node(n)
+        gone = {await cluster.pod("a1", "n1"), await cluster.pod("a2", "n1"),
+                await cluster.ipam.ensure_tunnel_address("n1", "ipip")}
+        kept = {await cluster.pod("b1", "n2"), await cluster.ipam.ensure_tunnel_address("n2", "ipip")}
+        assert await cluster.allocated() == gone | kept
+        ctl = cluster.controllers()
+        async with running(ctl) as task:
+            await started(ctl, task)
+            assert await cluster.allocated() == gone | kept   # a live node's addresses are never touched
+            await cluster.core.delete_node("n1")
+            for pod in ("a1", "a2"):                         # as the pod GC does for a gone node
+                await cluster.core.delete_namespaced_pod(pod, "default")
+
+            async def freed() -> bool:
+                return await cluster.allocated() == kept and await cluster.affinities() == {"n2"}
+            await eventually(freed, what="n1's addresses and affinities released")
+        assert await cluster.allocated() == kept and await cluster.affinities() == {"n2"}
+
+    async def test_a_gone_nodes_addresses_stay_while_one_of_its_pods_still_holds_one(self, cluster: Cluster) -> None:
+        await cluster.node("n1")
+        ip = await cluster.pod("a1", "n1")
+        tunnel = await cluster.ipam.ensure_tunnel_address("n1", "ipip")
+        ctl = cluster.controllers()
+        async with running(ctl) as task:
+            await started(ctl, task)
+            runs = ctl.queue.runs
+            await cluster.core.delete_node("n1")
+            await eventually(lambda: _true(ctl.queue.runs > runs + 1 and not ctl.queue.busy()),
+                             what="the node's reconcile and the IPAM sync after it")
+            assert await cluster.allocated() == {ip, tunnel} and await cluster.affinities() == {"n1"}
+
+
+# --- IPAM garbage collection ----------------------------------------------------------------------
+
+class TestIPAMGarbageCollection:
+    async def test_pods_deleted_while_stopped_lose_exactly_their_addresses_after_the_grace_period(
+            self, cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+        caplog.set_level(logging.INFO, logger="controller")
+        await cluster.node("n1")
+        await cluster.ipam.ensure_tunnel_address("n1", "ipip")
+        leaked = {await cluster.pod("p1", "n1"), await cluster.pod("p2", "n1")}
+        live = await cluster.pod("p3", "n1")
+        for pod in ("p1", "p2"):
+            await cluster.core.delete_namespaced_pod(pod, "default")
+        before = await cluster.allocated()
+        await cluster.configure(leak_grace_period="1s")
+        registry = prom.CollectorRegistry()
+        ctl = cluster.controllers(registry=registry)
+        async with running(ctl) as task:
+            async def collected() -> bool:
+                return await cluster.allocated() == before - leaked
+            await eventually(collected, what="the leaked addresses freed")
+            metrics = prom.generate_latest(registry).decode()
+        assert live in await cluster.allocated()
+        text = caplog.text
+        assert text.count("Candidate IP leak") == 2 and text.count("Successfully garbage collected leaked IP") == 2
+        assert text.index("Candidate IP leak") < text.index("Confirmed IP leak after")
+        assert 'ipam_allocations_gc_reclamations{ippool="default-ipv4-ippool",node="n1"} 2.0' in metrics
+        assert 'ipam_allocations_in_use{ippool="default-ipv4-ippool",node="n1"} 2.0' in metrics
+        assert 'ipam_blocks{ippool="default-ipv4-ippool",node="n1"} 1.0' in metrics
+        assert 'ipam_ippool_size{ippool="default-ipv4-ippool"} 65536.0' in metrics
+        assert 'ipam_allocations_gc_candidates{ippool="default-ipv4-ippool",node="n1"} 0.0' not in metrics
+
+    async def test_a_grace_period_of_zero_marks_candidates_and_releases_nothing(self, cluster: Cluster) -> None:
+        await cluster.node("n1")
+        await cluster.pod("p1", "n1")
+        await cluster.core.delete_namespaced_pod("p1", "default")
+        before = await cluster.allocated()
+        await cluster.configure(leak_grace_period="0s")
+        registry = prom.CollectorRegistry()
+        ctl = cluster.controllers(registry=registry)
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _true(
+                'ipam_allocations_gc_candidates{ippool="default-ipv4-ippool",node="n1"} 1.0'
+                in prom.generate_latest(registry).decode()), what="the candidate counted")
+            assert await cluster.allocated() == before
+
+    async def test_an_address_shared_with_a_live_one_under_one_handle_is_kept(self, cluster: Cluster) -> None:
+        await cluster.node("n1")
+        ip = await cluster.pod("p1", "n1")
+        # A second address under p1's handle that the pod does not hold: a leak, but its handle is live.
+        [extra] = await cluster.ipam.auto_assign("n1", ipam.pod_handle("cid-p1"), {
+            ipam.ATTR_NAMESPACE: "default", ipam.ATTR_POD: "p1", ipam.ATTR_NODE: "n1"})
+        await cluster.configure(leak_grace_period="100ms")
+        ctl = cluster.controllers()
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _true(ctl.gc is not None and any(
+                a.confirmed for a in ctl.gc.tracked.values())), what="the extra address confirmed as a leak")
+            assert await cluster.allocated() == {ip, extra}
+
+
+# --- leader election ------------------------------------------------------------------------------
+
+class TestLeaderElection:
+    async def test_only_the_leader_acts_and_killing_it_hands_over(self, cluster: Cluster) -> None:
+        await cluster.node("n1")
+        lease: dict[str, Any] = dict(lease_duration=2, renew_deadline=1.5, retry_period=1.0)
+        one = cluster.controllers(lease=app.LeaseSettings(identity="one", **lease))
+        two = cluster.controllers(lease=app.LeaseSettings(identity="two", **lease))
+        async with running(one) as t1, running(two) as t2:
+            await eventually(lambda: _true(one.leading.is_set() or two.leading.is_set()), what="a leader")
+            leader, follower, task = (one, two, t1) if one.leading.is_set() else (two, one, t2)
+            await started(leader, task)
+            assert not follower.leading.is_set() and follower.queue.runs == 0
+            lease_obj = await k8s.CoordinationV1Api(cluster.core.api_client).read_namespaced_lease(
+                "calico-kube-controllers", "kube-system")
+            assert lease_obj.spec.holder_identity == leader.identity
+            task.cancel()                        # the leader dies without giving the Lease up
+            await eventually(lambda: _true(follower.leading.is_set() and follower.queue.runs > 0),
+                             timeout=10, what="the follower to take over")
