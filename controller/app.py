@@ -43,7 +43,7 @@ from kubernetes_asyncio.leaderelection import electionconfig, leaderelection
 from kubernetes_asyncio.leaderelection.resourcelock import leaselock
 
 from libcalico import client as calico_client
-from libcalico import ipam
+from libcalico import api, ipam
 from libcalico.api import kubecontrollers as kcc
 from libcalico.backend.api import Backend
 from libcalico.daemon import Health
@@ -109,6 +109,7 @@ class KubeControllers:
         self.queue: WorkQueue[str] = WorkQueue("kube-controllers")
         self.run_config: run_config.RunConfig | None = None
         self.gc: IPAMGarbageCollector | None = None
+        self.seen: list[str] = []   # the keys reconciled lately, oldest first (for tests and debugging)
         self.leading = asyncio.Event()
         self.informing = asyncio.Event()  # kopf's watches are up
         self._kopf_stop = asyncio.Event()
@@ -134,6 +135,9 @@ class KubeControllers:
     # --- reconcilers -----------------------------------------------------------------------
 
     async def reconcile(self, key: str) -> float | None:
+        self.seen.append(key)
+        if len(self.seen) > 1000:
+            del self.seen[:500]
         if key == KEY_IPAM:
             return await self._reconcile_ipam()
         if key == KEY_CONFIG:
@@ -153,7 +157,8 @@ class KubeControllers:
             return
         node_cfg = self.run_config.node if self.run_config else None
         if node_cfg is not None and node_cfg.delete_nodes:
-            for cnode in await self.calico.list("Node"):
+            for cnode in (await self.calico.list("Node")).items:
+                assert isinstance(cnode, api.Node)
                 refs = [r.node_name for r in cnode.spec.orch_refs if r.orchestrator.lower() == "k8s"]
                 if name in refs:
                     log.info("Deleting Calico node %s: its Kubernetes node %s is gone", cnode.name, name)
@@ -179,7 +184,7 @@ class KubeControllers:
             token = (conf.api_key or {}).get("authorization", "") or (conf.api_key or {}).get("BearerToken", "")
             scheme, _, value = token.partition(" ")
             return kopf.ConnectionInfo(
-                server=conf.host, ca_path=conf.ssl_ca_cert, insecure=not conf.verify_ssl,
+                server=conf.host or "", ca_path=conf.ssl_ca_cert, insecure=not conf.verify_ssl,
                 certificate_path=conf.cert_file, private_key_path=conf.key_file,
                 scheme=scheme if value else None, token=value if value else (token or None))
 
@@ -240,11 +245,13 @@ class KubeControllers:
         finally:
             waiter.cancel()
             self.informing.clear()
+            # As run_tasks does: the stop flag ends kopf's stop-flag checker (and would stop
+            # daemons gracefully; there are none); the other roots run until cancelled.
             self._kopf_stop.set()
-            _, pending = await asyncio.wait(tasks, timeout=KOPF_EXIT_TIMEOUT)
-            for t in pending:
+            await asyncio.wait(tasks, timeout=KOPF_EXIT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED)
+            for t in tasks:
                 t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks, timeout=KOPF_EXIT_TIMEOUT)
 
     @staticmethod
     async def _set_when(src: asyncio.Event, dst: asyncio.Event) -> None:
@@ -287,7 +294,7 @@ class KubeControllers:
             self.queue.shutdown()
             if self.gc is not None and self.registry is not None:
                 with contextlib.suppress(KeyError):
-                    self.registry.unregister(self.gc.metrics)  # type: ignore[arg-type]
+                    self.registry.unregister(self.gc.metrics)
 
     async def _report_health(self) -> None:
         assert self.health is not None
@@ -311,8 +318,13 @@ class KubeControllers:
     async def _elect(self, lease: LeaseSettings) -> None:
         failure: list[BaseException] = []
 
+        acting: list[asyncio.Task[Any]] = []
+
         async def lead() -> None:
             log.info("%s: became the leader (Lease %s/%s)", self.identity, lease.namespace, lease.name)
+            me = asyncio.current_task()
+            if me is not None:
+                acting.append(me)
             self.leading.set()
             try:
                 await self.act()
@@ -340,7 +352,14 @@ class KubeControllers:
                 raise failure[0] from None
             raise
         finally:
+            # LeaderElection cancels its leading task only when a renewal fails, not when it is
+            # itself cancelled (a replica being stopped): stop acting here, in every case.
             campaign.cancel()
+            for t in acting:
+                t.cancel()
+            if acting:
+                await asyncio.wait(acting, timeout=2 * KOPF_EXIT_TIMEOUT)
+            self.leading.clear()
         raise LeadershipLost(f"{self.identity}: lost the Lease {lease.namespace}/{lease.name}")
 
 

@@ -172,7 +172,7 @@ _HELP = {
 class IPAMMetrics:
     """The numbers of the last scan, exported with Calico's names (a collector, so one registry per controller)."""
 
-    by_pool: dict[str, dict[str, dict[str, int]]] = field(default_factory=dict)  # metric -> (pool, node) counts
+    by_pool: dict[str, dict[str, int]] = field(default_factory=dict)  # metric -> 'pool\0node' -> count
     pool_size: dict[str, int] = field(default_factory=dict)
     per_node: dict[str, dict[str, int]] = field(default_factory=dict)            # legacy metric -> node -> n
     reclamations: dict[tuple[str, str], int] = field(default_factory=dict)       # (pool, node) -> total
@@ -202,7 +202,7 @@ class IPAMMetrics:
             yield g
 
     def register(self, registry: prom_registry.CollectorRegistry) -> None:
-        registry.register(self)  # type: ignore[arg-type]
+        registry.register(self)
 
 
 def _pool_of(block: str, pools: list[api.IPPool]) -> str:

@@ -79,7 +79,7 @@ class WorkQueue(Generic[K]):
         """Add ``key`` after its backoff (``base * 2**failures``, at most ``max_delay``); return the delay."""
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
-        delay = min(self.base_delay * (2 ** failures), self.max_delay)
+        delay = float(min(self.base_delay * 2.0 ** failures, self.max_delay))
         self.add_after(key, delay)
         return delay
 

@@ -27,7 +27,10 @@ from libcalico import api, ipam
 from libcalico import client as calico_client
 from libcalico.api import kubecontrollers as kcc
 from libcalico.backend.kubernetes import KubeConfig, KubernetesBackend, conversion
+from libcalico.backend.api import Backend
+from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
 from libcalico.model import ResourceListOptions
+from tests.etcd_server import EtcdServer
 from tests.kube_api import RunningAPI
 
 POOL = "10.244.0.0/16"
@@ -46,14 +49,20 @@ async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 1
 @dataclass
 class Cluster:
     k: RunningAPI
-    backend: KubernetesBackend
+    backend: Backend
     calico: calico_client.Client
     ipam: ipam.IPAM
     core: k8s.CoreV1Api
     kube_cfg: k8s.Configuration
+    datastore: str
+    new_backend: Callable[[], Backend]
 
     async def node(self, name: str) -> None:
+        """A Kubernetes Node; on etcd also its Calico Node, referring to it as calico/node does."""
         await self.core.create_node(k8s.V1Node(metadata=k8s.V1ObjectMeta(name=name)))
+        if self.datastore == "etcdv3":
+            await self.calico.create(api.Node.model_validate({"metadata": {"name": name}, "spec": {
+                "orchRefs": [{"orchestrator": "k8s", "nodeName": name}]}}))
 
     async def pod(self, name: str, node: str, *, ns: str = "default") -> str:
         """A pod on ``node`` with an address from Calico's IPAM, recorded as Calico's CNI plugin does."""
@@ -84,24 +93,41 @@ class Cluster:
     def controllers(self, *, lease: app.LeaseSettings | None = None, env: dict[str, str] | None = None,
                     registry: prom.CollectorRegistry | None = None) -> app.KubeControllers:
         return app.KubeControllers(
-            backend=KubernetesBackend(KubeConfig(kubeconfig=str(self.k.kubeconfig))), kube_configuration=self.kube_cfg,
-            datastore_type="kubernetes", env=env if env is not None else {"ENABLED_CONTROLLERS": "node"},
+            backend=self.new_backend(), kube_configuration=self.kube_cfg, datastore_type=self.datastore, env=env if env is not None else {"ENABLED_CONTROLLERS": "node"},
             lease=lease, registry=registry)
 
 
-@pytest.fixture
-async def cluster(kube_api: RunningAPI) -> AsyncIterator[Cluster]:
-    be = KubernetesBackend(KubeConfig(kubeconfig=str(kube_api.kubeconfig)))
+@contextlib.asynccontextmanager
+async def make_cluster(kube_api: RunningAPI, new_backend: Callable[[], Backend],
+                       datastore: str) -> AsyncIterator[Cluster]:
+    be = new_backend()
     calico = calico_client.Client(be)
     await calico.create(api.IPPool.model_validate({"metadata": {"name": "default-ipv4-ippool"},
                                                    "spec": {"cidr": POOL, "blockSize": 26, "ipipMode": "Always"}}))
     kube_cfg = await kube_mod.load_configuration(str(kube_api.kubeconfig))
     api_client = k8s.ApiClient(kube_cfg)
     try:
-        yield Cluster(kube_api, be, calico, ipam.IPAM(be), k8s.CoreV1Api(api_client), kube_cfg)
+        yield Cluster(kube_api, be, calico, ipam.IPAM(be), k8s.CoreV1Api(api_client), kube_cfg, datastore,
+                      new_backend)
     finally:
         await api_client.close()
         await be.close()
+
+
+@pytest.fixture
+async def cluster(kube_api: RunningAPI) -> AsyncIterator[Cluster]:
+    """Calico's state in the Kubernetes API (the Kubernetes datastore)."""
+    async with make_cluster(kube_api, lambda: KubernetesBackend(KubeConfig(kubeconfig=str(kube_api.kubeconfig))),
+                            "kubernetes") as c:
+        yield c
+
+
+@pytest.fixture
+async def etcd_cluster(kube_api: RunningAPI, etcd: EtcdServer) -> AsyncIterator[Cluster]:
+    """Calico's state in etcd, Kubernetes' in the API mock (Calico's etcd mode)."""
+    async with make_cluster(kube_api, lambda: EtcdBackend(EtcdConfig(endpoints=(etcd.endpoint,), timeout=5)),
+                            "etcdv3") as c:
+        yield c
 
 
 @contextlib.asynccontextmanager
@@ -251,6 +277,25 @@ class TestNodeController:
             await eventually(freed, what="n1's addresses and affinities released")
         assert await cluster.allocated() == kept and await cluster.affinities() == {"n2"}
 
+    async def test_on_etcd_a_deleted_node_takes_its_calico_node_and_exactly_its_addresses(
+            self, etcd_cluster: Cluster) -> None:
+        c = etcd_cluster
+        for n in ("n1", "n2"):
+            await c.node(n)
+        gone = {await c.pod("a1", "n1"), await c.ipam.ensure_tunnel_address("n1", "ipip")}
+        kept = {await c.pod("b1", "n2"), await c.ipam.ensure_tunnel_address("n2", "ipip")}
+        ctl = c.controllers()
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await c.core.delete_node("n1")
+            await c.core.delete_namespaced_pod("a1", "default")
+
+            async def freed() -> bool:
+                return await c.allocated() == kept and await c.affinities() == {"n2"}
+            await eventually(freed, what="n1's addresses and affinities released")
+        assert [n.name for n in (await c.calico.list("Node")).items] == ["n2"]
+        assert gone.isdisjoint(await c.allocated())
+
     async def test_a_gone_nodes_addresses_stay_while_one_of_its_pods_still_holds_one(self, cluster: Cluster) -> None:
         await cluster.node("n1")
         ip = await cluster.pod("a1", "n1")
@@ -343,5 +388,13 @@ class TestLeaderElection:
                 "calico-kube-controllers", "kube-system")
             assert lease_obj.spec.holder_identity == leader.identity
             task.cancel()                        # the leader dies without giving the Lease up
+            await eventually(lambda: _true(task.done()), what="the leader to stop")
+            runs = leader.queue.runs
+            assert not leader.leading.is_set() and not leader.informing.is_set()
             await eventually(lambda: _true(follower.leading.is_set() and follower.queue.runs > 0),
                              timeout=10, what="the follower to take over")
+            await started(follower, t2 if follower is two else t1)
+            await cluster.core.delete_node("n1")
+            await eventually(lambda: _true(any(k.startswith("node/") for k in follower.seen)),
+                             what="the new leader to reconcile the deleted node")
+            assert leader.queue.runs == runs
