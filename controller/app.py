@@ -302,7 +302,11 @@ class KubeControllers:
         while True:
             self.health.report("kube-controllers", ready=self.informing.is_set() and self.leading.is_set(),
                                detail="" if self.informing.is_set() else "informers not yet listening")
-            await asyncio.sleep(5)
+            if self.informing.is_set():
+                await asyncio.sleep(5)
+            else:  # report readiness as soon as the informers are up
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.informing.wait(), 5)
 
     async def run(self) -> None:
         """Campaign for the Lease, act while holding it; raise :class:`LeadershipLost` when it goes."""

@@ -34,12 +34,24 @@ class KubeClient:
 
     def __init__(self, configuration: k8s.Configuration) -> None:
         self.configuration = configuration
-        self.api = k8s.ApiClient(configuration)
-        self.core = k8s.CoreV1Api(self.api)
+        self._api: k8s.ApiClient | None = None
         self.calls = 0
 
+    @property
+    def api(self) -> k8s.ApiClient:
+        """The client, made on first use (it needs the running event loop)."""
+        if self._api is None:
+            self._api = k8s.ApiClient(self.configuration)
+        return self._api
+
+    @property
+    def core(self) -> k8s.CoreV1Api:
+        return k8s.CoreV1Api(self.api)
+
     async def close(self) -> None:
-        await self.api.close()
+        if self._api is not None:
+            await self._api.close()
+            self._api = None
 
     async def _json(self, call: Any, *args: Any, **kwargs: Any) -> JSON | None:
         self.calls += 1

@@ -11,8 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import prometheus_client as prom
@@ -398,3 +403,55 @@ class TestLeaderElection:
             await eventually(lambda: _true(any(k.startswith("node/") for k in follower.seen)),
                              what="the new leader to reconcile the deleted node")
             assert leader.queue.runs == runs
+
+
+# --- the command ---------------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _http_get(port: int, path: str) -> tuple[int, str]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: x\r\n\r\n".encode())
+    await writer.drain()
+    data = (await reader.read()).decode(errors="replace")
+    writer.close()
+    head, _, body = data.partition("\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+class TestCommand:
+    async def test_the_command_runs_under_the_daemon_serves_metrics_and_stops_cleanly_on_sigterm(
+            self, cluster: Cluster) -> None:
+        metrics_port, health_port = _free_port(), _free_port()
+        res = kcc.default_configuration()
+        await cluster.calico.create(res.model_copy(update={"spec": res.spec.model_copy(
+            update={"prometheus_metrics_port": metrics_port})}))
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "DATASTORE_", "CALICO_"))}
+        env.update({"DATASTORE_TYPE": "kubernetes", "KUBECONFIG": str(cluster.k.kubeconfig),
+                    "ENABLED_CONTROLLERS": "node", "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "controller.main", "--health-port", str(health_port), env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            async def serving() -> bool:
+                if proc.returncode is not None:
+                    pytest.fail(f"exited {proc.returncode}: {(await proc.communicate())[1].decode()[-2000:]}")
+                try:
+                    code, body = await _http_get(metrics_port, "/metrics")
+                    ready, _ = await _http_get(health_port, "/readiness")
+                except OSError:
+                    return False
+                return code == 200 and 'ipam_ippool_size{ippool="default-ipv4-ippool"} 65536.0' in body \
+                    and ready == 204
+            await eventually(serving, timeout=30, what="metrics and readiness")
+            proc.send_signal(signal.SIGTERM)
+            _, err = await asyncio.wait_for(proc.communicate(), 20)
+            assert proc.returncode == 0, err.decode()[-2000:]
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
