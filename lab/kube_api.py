@@ -41,6 +41,9 @@ with one that follows the API conventions. What was added, each with a test in
   starts serving its resource (discovery included), as the API server does.
 * **Finalizers**: DELETE of an object with finalizers sets deletionTimestamp;
   the object goes when the last finalizer is removed.
+* **Leases and Events** (``coordination.k8s.io/v1`` leases, ``v1`` and
+  ``events.k8s.io/v1`` events) are served like any other kind, so leader election
+  (a Lease replaced at its resourceVersion) and kopf's event posting work.
 
 Not emulated: admission, schema validation of custom resources, namespaces'
 existence, server-side apply, pagination (``limit`` returns everything),

@@ -361,6 +361,20 @@ class TestIPAMGarbageCollection:
                 in prom.generate_latest(registry).decode()), what="the candidate counted")
             assert await cluster.allocated() == before
 
+    async def test_a_pod_with_malformed_calico_annotations_is_logged_and_its_address_kept(
+            self, cluster: Cluster, caplog: pytest.LogCaptureFixture) -> None:
+        await cluster.node("n1")
+        ip = await cluster.pod("p1", "n1")
+        await cluster.core.patch_namespaced_pod("p1", "default", {"metadata": {"annotations": {
+            conversion.POD_IP: "not-an-address", conversion.POD_IPS: "not-an-address"}}})
+        await cluster.configure(leak_grace_period="100ms")
+        ctl = cluster.controllers()
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _true("Failed to parse pod into WEP, consider allocation valid" in caplog.text),
+                             what="the warning")
+            assert ip in await cluster.allocated()
+
     async def test_an_address_shared_with_a_live_one_under_one_handle_is_kept(self, cluster: Cluster) -> None:
         await cluster.node("n1")
         ip = await cluster.pod("p1", "n1")
