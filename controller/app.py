@@ -47,7 +47,7 @@ from libcalico import api, ipam
 from libcalico.api import kubecontrollers as kcc
 from libcalico.backend.api import Backend
 from libcalico.daemon import Health
-from libcalico.errors import NotFound
+from libcalico.errors import CorruptEntry, NotFound
 from libcalico.model import ResourceKey
 
 from controller import config as run_config
@@ -117,9 +117,21 @@ class KubeControllers:
     # --- configuration ---------------------------------------------------------------------
 
     async def load_config(self) -> run_config.RunConfig:
-        """Read (or create) ``default``, merge with the environment, write the status; the result."""
+        """Read (or create) ``default``, merge with the environment, write the status; the result.
+
+        A ``default`` that does not parse changes nothing: the error (naming the field) is
+        logged and, on the Kubernetes datastore, posted as a Warning Event on the object;
+        the running configuration stays (Calico's defaults when there is none yet)."""
         try:
             res = await self.calico.get(kcc.KubeControllersConfiguration.KIND, kcc.DEFAULT_NAME)
+        except CorruptEntry as exc:
+            log.error("KubeControllersConfiguration(default) is invalid, keeping the running configuration: %s",
+                      "; ".join(exc.reasons))
+            await self._warn_invalid(str(exc))
+            if self.run_config is not None:
+                return self.run_config
+            run, _ = run_config.merge(self.env, self.datastore_type, kcc.default_configuration().spec)
+            return run
         except NotFound:
             log.info("KubeControllersConfiguration(default) not found; creating it with Calico's defaults")
             try:
@@ -131,6 +143,21 @@ class KubeControllers:
         if res.status != status:
             await self.calico.update(res.model_copy(update={"status": status}))
         return run
+
+    async def _warn_invalid(self, message: str) -> None:
+        if self.datastore_type != "kubernetes":
+            return
+        group = self.backend_group() or "crd.projectcalico.org/v1"
+        event = k8s.CoreV1Event(
+            metadata=k8s.V1ObjectMeta(generate_name="kubecontrollersconfiguration-default-"),
+            involved_object=k8s.V1ObjectReference(api_version=group, kind=kcc.KubeControllersConfiguration.KIND,
+                                                  name=kcc.DEFAULT_NAME),
+            reason="InvalidConfiguration", message=message[:1024], type="Warning",
+            source=k8s.V1EventSource(component="calico-kube-controllers"))
+        try:
+            await k8s.CoreV1Api(self.kube.api).create_namespaced_event("default", event)
+        except Exception as exc:  # the warning is best effort; the log line above is the record
+            log.warning("could not post the Event about KubeControllersConfiguration(default): %s", exc)
 
     # --- reconcilers -----------------------------------------------------------------------
 

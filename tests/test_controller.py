@@ -259,6 +259,25 @@ class TestConfiguration:
         assert running_cfg.prometheus_metrics_port == 9094
 
 
+    async def test_an_invalid_default_changes_nothing_and_is_reported_naming_the_field(
+            self, cluster: Cluster) -> None:
+        custom = k8s.CustomObjectsApi(cluster.core.api_client)
+        await custom.create_cluster_custom_object("crd.projectcalico.org", "v1", "kubecontrollersconfigurations", {
+            "apiVersion": "crd.projectcalico.org/v1", "kind": "KubeControllersConfiguration",
+            "metadata": {"name": "default"}, "spec": {"controllers": {"node": {"leakGracePeriod": "soon"}}}})
+        ctl = cluster.controllers()
+        async with running(ctl) as task:
+            await started(ctl, task)
+            assert ctl.run_config is not None and ctl.run_config.node is not None
+            assert ctl.run_config.node.leak_grace_period == 900.0    # Calico's defaults, not the bad value
+        stored = await custom.get_cluster_custom_object("crd.projectcalico.org", "v1",
+                                                        "kubecontrollersconfigurations", "default")
+        assert "status" not in stored and stored["spec"]["controllers"]["node"]["leakGracePeriod"] == "soon"
+        events = (await cluster.core.list_namespaced_event("default")).items
+        assert events and {(e.reason, e.type) for e in events} == {("InvalidConfiguration", "Warning")}
+        assert "leakGracePeriod" in events[0].message
+
+
 # --- node controller -----------------------------------------------------------------------------
 
 class TestNodeController:
