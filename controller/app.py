@@ -53,13 +53,17 @@ from libcalico.model import ResourceKey
 from controller import config as run_config
 from controller.ipam_gc import IPAMGarbageCollector
 from controller.kube import KubeClient
+from controller.profiles import ProfileSync
 from controller.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
 KEY_IPAM = "ipam"
 KEY_CONFIG = "config"
+KEY_PROFILES = "profiles"
 NODE_PREFIX = "node/"
+NAMESPACE_PREFIX = "namespace/"
+SERVICEACCOUNT_PREFIX = "serviceaccount/"
 KOPF_EXIT_TIMEOUT = 5.0
 
 
@@ -109,6 +113,7 @@ class KubeControllers:
         self.queue: WorkQueue[str] = WorkQueue("kube-controllers")
         self.run_config: run_config.RunConfig | None = None
         self.gc: IPAMGarbageCollector | None = None
+        self.profiles: ProfileSync | None = None
         self.seen: list[str] = []   # the keys reconciled lately, oldest first (for tests and debugging)
         self.leading = asyncio.Event()
         self.informing = asyncio.Event()  # kopf's watches are up
@@ -173,6 +178,19 @@ class KubeControllers:
                 log.warning("Config changed (%s); restarting to apply it", ", ".join(run.enabled()) or "none")
                 raise ConfigChanged("the running configuration changed")
             return None
+        if self.profiles is not None and self.run_config is not None:
+            run = self.run_config
+            if key == KEY_PROFILES:
+                await self.profiles.full_sync(namespaces=run.namespace is not None,
+                                              serviceaccounts=run.service_account is not None)
+                return min(p for p in (run.namespace, run.service_account) if p is not None)
+            if key.startswith(NAMESPACE_PREFIX):
+                await self.profiles.namespace(key.removeprefix(NAMESPACE_PREFIX))
+                return None
+            if key.startswith(SERVICEACCOUNT_PREFIX):
+                ns, _, name = key.removeprefix(SERVICEACCOUNT_PREFIX).partition("/")
+                await self.profiles.serviceaccount(ns, name)
+                return None
         if key.startswith(NODE_PREFIX):
             await self._reconcile_node(key.removeprefix(NODE_PREFIX))
             return None
@@ -236,6 +254,17 @@ class KubeControllers:
             def pod_event(type: str | None, **_: Any) -> None:
                 if type == "DELETED":
                     self.queue.add(KEY_IPAM)
+
+        if self.profiles is not None and run is not None:
+            if run.namespace is not None:
+                @kopf.on.event("", "v1", "namespaces", registry=registry)
+                def namespace_event(name: str, **_: Any) -> None:
+                    self.queue.add(NAMESPACE_PREFIX + name)
+
+            if run.service_account is not None:
+                @kopf.on.event("", "v1", "serviceaccounts", registry=registry)
+                def serviceaccount_event(name: str, namespace: str | None, **_: Any) -> None:
+                    self.queue.add(f"{SERVICEACCOUNT_PREFIX}{namespace or ''}/{name}")
 
         if self.datastore_type == "kubernetes":
             group, version = (self.backend_group() or "crd.projectcalico.org/v1").split("/")
@@ -310,6 +339,10 @@ class KubeControllers:
                 self.gc.metrics.register(self.registry)
             log.info("Will run periodic IPAM sync every %s", run_config.format_duration(run.node.reconciler_period))
             self.queue.add(KEY_IPAM)   # the start-of-day sweep
+        if self.datastore_type != "kubernetes" and (run.namespace is not None or run.service_account is not None):
+            # On the Kubernetes datastore the backend derives these profiles from the objects themselves.
+            self.profiles = ProfileSync(calico=self.calico, kube=self.kube)
+            self.queue.add(KEY_PROFILES)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._kopf(), name="kopf")
@@ -394,5 +427,5 @@ class KubeControllers:
         raise LeadershipLost(f"{self.identity}: lost the Lease {lease.namespace}/{lease.name}")
 
 
-__all__ = ["ConfigChanged", "KEY_CONFIG", "KEY_IPAM", "KubeControllers", "LeadershipLost", "LeaseSettings",
+__all__ = ["ConfigChanged", "KEY_CONFIG", "KEY_IPAM", "KEY_PROFILES", "KubeControllers", "LeadershipLost", "LeaseSettings",
            "NODE_PREFIX", "default_identity"]

@@ -86,5 +86,19 @@ class KubeClient:
     async def get_pod(self, namespace: str, name: str) -> JSON | None:
         return await self._json(self.core.read_namespaced_pod, name, namespace)
 
+    async def list_namespaces(self) -> list[JSON]:
+        got = await self._json(self.core.list_namespace)
+        return list((got or {}).get("items") or [])
+
+    async def get_namespace(self, name: str) -> JSON | None:
+        return await self._json(self.core.read_namespace, name)
+
+    async def list_serviceaccounts(self) -> list[JSON]:
+        got = await self._json(self.core.list_service_account_for_all_namespaces)
+        return list((got or {}).get("items") or [])
+
+    async def get_serviceaccount(self, namespace: str, name: str) -> JSON | None:
+        return await self._json(self.core.read_namespaced_service_account, name, namespace)
+
 
 __all__ = ["JSON", "KubeClient", "load_configuration"]

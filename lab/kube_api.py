@@ -72,7 +72,7 @@ import aiohttp.web
 import attrs
 import kmock
 import yaml
-from kmock._internal import rendering
+from kmock._internal import parsing, rendering
 
 from libcalico.patching import PatchError, json_patch, merge_patch
 
@@ -126,6 +126,25 @@ CORE: tuple[Served, ...] = (
     Served("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
            "customresourcedefinition", ("crd", "crds")),
 )
+
+
+# --- paths -------------------------------------------------------------------------------------
+
+# kmock 0.8 reads ``/api/v1/namespaces/<x>`` as "namespace <x>" and fails on ``/api/v1/namespaces``,
+# so Namespace objects themselves could not be created, listed or read. The Namespace paths are
+# parsed here; every other path as kmock does (its parser is looked up at each request).
+_kmock_parse_path = parsing.parse_path
+_NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?$")
+
+
+def _parse_path(path: str) -> parsing.ParsedPath:
+    m = _NAMESPACE_PATH.match("/" + path.lstrip("/"))
+    if m:
+        return parsing.ParsedPath("", "v1", "namespaces", None, m.group(1), m.group(2))
+    return _kmock_parse_path(path)
+
+
+parsing.parse_path = _parse_path
 
 
 # --- selectors ---------------------------------------------------------------------------------

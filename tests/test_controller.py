@@ -34,6 +34,7 @@ from libcalico.api import kubecontrollers as kcc
 from libcalico.backend.kubernetes import KubeConfig, KubernetesBackend, conversion
 from libcalico.backend.api import Backend
 from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
+from libcalico.errors import NotFound
 from libcalico.model import ResourceListOptions
 from tests.etcd_server import EtcdServer
 from tests.kube_api import RunningAPI
@@ -407,6 +408,43 @@ class TestIPAMGarbageCollection:
             await eventually(lambda: _true(ctl.gc is not None and any(
                 a.confirmed for a in ctl.gc.tracked.values())), what="the extra address confirmed as a leak")
             assert await cluster.allocated() == {ip, extra}
+
+
+# --- etcd mode: namespaces and service accounts as profiles -----------------------------------------
+
+class TestProfileSync:
+    async def test_on_etcd_namespaces_and_service_accounts_become_profiles_that_follow_their_labels(
+            self, etcd_cluster: Cluster) -> None:
+        c = etcd_cluster
+        await c.core.create_namespace({"metadata": {"name": "web", "labels": {"team": "a"}}})
+        await c.core.create_namespaced_service_account("web", {"metadata": {"name": "app", "labels": {"tier": "1"}}})
+        await c.calico.create(api.Profile.model_validate({"metadata": {"name": "kns.gone"}, "spec": {}}))
+        ctl = c.controllers(env={"ENABLED_CONTROLLERS": "namespace,serviceaccount"})
+
+        async def labels(name: str) -> dict[str, str] | None:
+            try:
+                p = await c.calico.get("Profile", name)
+            except NotFound:
+                return None
+            assert isinstance(p, api.Profile)
+            return dict(p.spec.labels_to_apply or {})
+
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _eq(labels("kns.web"), {"pcns.projectcalico.org/name": "web", "pcns.team": "a"}),
+                             what="kns.web")
+            await eventually(lambda: _eq(labels("ksa.web.app"), {"pcsa.projectcalico.org/name": "app",
+                                                                 "pcsa.tier": "1"}), what="ksa.web.app")
+            assert await labels("kns.gone") is None               # the full sync removed the stale one
+            await c.core.patch_namespace("web", {"metadata": {"labels": {"team": "b"}}})
+            await eventually(lambda: _eq(labels("kns.web"), {"pcns.projectcalico.org/name": "web", "pcns.team": "b"}),
+                             what="the label change in kns.web")
+            await c.core.delete_namespace("web")
+            await eventually(lambda: _eq(labels("kns.web"), None), what="kns.web deleted")
+
+
+async def _eq(got: Awaitable[Any], want: Any) -> bool:
+    return await got == want
 
 
 # --- leader election ------------------------------------------------------------------------------
