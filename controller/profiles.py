@@ -47,6 +47,7 @@ class ProfileSync:
             except AlreadyExists as exc:
                 raise Conflict(f"Profile({desired.name}) appeared meanwhile") from exc
             return
+        assert isinstance(current, api.Profile)
         if current.spec == desired.spec:
             return
         log.info("Updating profile %s", desired.name)
