@@ -46,7 +46,7 @@ from libcalico import client as calico_client
 from libcalico import api, ipam
 from libcalico.api import kubecontrollers as kcc
 from libcalico.backend.api import Backend
-from libcalico.daemon import Health
+from libcalico.daemon import Health, log_level
 from libcalico.errors import CorruptEntry, NotFound
 from libcalico.model import ResourceKey
 
@@ -98,7 +98,8 @@ class KubeControllers:
                  env: Mapping[str, str], lease: LeaseSettings | None = LeaseSettings(),
                  registry: prom.CollectorRegistry | None = None, health: Health | None = None,
                  on_signal: Callable[[signal.Signals], None] | None = None,
-                 kopf_settings: Callable[[kopf.OperatorSettings], None] | None = None) -> None:
+                 kopf_settings: Callable[[kopf.OperatorSettings], None] | None = None,
+                 set_log_level: bool = False) -> None:
         self.backend = backend
         self.calico = calico_client.Client(backend)
         self.kube = KubeClient(kube_configuration)
@@ -118,6 +119,8 @@ class KubeControllers:
         self.leading = asyncio.Event()
         self.informing = asyncio.Event()  # kopf's watches are up
         self._kopf_stop = asyncio.Event()
+        self._config_changed = asyncio.Event()
+        self.set_log_level = set_log_level
 
     # --- configuration ---------------------------------------------------------------------
 
@@ -175,8 +178,9 @@ class KubeControllers:
         if key == KEY_CONFIG:
             run = await self.load_config()
             if self.run_config is not None and run != self.run_config:
+                # Not raised here: the queue would retry it. act() ends on this event instead.
                 log.warning("Config changed (%s); restarting to apply it", ", ".join(run.enabled()) or "none")
-                raise ConfigChanged("the running configuration changed")
+                self._config_changed.set()
             return None
         if self.profiles is not None and self.run_config is not None:
             run = self.run_config
@@ -329,7 +333,8 @@ class KubeControllers:
         """Everything a leader does, until cancelled (or a part of it fails)."""
         self.run_config = await self.load_config()
         run = self.run_config
-        logging.getLogger().setLevel(run.log_level.upper() if run.log_level != "None" else "CRITICAL")
+        if self.set_log_level:  # the process's level, as Calico applies logSeverityScreen
+            logging.getLogger().setLevel(log_level(run.log_level) if run.log_level != "None" else logging.CRITICAL)
         log.info("Running controllers: %s (datastore %s)", ", ".join(run.enabled()) or "none", self.datastore_type)
         if run.node is not None:
             self.gc = IPAMGarbageCollector(ipam_=ipam.IPAM(self.backend), backend=self.backend, kube=self.kube,
@@ -349,12 +354,20 @@ class KubeControllers:
                 tg.create_task(self.queue.run(self.reconcile), name="workqueue")
                 if self.health is not None:
                     tg.create_task(self._report_health(), name="health")
+                tg.create_task(self._until_config_changes(), name="config-changes")
+        except BaseExceptionGroup as group:
+            # The first part that failed says why the replica stops (the daemon logs it).
+            raise group.exceptions[0] from group
         finally:
             self._kopf_stop.set()
             self.queue.shutdown()
             if self.gc is not None and self.registry is not None:
                 with contextlib.suppress(KeyError):
                     self.registry.unregister(self.gc.metrics)
+
+    async def _until_config_changes(self) -> None:
+        await self._config_changed.wait()
+        raise ConfigChanged("the running configuration changed; restarting to apply it")
 
     async def _report_health(self) -> None:
         assert self.health is not None

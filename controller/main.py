@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         be = backends.connect(ds)
         controllers = app.KubeControllers(backend=be, kube_configuration=kube_cfg, datastore_type=ds.datastore_type,
                                           env=env, lease=lease, registry=registry, health=d.health,
-                                          on_signal=lambda sig: d.stop(sig.name))
+                                          on_signal=lambda sig: d.stop(sig.name), set_log_level=True)
         d.root("controllers", controllers.run)
         d.cleanup("datastore", be.close)
         if args.health_port:

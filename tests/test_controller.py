@@ -144,7 +144,7 @@ async def running(ctl: app.KubeControllers) -> AsyncIterator[asyncio.Task[None]]
         yield task
     finally:
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, app.LeadershipLost):
+        with contextlib.suppress(asyncio.CancelledError, app.LeadershipLost, app.ConfigChanged):
             await task
         await ctl.backend.close()
 
@@ -277,6 +277,20 @@ class TestConfiguration:
         events = (await cluster.core.list_namespaced_event("default")).items
         assert events and {(e.reason, e.type) for e in events} == {("InvalidConfiguration", "Warning")}
         assert "leakGracePeriod" in events[0].message
+
+
+    async def test_a_change_of_the_running_configuration_stops_the_replica_to_restart_with_it(
+            self, cluster: Cluster) -> None:
+        ctl = cluster.controllers()
+        async with running(ctl) as task:
+            await started(ctl, task)
+            res = await cluster.calico.get("KubeControllersConfiguration", "default")
+            assert isinstance(res, kcc.KubeControllersConfiguration)
+            await cluster.calico.update(res.model_copy(update={"spec": res.spec.model_copy(
+                update={"log_severity_screen": kcc.LogSeverity.DEBUG})}))
+            await eventually(lambda: _true(task.done()), what="the replica to stop")
+            with pytest.raises(app.ConfigChanged):
+                task.result()
 
 
 # --- node controller -----------------------------------------------------------------------------
