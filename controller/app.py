@@ -53,6 +53,7 @@ from libcalico.model import ResourceKey
 from controller import config as run_config
 from controller.ipam_gc import IPAMGarbageCollector
 from controller.kube import KubeClient
+from controller import installation
 from controller.profiles import ProfileSync
 from controller.workqueue import WorkQueue
 
@@ -64,6 +65,7 @@ KEY_PROFILES = "profiles"
 NODE_PREFIX = "node/"
 NAMESPACE_PREFIX = "namespace/"
 SERVICEACCOUNT_PREFIX = "serviceaccount/"
+INSTALLATION_PREFIX = "installation/"
 KOPF_EXIT_TIMEOUT = 5.0
 
 
@@ -115,6 +117,7 @@ class KubeControllers:
         self.run_config: run_config.RunConfig | None = None
         self.gc: IPAMGarbageCollector | None = None
         self.profiles: ProfileSync | None = None
+        self.installations: installation.InstallationSync | None = None
         self.seen: list[str] = []   # the keys reconciled lately, oldest first (for tests and debugging)
         self.leading = asyncio.Event()
         self.informing = asyncio.Event()  # kopf's watches are up
@@ -195,6 +198,9 @@ class KubeControllers:
                 ns, _, name = key.removeprefix(SERVICEACCOUNT_PREFIX).partition("/")
                 await self.profiles.serviceaccount(ns, name)
                 return None
+        if key.startswith(INSTALLATION_PREFIX) and self.installations is not None:
+            await self.installations.reconcile(key.removeprefix(INSTALLATION_PREFIX))
+            return None
         if key.startswith(NODE_PREFIX):
             await self._reconcile_node(key.removeprefix(NODE_PREFIX))
             return None
@@ -270,6 +276,11 @@ class KubeControllers:
                 def serviceaccount_event(name: str, namespace: str | None, **_: Any) -> None:
                     self.queue.add(f"{SERVICEACCOUNT_PREFIX}{namespace or ''}/{name}")
 
+        if self.installations is not None:
+            @kopf.on.event(installation.GROUP, installation.VERSION, installation.PLURAL, registry=registry)
+            def installation_event(name: str, **_: Any) -> None:
+                self.queue.add(INSTALLATION_PREFIX + name)
+
         if self.datastore_type == "kubernetes":
             group, version = (self.backend_group() or "crd.projectcalico.org/v1").split("/")
 
@@ -344,6 +355,8 @@ class KubeControllers:
                 self.gc.metrics.register(self.registry)
             log.info("Will run periodic IPAM sync every %s", run_config.format_duration(run.node.reconciler_period))
             self.queue.add(KEY_IPAM)   # the start-of-day sweep
+        if run.installation:
+            self.installations = installation.InstallationSync(calico=self.calico, kube=self.kube)
         if self.datastore_type != "kubernetes" and (run.namespace is not None or run.service_account is not None):
             # On the Kubernetes datastore the backend derives these profiles from the objects themselves.
             self.profiles = ProfileSync(calico=self.calico, kube=self.kube)

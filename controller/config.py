@@ -118,6 +118,7 @@ class RunConfig:
     service_account: float | None = None
     namespace: float | None = None
     load_balancer: bool = False
+    installation: bool = False      # pycalico's: IPPools from an operator.tigera.io Installation
     health_enabled: bool = True
     prometheus_port: int = 0
     compaction_period: float = DEFAULT_COMPACTION
@@ -126,7 +127,8 @@ class RunConfig:
     def enabled(self) -> list[str]:
         names = [("node", self.node), ("policy", self.policy), ("workloadendpoint", self.workload_endpoint),
                  ("serviceaccount", self.service_account), ("namespace", self.namespace)]
-        return [n for n, v in names if v is not None] + (["loadbalancer"] if self.load_balancer else [])
+        return ([n for n, v in names if v is not None] + (["loadbalancer"] if self.load_balancer else [])
+                + (["installation"] if self.installation else []))
 
 
 def _period(cfg: kcc.PeriodicControllerConfig | kcc.NodeControllerConfig | None) -> float:
@@ -158,7 +160,7 @@ def merge(env: Mapping[str, str], datastore_type: str,
         kcc.LogSeverity.INFO
 
     # Which controllers.
-    node_on = policy_on = wep_on = sa_on = ns_on = lb_on = False
+    node_on = policy_on = wep_on = sa_on = ns_on = lb_on = inst_on = False
     if ENV_ENABLED_CONTROLLERS in used:
         for name in used[ENV_ENABLED_CONTROLLERS].split(","):
             if name == "workloadendpoint":
@@ -173,12 +175,14 @@ def merge(env: Mapping[str, str], datastore_type: str,
                 sa_on = True
             elif name == "loadbalancer":
                 lb_on = True
+            elif name == "installation":   # pycalico's: pools from an operator Installation
+                inst_on = True
             elif name == "flannelmigration":
                 raise ConfigError(f"invalid environment variable value {ENV_ENABLED_CONTROLLERS}: "
                                   f"cannot run flannelmigration with other controllers")
             else:
                 raise ConfigError(f"Invalid controller '{name}' provided. ({ENV_ENABLED_CONTROLLERS}: one of node, "
-                                  f"policy, namespace, serviceaccount, workloadendpoint, loadbalancer)")
+                                  f"policy, namespace, serviceaccount, workloadendpoint, loadbalancer, installation)")
     else:
         node_on, policy_on, wep_on = ac.node is not None, ac.policy is not None, ac.workload_endpoint is not None
         sa_on, ns_on, lb_on = ac.service_account is not None, ac.namespace is not None, ac.load_balancer is not None
@@ -256,7 +260,7 @@ def merge(env: Mapping[str, str], datastore_type: str,
             leak_grace_period=grace)
 
     run = RunConfig(log_level=running.log_severity_screen.value, node=node, policy=policy, workload_endpoint=wep,
-                    service_account=sa, namespace=ns, load_balancer=lb_on, health_enabled=health,
+                    service_account=sa, namespace=ns, load_balancer=lb_on, installation=inst_on, health_enabled=health,
                     prometheus_port=port, compaction_period=compaction, environment=dict(used))
     return run, kcc.KubeControllersConfigurationStatus(running_config=running, environment_vars=used)
 

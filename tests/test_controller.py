@@ -461,6 +461,105 @@ async def _eq(got: Awaitable[Any], want: Any) -> bool:
     return await got == want
 
 
+# --- pools from an Installation -----------------------------------------------------------------
+
+INSTALLATION_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "installations.operator.tigera.io"},
+    "spec": {"group": "operator.tigera.io", "scope": "Cluster",
+             "names": {"kind": "Installation", "plural": "installations", "singular": "installation"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                                                          "x-kubernetes-preserve-unknown-fields": True}}}]}}
+
+
+async def merge_patch(custom: k8s.CustomObjectsApi, body: dict[str, Any]) -> None:
+    await custom.patch_cluster_custom_object("operator.tigera.io", "v1", "installations", "default", body,
+                                             _content_type="application/merge-patch+json")
+
+
+class TestInstallation:
+    async def test_pools_follow_the_installation_and_a_bad_one_changes_nothing_naming_the_field(
+            self, cluster: Cluster) -> None:
+        ext = k8s.ApiextensionsV1Api(cluster.core.api_client)
+        await ext.create_custom_resource_definition(INSTALLATION_CRD)
+        custom = k8s.CustomObjectsApi(cluster.core.api_client)
+        await custom.create_cluster_custom_object("operator.tigera.io", "v1", "installations", {
+            "apiVersion": "operator.tigera.io/v1", "kind": "Installation", "metadata": {"name": "default"},
+            "spec": {"calicoNetwork": {"ipPools": [{"name": "default-ipv4-ippool", "cidr": POOL,
+                                                    "encapsulation": "IPIP"},
+                                                   {"name": "extra", "cidr": "10.250.0.0/16",
+                                                    "encapsulation": "VXLANCrossSubnet", "natOutgoing": "Disabled",
+                                                    "nodeSelector": "zone == 'a'"}]}}})
+        ctl = cluster.controllers(env={"ENABLED_CONTROLLERS": "installation"})
+
+        async def pool(name: str) -> api.IPPool | None:
+            try:
+                got = await cluster.calico.get("IPPool", name)
+            except NotFound:
+                return None
+            assert isinstance(got, api.IPPool)
+            return got
+
+        async def ready() -> tuple[str, str]:
+            inst = await custom.get_cluster_custom_object("operator.tigera.io", "v1", "installations", "default")
+            [cond] = (inst.get("status") or {}).get("conditions") or [{"status": "", "message": ""}]
+            return cond["status"], cond["message"]
+
+        async def modes(name: str) -> tuple[str, str] | None:
+            p = await pool(name)
+            return None if p is None else (_mode(p.spec.ipip_mode), _mode(p.spec.vxlan_mode))
+
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _eq(ready(), ("True", "2 IP pool(s) as specified")), what="Ready")
+            extra = await pool("extra")
+            assert extra is not None and extra.spec.block_size == 26 and not extra.spec.nat_outgoing
+            assert extra.spec.node_selector == "zone == 'a'"
+            assert _mode(extra.spec.vxlan_mode) == "CrossSubnet"
+            # IPIP -> VXLAN on the default pool: the pool follows.
+            await merge_patch(custom, {
+                "spec": {"calicoNetwork": {"ipPools": [{"name": "default-ipv4-ippool", "cidr": POOL,
+                                                        "encapsulation": "VXLAN"}]}}})
+            await eventually(lambda: _eq(modes("default-ipv4-ippool"), ("Never", "Always")), what="VXLAN")
+            # A blockSize change of a pool in use, with a bad second entry: refused, nothing changes.
+            await merge_patch(custom, {
+                "spec": {"calicoNetwork": {"ipPools": [{"name": "default-ipv4-ippool", "cidr": POOL,
+                                                        "encapsulation": "IPIP", "blockSize": 28}]}}})
+            await eventually(lambda: _eq(_first(ready()), "False"), what="Ready=False")
+            status, message = await ready()
+            assert "spec.calicoNetwork.ipPools[0].blockSize" in message
+            assert await modes("default-ipv4-ippool") == ("Never", "Always")
+            await merge_patch(custom, {
+                "spec": {"calicoNetwork": {"ipPools": [{"name": "default-ipv4-ippool", "cidr": POOL,
+                                                        "encapsulation": "GRE"}]}}})
+            await eventually(lambda: _eq(_second_has(ready(), "encapsulation"), True), what="the bad encapsulation")
+
+    def test_the_operators_defaults_and_validation(self) -> None:
+        from controller.installation import InvalidInstallation, desired_pools
+        [p] = desired_pools({"calicoNetwork": {"ipPools": [{"cidr": "10.9.0.0/16"}]}})
+        assert (p.name, p.spec.block_size, _mode(p.spec.ipip_mode), p.spec.nat_outgoing, p.spec.node_selector) == \
+            ("default-ipv4-ippool", 26, "Always", True, "all()")
+        for bad, field in (({"cidr": "nope"}, "cidr"), ({"cidr": "fd00::/48", "encapsulation": "IPIP"},
+                                                        "encapsulation"),
+                           ({"cidr": "10.0.0.0/16", "blockSize": 8}, "blockSize"),
+                           ({"cidr": "10.0.0.0/16", "natOutgoing": "yes"}, "natOutgoing")):
+            with pytest.raises(InvalidInstallation, match=rf"ipPools\[0\]\.{field}"):
+                desired_pools({"calicoNetwork": {"ipPools": [bad]}})
+
+
+def _mode(mode: Any) -> str:
+    return str(getattr(mode, "value", mode))
+
+
+async def _first(got: Awaitable[tuple[str, str]]) -> str:
+    return (await got)[0]
+
+
+async def _second_has(got: Awaitable[tuple[str, str]], text: str) -> bool:
+    return text in (await got)[1]
+
+
 # --- leader election ------------------------------------------------------------------------------
 
 class TestLeaderElection:
