@@ -142,6 +142,11 @@ _INFOS = [
         ("NAME",), ("NAME",), {"NAME": _name},
     ),
     ResourceInfo(
+        api.KubeControllersConfiguration,
+        ("kubecontrollersconfiguration", "kubecontrollersconfigurations", "kcc", "kccs"),
+        ("NAME",), ("NAME",), {"NAME": _name},
+    ),
+    ResourceInfo(
         api.HostEndpoint, ("hostendpoint", "hostendpoints", "hep", "heps"),
         ("NAME", "NODE"), ("NAME", "NODE", "INTERFACE", "IPS", "PROFILES"),
         {"NAME": _name, "NODE": _col(lambda s: s.node), "INTERFACE": _col(lambda s: s.interface_name),

@@ -41,6 +41,9 @@ with one that follows the API conventions. What was added, each with a test in
   starts serving its resource (discovery included), as the API server does.
 * **Finalizers**: DELETE of an object with finalizers sets deletionTimestamp;
   the object goes when the last finalizer is removed.
+* **Leases and Events** (``coordination.k8s.io/v1`` leases, ``v1`` and
+  ``events.k8s.io/v1`` events) are served like any other kind, so leader election
+  (a Lease replaced at its resourceVersion) and kopf's event posting work.
 
 Not emulated: admission, schema validation of custom resources, namespaces'
 existence, server-side apply, pagination (``limit`` returns everything),
@@ -74,22 +77,6 @@ from kmock._internal import parsing, rendering
 from libcalico.patching import PatchError, json_patch, merge_patch
 
 JSON = dict[str, Any]
-
-_kmock_parse_path = parsing.parse_path
-
-
-def _parse_path(path: str) -> parsing.ParsedPath:
-    """kmock reads ``/api/v1/namespaces[/NAME]`` as a namespace prefix with no resource after it (a
-    POST to it raised "not enough values to unpack"); the API server reads it as the Namespace
-    resource itself, which is how kubectl creates and gets a namespace."""
-    parts = path.strip("/").split("/")
-    if parts[:3] == ["api", "v1", "namespaces"] and (len(parts) <= 4 or parts[4:] in (["status"], ["finalize"])):
-        return parsing.ParsedPath("", "v1", "namespaces", None, parts[3] if len(parts) > 3 else None,
-                                  parts[4] if len(parts) > 4 else None)
-    return _kmock_parse_path(path)
-
-
-parsing.parse_path = _parse_path
 
 
 def status(code: int, reason: str, message: str, details: JSON | None = None) -> JSON:
@@ -132,10 +119,32 @@ CORE: tuple[Served, ...] = (
     Served("", "v1", "services", "Service", True, "service", ("svc",), True),
     Served("", "v1", "serviceaccounts", "ServiceAccount", True, "serviceaccount", ("sa",)),
     Served("", "v1", "secrets", "Secret", True, "secret"),
+    Served("", "v1", "events", "Event", True, "event", ("ev",)),
+    Served("events.k8s.io", "v1", "events", "Event", True, "event", ("ev",)),
+    Served("coordination.k8s.io", "v1", "leases", "Lease", True, "lease"),
     Served("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, "networkpolicy", ("netpol",)),
     Served("apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", False,
            "customresourcedefinition", ("crd", "crds")),
 )
+
+
+# --- paths -------------------------------------------------------------------------------------
+
+# kmock 0.8 reads ``/api/v1/namespaces/<x>`` as "namespace <x>" and fails on ``/api/v1/namespaces``,
+# so Namespace objects themselves could not be created, listed or read. The Namespace paths are
+# parsed here; every other path as kmock does (its parser is looked up at each request).
+_kmock_parse_path = parsing.parse_path
+_NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?$")
+
+
+def _parse_path(path: str) -> parsing.ParsedPath:
+    m = _NAMESPACE_PATH.match("/" + path.lstrip("/"))
+    if m:
+        return parsing.ParsedPath("", "v1", "namespaces", None, m.group(1), m.group(2))
+    return _kmock_parse_path(path)
+
+
+parsing.parse_path = _parse_path
 
 
 # --- selectors ---------------------------------------------------------------------------------

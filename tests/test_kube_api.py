@@ -258,3 +258,38 @@ class TestHelpers:
         schema = {"type": "object", "properties": {"n": {"type": "integer"}, "s": {"type": "string"}}}
         out = check_schema({"n": "x", "s": "ok", "z": 1}, schema, "spec", unknown, invalid)
         assert unknown == ["spec.z"] and len(invalid) == 1 and out == {"n": "x", "s": "ok"}
+
+
+class TestControllerKinds:
+    """What calico-kube-controllers needs beyond the Calico kinds: Namespaces, Leases, Events."""
+
+    async def test_namespaces_are_created_listed_read_patched_and_deleted(self, kube_api: RunningAPI) -> None:
+        core, _ = clients(kube_api)
+        await call(core.create_namespace, {"metadata": {"name": "web", "labels": {"team": "a"}}})
+        assert [n.metadata.name for n in (await call(core.list_namespace)).items] == ["web"]
+        await call(core.patch_namespace, "web", {"metadata": {"labels": {"team": "b"}}})
+        assert (await call(core.read_namespace, "web")).metadata.labels == {"team": "b"}
+        await call(core.create_namespaced_service_account, "web", {"metadata": {"name": "app"}})
+        assert [s.metadata.name for s in (await call(core.list_namespaced_service_account, "web")).items] == ["app"]
+        await call(core.delete_namespace, "web")
+        assert (await call(core.list_namespace)).items == []
+
+    async def test_a_lease_replaced_at_a_stale_resource_version_is_409(self, kube_api: RunningAPI) -> None:
+        core, _ = clients(kube_api)
+        coord = kubernetes.client.CoordinationV1Api(core.api_client)
+        lease = await call(coord.create_namespaced_lease, "kube-system", {
+            "metadata": {"name": "l"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}})
+        lease.spec.holder_identity = "b"
+        await call(coord.replace_namespaced_lease, "l", "kube-system", lease)
+        lease.spec.holder_identity = "c"   # still at the old resourceVersion
+        code, body = await error_of(coord.replace_namespaced_lease, "l", "kube-system", lease)
+        assert code == 409 and body["reason"] == "Conflict"
+        assert (await call(coord.read_namespaced_lease, "l", "kube-system")).spec.holder_identity == "b"
+
+    async def test_events_are_created_with_a_generated_name(self, kube_api: RunningAPI) -> None:
+        core, _ = clients(kube_api)
+        ev = await call(core.create_namespaced_event, "default", {
+            "metadata": {"generateName": "x-"}, "involvedObject": {"kind": "Node", "name": "n1"},
+            "reason": "Test", "message": "hello", "type": "Normal"})
+        assert ev.metadata.name.startswith("x-")
+        assert [e.message for e in (await call(core.list_namespaced_event, "default")).items] == ["hello"]

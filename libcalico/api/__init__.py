@@ -20,6 +20,7 @@ from libcalico.api.endpoints import (
 from libcalico.api.felixconfig import FelixConfiguration, FelixConfigurationSpec
 from libcalico.api.ipam import BlockAffinity, IPAMBlock, IPAMConfig, IPAMHandle
 from libcalico.api.ippool import IPPool, IPPoolSpec
+from libcalico.api.kubecontrollers import KubeControllersConfiguration, KubeControllersConfigurationSpec
 from libcalico.api.loading import load_documents, load_resources, parse_resource
 from libcalico.api.meta import API_VERSION, ObjectMeta, Resource
 from libcalico.api.nodestatus import CalicoNodeStatus, CalicoNodeStatusSpec
@@ -43,6 +44,7 @@ __all__ = [
     "ClusterInformation", "ClusterInformationSpec", "FelixConfiguration", "FelixConfigurationSpec",
     "GlobalNetworkPolicy", "GlobalNetworkPolicySpec", "GlobalNetworkSet", "NetworkSet", "NetworkSetSpec",
     "Profile", "ProfileSpec", "Rule", "Tier", "TierSpec", "HostEndpoint", "HostEndpointSpec", "IPPool", "IPPoolSpec",
+    "KubeControllersConfiguration", "KubeControllersConfigurationSpec",
     "NetworkPolicy", "NetworkPolicySpec", "Node", "NodeBGPSpec", "NodeSpec", "ObjectMeta", "Resource",
     "WorkloadEndpoint", "WorkloadEndpointSpec", "by_kind", "by_plural", "load_documents", "load_resources",
     "parse_resource",

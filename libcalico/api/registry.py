@@ -12,6 +12,7 @@ from libcalico.api.endpoints import ClusterInformation, HostEndpoint, Node, Work
 from libcalico.api.felixconfig import FelixConfiguration
 from libcalico.api.ipam import IPAM_KINDS
 from libcalico.api.ippool import IPPool
+from libcalico.api.kubecontrollers import KubeControllersConfiguration
 from libcalico.api.meta import Resource
 from libcalico.api.nodestatus import CalicoNodeStatus
 from libcalico.api.networkset import GlobalNetworkSet, NetworkSet
@@ -36,6 +37,7 @@ KINDS: dict[str, type[Resource]] = {
         HostEndpoint,
         ClusterInformation,
         CalicoNodeStatus,
+        KubeControllersConfiguration,
         *IPAM_KINDS,
     )
 }

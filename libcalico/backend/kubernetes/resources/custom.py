@@ -73,6 +73,15 @@ class CustomResourceClient(ResourceClient):
                                                                     kv.key.name, body)
             else:
                 out = await custom.replace_cluster_custom_object(group, version, plural, kv.key.name, body)
+            if body.get("status") and out.get("status") != body["status"]:
+                # The kind has a status subresource (its CRD says so), where the API server ignores
+                # .status in a PUT of the object: write it through /status, as Calico's UpdateStatus.
+                body = {**body, "metadata": {**body["metadata"], "resourceVersion": out["metadata"]["resourceVersion"]}}
+                if kv.key.namespaced:
+                    out = await custom.replace_namespaced_custom_object_status(group, version, kv.key.namespace,
+                                                                               plural, kv.key.name, body)
+                else:
+                    out = await custom.replace_cluster_custom_object_status(group, version, plural, kv.key.name, body)
         except Exception as exc:
             raise map_error(exc, kv.key, "update") from exc
         return self.conn.pair(kv.key.kind, conversion.crd_to_wire(out))
