@@ -141,7 +141,13 @@ class Rule:
         return Rule(tuple(stmts), comment)
 
     def rendering(self) -> str:
-        return json.dumps(self.expr, separators=(",", ":"), sort_keys=True)
+        """The rule's canonical JSON (what its hash is over); computed once per rule: a table of
+        24,000 rules hashes each one once, not once per pass over the table."""
+        cached: str | None = self.__dict__.get("_rendering")
+        if cached is None:
+            cached = json.dumps(self.expr, separators=(",", ":"), sort_keys=True)
+            self.__dict__["_rendering"] = cached   # a frozen dataclass: not a field, not compared
+        return cached
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,14 @@ class Chain:
     name: str
     rules: tuple[Rule, ...]
     base: BaseChain | None = None
+
+    def hashes(self) -> list[str]:
+        """:func:`rule_hashes` of this chain, computed once (the list is shared: do not change it)."""
+        cached: list[str] | None = self.__dict__.get("_hashes")
+        if cached is None:
+            cached = rule_hashes(self.name, self.rules)
+            self.__dict__["_hashes"] = cached
+        return cached
 
 
 @dataclass
@@ -356,7 +370,7 @@ class Table:
 
     def _rule_cmds(self, chain: Chain) -> list[JSON]:
         cmds = []
-        for h, rule in zip(rule_hashes(chain.name, chain.rules), chain.rules):
+        for h, rule in zip(chain.hashes(), chain.rules):
             comment = f"{HASH_PREFIX}{h};" + (f" {rule.comment}" if rule.comment else "")
             cmds.append({"add": {"rule": self._obj(chain=chain.name, expr=list(rule.expr), comment=comment[:128])}})
         return cmds
@@ -391,7 +405,7 @@ class Table:
 
     def _mark_clean(self) -> None:
         for name in self._dirty_chains:
-            self._programmed_chains[name] = rule_hashes(name, self.chains[name].rules)
+            self._programmed_chains[name] = self.chains[name].hashes()
         for name in self._deleted_chains:
             self._programmed_chains.pop(name, None)
         self._programmed_sets |= self._new_sets
@@ -470,7 +484,7 @@ class Table:
                                                                              chain.base.prio):
                 cmds.append({"add": {"chain": self._chain_obj(chain)}})
         for name, chain in sorted(self.chains.items()):
-            if have_chains.get(name) != rule_hashes(name, chain.rules):
+            if have_chains.get(name) != chain.hashes():
                 if name in have_chains:
                     cmds.append({"flush": {"chain": self._obj(name=name)}})
                 cmds += self._rule_cmds(chain)
@@ -519,7 +533,7 @@ class Table:
             raise
         self._mark_clean()
         if resync:
-            self._programmed_chains = {n: rule_hashes(n, c.rules) for n, c in self.chains.items()}
+            self._programmed_chains = {n: c.hashes() for n, c in self.chains.items()}
             self._programmed_sets = set(self.sets)
             self._programmed_maps = {n for n, st in self.sets.items() if st.map_to}
             self._programmed_elems = {n: dict(st.elements) for n, st in self.sets.items()}
