@@ -58,9 +58,33 @@ class NftError(RuntimeError):
 
 
 class NftHandle(Protocol):
-    """Runs one JSON batch (``{"nftables": [...]}``) atomically; returns nft's JSON output."""
+    """Runs one JSON batch (``{"nftables": [...]}``) atomically; returns nft's JSON output.
+
+    A rule's ``expr`` in a batch may be an :class:`EncodedExpr` (its JSON, already encoded);
+    :func:`encode_batch` is how a handle turns a batch into the text libnftables parses."""
 
     def run(self, batch: JSON) -> JSON: ...
+
+
+class EncodedExpr(str):
+    """A rule's expression list, already JSON (its :meth:`Rule.rendering`, which the rule's hash is
+    over): a batch of 24,000 rules then encodes each rule once, not once to hash it and again to send."""
+
+
+def _encode_cmd(cmd: JSON) -> str:
+    add = cmd.get("add")
+    rule = add.get("rule") if isinstance(add, dict) else None
+    if isinstance(rule, dict) and isinstance(rule.get("expr"), EncodedExpr):
+        rest = {k: v for k, v in rule.items() if k != "expr"}
+        head = json.dumps(rest, separators=(",", ":"))
+        expr: str = rule["expr"]
+        return '{"add":{"rule":' + head[:-1] + ',"expr":' + expr + "}}}"
+    return json.dumps(cmd, separators=(",", ":"))
+
+
+def encode_batch(batch: JSON) -> str:
+    """The batch as JSON text (with :class:`EncodedExpr` expressions spliced in as they are)."""
+    return '{"nftables":[' + ",".join(_encode_cmd(c) for c in batch["nftables"]) + "]}"
 
 
 # --- handles ------------------------------------------------------------------------------------
@@ -94,7 +118,7 @@ class LibNft:
         lib.nft_ctx_buffer_error(self._ctx)
 
     def run(self, batch: JSON) -> JSON:
-        rc = self._lib.nft_run_cmd_from_buffer(self._ctx, json.dumps(batch, separators=(",", ":")).encode())
+        rc = self._lib.nft_run_cmd_from_buffer(self._ctx, encode_batch(batch).encode())
         out = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
         err = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
         if rc != 0:
@@ -111,7 +135,7 @@ class NftCommand:
     """``nft -j -f -``: the same batches through the nft tool (where libnftables cannot be loaded)."""
 
     def run(self, batch: JSON) -> JSON:
-        r = subprocess.run(["nft", "-j", "-f", "-"], input=json.dumps(batch), capture_output=True, text=True,
+        r = subprocess.run(["nft", "-j", "-f", "-"], input=encode_batch(batch), capture_output=True, text=True,
                            timeout=60)
         if r.returncode != 0:
             raise NftError(r.stderr.strip())
@@ -372,7 +396,8 @@ class Table:
         cmds = []
         for h, rule in zip(chain.hashes(), chain.rules):
             comment = f"{HASH_PREFIX}{h};" + (f" {rule.comment}" if rule.comment else "")
-            cmds.append({"add": {"rule": self._obj(chain=chain.name, expr=list(rule.expr), comment=comment[:128])}})
+            cmds.append({"add": {"rule": self._obj(chain=chain.name, expr=EncodedExpr(rule.rendering()),
+                                                   comment=comment[:128])}})
         return cmds
 
     def _incremental(self) -> list[JSON]:
@@ -556,7 +581,7 @@ class FakeNft:
     def run(self, batch: JSON) -> JSON:
         import copy
 
-        cmds = batch["nftables"]
+        cmds = json.loads(encode_batch(batch))["nftables"]   # what a real handle would send
         if self.fail_next:
             msg, self.fail_next = self.fail_next, ""
             raise NftError(msg)
