@@ -271,6 +271,7 @@ class Table:
         self._programmed_maps: set[str] = set()
         self.need_resync = True
         self.transactions = 0
+        self._staged_resync = False
 
     # --- what managers call ------------------------------------------------------------------
 
@@ -540,30 +541,55 @@ class Table:
 
     # --- apply ------------------------------------------------------------------------------
 
-    def apply(self) -> int:
-        """Make the kernel match; return the number of commands sent (0: nothing to do)."""
+    def stage(self) -> list[JSON] | None:
+        """The commands that make the kernel match (None: nothing to send); :meth:`committed` after
+        they were applied, or set ``need_resync`` if they failed."""
         if not self.dirty:
-            return 0
+            return None
         resync = self.need_resync
         cmds = self._resync_cmds() if resync else self._incremental()
+        self._staged_resync = resync
         if len(cmds) <= 1 and not resync:
             self._mark_clean()
-            return 0
-        try:
-            if len(cmds) > 1:
-                self.handle.run({"nftables": cmds})
-                self.transactions += 1
-        except NftError:
-            self.need_resync = True
-            raise
+            return None
+        return cmds if len(cmds) > 1 else []
+
+    def committed(self) -> None:
         self._mark_clean()
-        if resync:
+        if self._staged_resync:
             self._programmed_chains = {n: c.hashes() for n, c in self.chains.items()}
             self._programmed_sets = set(self.sets)
             self._programmed_maps = {n for n, st in self.sets.items() if st.map_to}
             self._programmed_elems = {n: dict(st.elements) for n, st in self.sets.items()}
             self.need_resync = False
-        return len(cmds) - 1
+        self._staged_resync = False
+
+    def apply(self) -> int:
+        """Make the kernel match; return the number of commands sent (0: nothing to do)."""
+        return apply_tables(self.handle, [self])
+
+
+def apply_tables(handle: NftHandle, tables: list[Table]) -> int:
+    """One transaction for the tables' changes (``ip calico`` and ``ip6 calico`` together: all or
+    nothing, and libnftables loads its cache of the ruleset once, not once per table); returns the
+    number of commands sent. On failure every table that had something to send resyncs."""
+    staged = [(t, t.stage()) for t in tables]
+    cmds = [c for _, cs in staged if cs for c in cs]
+    if cmds:
+        try:
+            handle.run({"nftables": cmds})
+        except NftError:
+            for t, cs in staged:
+                if cs is not None:
+                    t.need_resync = True
+            raise
+        for t, cs in staged:
+            if cs:
+                t.transactions += 1
+    for t, cs in staged:
+        if cs is not None:
+            t.committed()
+    return sum(len(cs) - 1 for _, cs in staged if cs)
 
 
 # --- a fake kernel for tests ----------------------------------------------------------------------
