@@ -568,11 +568,13 @@ class Dataplane:
 
 
 def build(*, nft_handle: nft.NftHandle, route_table: RouteTable, vxlan: VXLANDevice, ipip: IPIPDevice,
-          interface_prefix: str = "cali", legacy_cleanup: bool = True) -> tuple[Dataplane, nft.Table, dict[str, Manager]]:
-    """The managers in Felix's apply order, sharing the ``ip calico`` and ``ip6 calico`` tables (the
-    ``ip`` one is returned; natOutgoing and the VXLAN filter are IPv4's only)."""
+          interface_prefix: str = "cali", legacy_cleanup: bool = True,
+          ipv6: bool = True) -> tuple[Dataplane, nft.Table, dict[str, Manager]]:
+    """The managers in Felix's apply order, sharing the ``ip calico`` and (with ``ipv6``, Calico's
+    ``ipv6Support``, on by default) ``ip6 calico`` tables (the ``ip`` one is returned; natOutgoing and
+    the VXLAN filter are IPv4's only)."""
     table = nft.Table(nft_handle)
-    table6 = nft.Table(nft_handle, family="ip6")
+    table6 = nft.Table(nft_handle, family="ip6") if ipv6 else None
     managers: list[Manager] = [
         IPIPManager(ipip), VXLANManager(vxlan), RouteManager(route_table),
         IPSetsManager(table, table6), PolicyManager(table, table6),

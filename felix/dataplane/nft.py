@@ -1,9 +1,10 @@
 """Felix's nftables table: desired state in memory, one atomic JSON transaction per apply.
 
-Felix owns one table per family, ``ip calico`` (Calico's nftables mode,
-``felix/nftables/table.go``): nothing else writes into it, so a freshly started
-Felix recognises everything in it as its own by the table's name alone, and
-nothing outside it is ever touched.
+Felix owns one table per family, ``ip calico`` and ``ip6 calico`` (Calico's
+nftables mode, ``felix/nftables/table.go``): nothing else writes into them, so a
+freshly started Felix recognises everything in them as its own by the table's
+name alone, and nothing outside them is ever touched. Both tables' changes go in
+one transaction per apply (:func:`apply_tables`).
 
 :class:`Table` holds what the managers want: base chains, chains (lists of
 rules), sets and verdict maps (with their elements). Managers only change that

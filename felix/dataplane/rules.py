@@ -30,6 +30,12 @@ carries its layer, ``filter-`` or ``nat-``, before Calico's name:
   ``@cali40masq-ipam-pools`` to outside ``@cali40all-ipam-pools``.
 
 Every rule with an action carries a counter (Calico renders ``counter`` on all of them).
+
+The ``ip6 calico`` table has the same layout, rendered with ``family="ip6"``: each rule
+as ``FilterRuleToIPVersion`` leaves it (its ``ipVersion``, its nets of that family, or
+no rule at all), ``ip6``/``icmpv6`` matches, ``cali60`` sets, ICMPv6 neighbour
+discovery from workloads accepted ahead of policy (``ICMPv6Filter``), and no
+natOutgoing chains.
 """
 
 from __future__ import annotations
