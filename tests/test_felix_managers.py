@@ -367,6 +367,11 @@ class TestRenderedIPv6Rules:
         assert self._one(ParsedRule("deny", not_src_nets=("fd00::/8",)), "ip") == []
         assert self._one(ParsedRule("deny", not_src_nets=("::/0",)), "ip6") == []   # a negated catch-all
 
+    def test_an_icmp_rule_is_only_in_the_ip_table_and_an_icmpv6_rule_only_in_the_ip6_one(self) -> None:
+        assert self._one(ParsedRule("allow", protocol=1, icmp_type=8), "ip6") == []
+        assert self._one(ParsedRule("allow", protocol=58, icmp_type=128), "ip") == []
+        assert self._one(ParsedRule("allow", protocol=1, icmp_type=8), "ip") != []
+
     def test_icmp_and_sets_use_the_ipv6_names(self) -> None:
         [r] = self._one(ParsedRule("deny", protocol=58, icmp_type=128, src_sets=("s:abc",)), "ip6")
         assert rules.match({"payload": {"protocol": "icmpv6", "field": "type"}}, 128) in r

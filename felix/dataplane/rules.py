@@ -242,6 +242,10 @@ def for_family(r: ParsedRule, family: str) -> ParsedRule | None:
     """``FilterRuleToIPVersion``: the rule as it applies to one family's table, or None where it does not."""
     if r.ip_version is not None and r.ip_version != (6 if family == "ip6" else 4):
         return None
+    if r.protocol == (1 if family == "ip6" else 58):
+        # ICMP in the ip6 table, ICMPv6 in the ip one: it can match nothing there, and its type match
+        # (``icmpv6 type`` after ``meta l4proto 1``) is one nft refuses, which would fail the batch.
+        return None
     fields: dict[str, tuple[str, ...]] = {}
     for name, negated in (("src_nets", False), ("not_src_nets", True), ("dst_nets", False), ("not_dst_nets", True)):
         nets, gone = _filter_nets(getattr(r, name), family, negated=negated)
