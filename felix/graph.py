@@ -242,7 +242,7 @@ class Item:
     key: str
     own_labels: dict[str, str]
     profiles: tuple[str, ...]
-    nets: tuple[str, ...]                              # "a.b.c.d/len", IPv4
+    nets: tuple[str, ...]                              # "a.b.c.d/len" or "v6::addr/len"
     ports: tuple[tuple[str, int, int], ...] = ()       # (name, protocol number, port)
     local_iface: str = ""                              # a local endpoint's interface, else ""
     host: bool = False
@@ -253,15 +253,15 @@ _PROTO = {"TCP": 6, "UDP": 17, "SCTP": 132}
 _PROTO_NAME = {6: "tcp", 17: "udp", 132: "sctp"}
 
 
-def _v4(nets: list[str]) -> tuple[str, ...]:
+def _nets(nets: list[str]) -> tuple[str, ...]:
+    """An endpoint's or network set's CIDRs, both families (each goes to its family's IP sets)."""
     out = []
     for n in nets:
         try:
             net = ipaddress.ip_network(n, strict=False)
         except ValueError:
             continue
-        if net.version == 4:
-            out.append(str(net))
+        out.append(str(net))
     return tuple(out)
 
 
@@ -313,7 +313,7 @@ class PolicyResolver:
         local = spec.node == self.me and spec.interface_name.startswith(self.prefix)
         ports = tuple((p.name, _PROTO.get(str(p.protocol), 0) if isinstance(p.protocol, str) else int(p.protocol),
                        p.port) for p in spec.ports if p.name and p.port)
-        self._item(ikey, Item(ikey, dict(wep.metadata.labels), tuple(spec.profiles), _v4(spec.ip_networks), ports,
+        self._item(ikey, Item(ikey, dict(wep.metadata.labels), tuple(spec.profiles), _nets(spec.ip_networks), ports,
                               spec.interface_name if local else ""))
 
     def on_host_endpoint(self, name: str, hep: api.HostEndpoint | None) -> None:
@@ -325,7 +325,7 @@ class PolicyResolver:
         local = spec.node == self.me and bool(spec.interface_name) and spec.interface_name != "*"
         ports = tuple((p.name, _PROTO.get(str(p.protocol), 0), p.port) for p in spec.ports)
         self._item(ikey, Item(ikey, dict(hep.metadata.labels), tuple(spec.profiles),
-                              _v4([f"{ip}" for ip in spec.expected_ips]), ports,
+                              _nets([f"{ip}" for ip in spec.expected_ips]), ports,
                               spec.interface_name if local else "", host=True))
 
     def on_network_set(self, ns: str, name: str, res: api.NetworkSet | api.GlobalNetworkSet | None) -> None:
@@ -338,7 +338,7 @@ class PolicyResolver:
         if ns:
             labels[NAMESPACE_LABEL] = ns
             profiles = (f"kns.{ns}",)
-        self._item(ikey, Item(ikey, labels, profiles, _v4(res.spec.nets)))
+        self._item(ikey, Item(ikey, labels, profiles, _nets(res.spec.nets)))
 
     def on_profile(self, name: str, res: api.Profile | None) -> None:
         labels = dict(res.spec.labels_to_apply) if res is not None else {}
@@ -489,8 +489,9 @@ class PolicyResolver:
             if name != data.named_port or (data.protocol != "any" and _PROTO_NAME.get(proto) != data.protocol):
                 continue
             for net in item.nets:
-                if net.endswith("/32"):
-                    out.add((net[:-3], proto, port))
+                addr, _, plen = net.partition("/")
+                if plen == ("128" if ":" in addr else "32"):
+                    out.add((addr, proto, port))
         return frozenset(out)
 
     def _delta(self, sid: str, new: frozenset[object], old: frozenset[object]) -> None:

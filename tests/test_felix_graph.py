@@ -188,6 +188,21 @@ class TestActivePolicies:
         assert messages.IPSetUpdate(sid, "ipport") in out
         assert messages.IPSetDelta(sid, frozenset({("10.0.0.1", 6, 8080)}), frozenset()) in out
 
+    def test_an_endpoints_ipv6_addresses_are_set_members_too_and_named_ports_too(self) -> None:
+        rec = Recorder()
+        dual = _wep("r", "10.0.9.9", node="node2", labels={"role": "client"},
+                    ports=[{"name": "http", "protocol": "TCP", "port": 8080}])
+        dual.spec.ip_networks.append("fd00::9/128")
+        rec("WorkloadEndpoint", "a", _wep("a", "10.0.0.1", labels={"app": "a"}), ns="default")
+        rec("WorkloadEndpoint", "r", dual, ns="default")
+        out = rec("GlobalNetworkPolicy", "p", _gnp("p", selector="app == 'a'", ingress=[
+            {"action": "Allow", "protocol": "TCP", "source": {"selector": "role == 'client'"}},
+            {"action": "Allow", "protocol": "TCP", "destination": {"selector": "role == 'client'", "ports": ["http"]}}]))
+        sid = _sid("role == 'client'")
+        assert messages.IPSetDelta(sid, frozenset({"10.0.9.9/32", "fd00::9/128"}), frozenset()) in out
+        nid = make_unique_id("n", f"{sid},tcp,http")
+        assert messages.IPSetDelta(nid, frozenset({("10.0.9.9", 6, 8080), ("fd00::9", 6, 8080)}), frozenset()) in out
+
     def test_tiers_sort_by_order_and_policies_by_order_then_name(self) -> None:
         rec = Recorder()
         rec("Tier", "security", api.Tier.model_validate({"metadata": {"name": "security"},

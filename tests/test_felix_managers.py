@@ -277,3 +277,108 @@ class TestRoutesAndIsolation:
         now[0] = 0.2
         dp.apply()
         assert Broken.calls == 2 and dp.next_retry() == pytest.approx(0.2)
+
+
+def _tables() -> tuple[nft.Table, nft.Table, nft.FakeNft, dict[str, manager.Manager]]:
+    fake = nft.FakeNft()
+    t4, t6 = nft.Table(fake), nft.Table(fake, family="ip6")
+    ms: dict[str, manager.Manager] = {
+        "ipsets": manager.IPSetsManager(t4, t6), "policy": manager.PolicyManager(t4, t6),
+        "endpoints": manager.EndpointManager(t4, t6), "nat": manager.NATManager(t4),
+        "nftables": manager.TableManager(t4, t6)}
+    return t4, t6, fake, ms
+
+
+class TestTheIPv6Table:
+    """``ip6 calico`` beside ``ip calico``, as Calico's nftables mode keeps one table per family."""
+
+    def test_both_tables_are_programmed_in_one_transaction_with_the_same_endpoint_chains(self) -> None:
+        _, _, fake, ms = _tables()
+        assert _run(ms, _ep("cali1"), messages.ActiveProfileUpdate("kns.default", ALLOW_ALL)) == []
+        assert len(fake.batches) == 1
+        assert {("ip", "calico"), ("ip6", "calico")} <= set(fake.tables)
+        assert fake.chain("filter-cali-tw-cali1", "ip6") == fake.chain("filter-cali-tw-cali1", "ip")
+        assert set(fake.elements(rules.TO_WL_MAP, "ip6")) == {"cali1"}
+        assert "nat-cali-POSTROUTING" not in fake.tables[("ip6", "calico")]["chains"]
+        assert "nat-cali-POSTROUTING" in fake.tables[("ip", "calico")]["chains"]
+
+    def test_workloads_neighbour_discovery_reaches_the_host_only_in_ipv6(self) -> None:
+        _, _, fake, ms = _tables()
+        _run(ms)
+        v6 = fake.chain(rules.WL_TO_HOST, "ip6")
+        icmp6 = [next(s["match"]["right"] for s in r if "match" in s and s["match"]["left"].get("payload", {})
+                      .get("protocol") == "icmpv6") for r in v6[:6]]
+        assert icmp6 == [130, 131, 132, 133, 135, 136]
+        assert all(rules.l4proto(58) in r and rules.ACCEPT in r for r in v6[:6])
+        assert not any(rules.l4proto(58) in r for r in fake.chain(rules.WL_TO_HOST, "ip"))
+
+    def test_set_members_go_to_their_familys_set(self) -> None:
+        _, _, fake, ms = _tables()
+        _run(ms, messages.IPSetUpdate("s:abc", "net"),
+             messages.IPSetDelta("s:abc", frozenset({"10.0.0.1/32", "fd00::1/128", "fd00:1::/64"}), frozenset()))
+        assert fake.tables[("ip6", "calico")]["specs"]["set:cali60s-abc"]["type"] == "ipv6_addr"
+        assert set(fake.elements("cali40s-abc", "ip")) == {"10.0.0.1"}
+        assert set(fake.elements("cali60s-abc", "ip6")) == {"fd00::1", ("prefix", "fd00:1::", 64)}
+        _run(ms, messages.IPSetDelta("s:abc", frozenset(), frozenset({"fd00::1/128"})))
+        assert set(fake.elements("cali60s-abc", "ip6")) == {("prefix", "fd00:1::", 64)}
+        assert set(fake.elements("cali40s-abc", "ip")) == {"10.0.0.1"}
+
+    def test_named_port_sets_hold_ipv6_address_protocol_port(self) -> None:
+        _, _, fake, ms = _tables()
+        _run(ms, messages.IPSetUpdate("n:web", "ipport"),
+             messages.IPSetDelta("n:web", frozenset({("fd00::5", 6, 8080), ("10.0.0.5", 6, 8080)}), frozenset()))
+        assert fake.tables[("ip6", "calico")]["specs"]["set:cali60n-web"]["type"] == [
+            "ipv6_addr", "inet_proto", "inet_service"]
+        assert set(fake.elements("cali60n-web", "ip6")) == {("concat", "fd00::5", 6, 8080)}
+        assert set(fake.elements("cali40n-web", "ip")) == {("concat", "10.0.0.5", 6, 8080)}
+
+    def test_a_failed_transaction_changes_neither_table_and_both_resync(self) -> None:
+        t4, t6, fake, ms = _tables()
+        _run(ms)
+        fake.fail_next = "Error: Could not process rule: No buffer space available"
+        assert _run(ms, _ep("cali2")) == ["nftables"]
+        assert t4.need_resync and t6.need_resync
+        assert "filter-cali-tw-cali2" not in fake.tables[("ip6", "calico")]["chains"]
+        ms["nftables"].apply()
+        assert "filter-cali-tw-cali2" in fake.tables[("ip6", "calico")]["chains"]
+
+
+class TestRenderedIPv6Rules:
+    """``FilterRuleToIPVersion``: each family's table gets the rule with that family's nets, or not at all."""
+
+    def _one(self, r: ParsedRule, family: str) -> list[list[dict[str, Any]]]:
+        return [list(x.expr) for x in rules.render_rule(r, family=family)]
+
+    def test_ip_version_picks_the_table(self) -> None:
+        assert self._one(ParsedRule("allow", ip_version=6), "ip6") != []
+        assert self._one(ParsedRule("allow", ip_version=4), "ip6") == []
+        assert self._one(ParsedRule("allow", ip_version=4), "ip") != []
+
+    def test_mixed_nets_are_split_by_family(self) -> None:
+        r = ParsedRule("allow", src_nets=("10.0.0.0/8", "fd00::/8", "fd00::7/128"))
+        [v6, _] = self._one(r, "ip6")
+        assert v6[0] == rules.match({"payload": {"protocol": "ip6", "field": "saddr"}},
+                                    {"set": [{"prefix": {"addr": "fd00::", "len": 8}}, "fd00::7"]})
+        [v4, _] = self._one(r, "ip")
+        assert v4[0] == rules.match(rules._addr("saddr"), {"prefix": {"addr": "10.0.0.0", "len": 8}})
+
+    def test_a_rule_whose_nets_are_all_of_the_other_family_is_left_out(self) -> None:
+        assert self._one(ParsedRule("allow", dst_nets=("10.1.0.0/16",)), "ip6") == []
+        assert self._one(ParsedRule("deny", not_src_nets=("fd00::/8",)), "ip") == []
+        assert self._one(ParsedRule("deny", not_src_nets=("::/0",)), "ip6") == []   # a negated catch-all
+
+    def test_an_icmp_rule_is_only_in_the_ip_table_and_an_icmpv6_rule_only_in_the_ip6_one(self) -> None:
+        assert self._one(ParsedRule("allow", protocol=1, icmp_type=8), "ip6") == []
+        assert self._one(ParsedRule("allow", protocol=58, icmp_type=128), "ip") == []
+        assert self._one(ParsedRule("allow", protocol=1, icmp_type=8), "ip") != []
+
+    def test_icmp_and_sets_use_the_ipv6_names(self) -> None:
+        [r] = self._one(ParsedRule("deny", protocol=58, icmp_type=128, src_sets=("s:abc",)), "ip6")
+        assert rules.match({"payload": {"protocol": "icmpv6", "field": "type"}}, 128) in r
+        assert rules.match({"payload": {"protocol": "ip6", "field": "saddr"}}, "@cali60s-abc") in r
+
+    def test_policy_chains_differ_per_family_only_where_addresses_do(self) -> None:
+        pr = ParsedRules((ParsedRule("allow", src_sets=("s:abc",)), ParsedRule("allow", ip_version=4)), (), ())
+        pi4, _ = rules.policy_chains(PID, pr)
+        pi6, _ = rules.policy_chains(PID, pr, family="ip6")
+        assert pi4.name == pi6.name and len(pi4.rules) == 3 and len(pi6.rules) == 1

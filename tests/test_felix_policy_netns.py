@@ -343,6 +343,28 @@ def test_a_relabel_flips_reachability_without_a_restart(lab: PolicyLab) -> None:
         lab.delete(docs)
 
 
+def test_ipv6_rules_and_sets_are_programmed_in_the_ip6_table_beside_ipv4s(lab: PolicyLab) -> None:
+    docs = [gnp("v6", selector="app == 'web'", ingress=[
+        {**ALLOW, "ipVersion": 6, "protocol": "ICMPv6", "source": {"nets": ["fd00::/8"]}},
+        {**ALLOW, "source": {"selector": "role == 'client'"}}])]
+    node1 = lab.c.nodes["node1"].ns
+    iface = lab.wep("web", "default")["spec"]["interfaceName"]
+    lab.apply(docs)
+    try:
+        lab.expect({("cl", "web", T, 80): True, ("other", "web", T, 80): False}, "IPv4 enforced as before")
+
+        def chain(family: str, name: str) -> str:
+            return lab.c.ns.run(node1, "nft", "list", "chain", family, "calico", name, check=False).stdout
+        wait_until(lambda: "fd00::/8" in chain("ip6", "filter-cali-pi-default/v6"), "the IPv6 rule")
+        v6, v4 = chain("ip6", "filter-cali-pi-default/v6"), chain("ip", "filter-cali-pi-default/v6")
+        assert "ip6 saddr fd00::/8" in v6 and "@cali60s-" in v6, v6
+        assert "fd00" not in v4 and "@cali40s-" in v4, v4
+        assert "filter-cali-pi-default/v6" in chain("ip6", f"filter-cali-tw-{iface}")
+        assert "type ipv6_addr" in lab.c.ns.run(node1, "nft", "list", "sets", "ip6").stdout
+    finally:
+        lab.delete(docs)
+
+
 def test_felix_reports_its_policy_metrics(lab: PolicyLab) -> None:
     docs = [np("web", selector="app == 'web'", ingress=[{**ALLOW, "source": {"selector": "role == 'client'"}}])]
     lab.apply(docs)

@@ -165,22 +165,36 @@ def _member_key(member: object) -> object:
     if isinstance(member, tuple):
         return ("concat", *member)
     text = str(member)
-    return text[:-3] if text.endswith("/32") else ("prefix", *text.split("/")[:1], int(text.split("/")[1]))
+    if text.endswith("/128" if ":" in text else "/32"):
+        return text.rpartition("/")[0]
+    return ("prefix", *text.split("/")[:1], int(text.split("/")[1]))
+
+
+def _family(member: object) -> str:
+    """The table a set member goes to: ``ip6`` for an IPv6 address or CIDR, else ``ip``."""
+    addr = member[0] if isinstance(member, tuple) else member
+    return "ip6" if ":" in str(addr) else "ip"
+
+
+def _tables(table: nft.Table, table6: nft.Table | None) -> list[nft.Table]:
+    return [table] if table6 is None else [table, table6]
 
 
 class IPSetsManager:
-    """``cali40…`` sets: created when a rule needs one, members added and removed as they change.
+    """``cali40…`` sets (``cali60…`` in the ``ip6`` table): created when a rule needs one, in each
+    family's table, members added and removed as they change, each in its family's set.
 
     Interval sets may not hold overlapping elements, so a set's kernel elements are its members less
     any CIDR inside another member (kept aside, restored when the covering one goes)."""
 
     name = "ipsets"
 
-    def __init__(self, table: nft.Table) -> None:
+    def __init__(self, table: nft.Table, table6: nft.Table | None = None) -> None:
         self.table = table
+        self.tables = _tables(table, table6)
         self.kinds: dict[str, str] = {}
         self.members: dict[str, set[object]] = {}
-        self.wide: dict[str, set[str]] = {}          # set -> its non-/32 members
+        self.wide: dict[tuple[str, str], set[str]] = {}    # (set, family) -> its CIDR members (not one address)
         self._queue: list[Message] = []
 
     def on_update(self, msg: Message) -> None:
@@ -191,51 +205,64 @@ class IPSetsManager:
         queue, self._queue = self._queue, []
         for msg in queue:
             if isinstance(msg, messages.IPSetUpdate):
-                name = rules.set_name(msg.id)
                 self.kinds[msg.id] = msg.kind
                 self.members.setdefault(msg.id, set())
-                if msg.kind == "ipport":
-                    self.table.ensure_set(name, ["ipv4_addr", "inet_proto", "inet_service"])
-                else:
-                    self.table.ensure_set(name, "ipv4_addr", flags=("interval",))
+                for table in self.tables:
+                    addr = "ipv6_addr" if table.family == "ip6" else "ipv4_addr"
+                    name = rules.set_name(msg.id, table.family)
+                    if msg.kind == "ipport":
+                        table.ensure_set(name, [addr, "inet_proto", "inet_service"])
+                    else:
+                        table.ensure_set(name, addr, flags=("interval",))
             elif isinstance(msg, messages.IPSetRemove):
                 self.kinds.pop(msg.id, None)
                 self.members.pop(msg.id, None)
-                self.wide.pop(msg.id, None)
-                self.table.remove_set(rules.set_name(msg.id))
+                for table in self.tables:
+                    self.wide.pop((msg.id, table.family), None)
+                    table.remove_set(rules.set_name(msg.id, table.family))
             elif isinstance(msg, messages.IPSetDelta) and msg.id in self.members:
-                self._delta(msg)
+                members = self.members[msg.id]
+                members -= msg.removed
+                members |= msg.added
+                for table in self.tables:
+                    fam = table.family
+                    added = {m for m in msg.added if _family(m) == fam}
+                    removed = {m for m in msg.removed if _family(m) == fam}
+                    if added or removed:
+                        self._delta(table, msg.id, added, removed)
 
-    def _delta(self, msg: messages.IPSetDelta) -> None:
-        name = rules.set_name(msg.id)
-        members = self.members[msg.id]
-        members -= msg.removed
-        members |= msg.added
-        wide = self.wide.setdefault(msg.id, set())
+    def _delta(self, table: nft.Table, sid: str, added: set[object], removed: set[object]) -> None:
+        fam = table.family
+        name = rules.set_name(sid, fam)
+        single = "/128" if fam == "ip6" else "/32"
+        wide = self.wide.setdefault((sid, fam), set())
+        members = self.members[sid]
         changed_wide = False
-        for m in msg.added | msg.removed:
-            if isinstance(m, str) and not m.endswith("/32"):
+        for m in added | removed:
+            if isinstance(m, str) and not m.endswith(single):
                 changed_wide = True
                 (wide.add if m in members else wide.discard)(m)
-        if self.kinds[msg.id] == "ipport" or (not wide and not changed_wide):
-            self.table.remove_elements(name, [_member_key(m) for m in msg.removed])
-            self.table.add_elements(name, {_member_key(m): None for m in msg.added})
+        if self.kinds[sid] == "ipport" or (not wide and not changed_wide):
+            table.remove_elements(name, [_member_key(m) for m in removed])
+            table.add_elements(name, {_member_key(m): None for m in added})
             return
         # Some CIDRs: recompute this set's non-overlapping cover.
         import ipaddress
 
-        nets = sorted((ipaddress.ip_network(str(m)) for m in members), key=lambda n: (n.prefixlen, n))
+        nets = sorted((ipaddress.ip_network(str(m)) for m in members if _family(m) == fam),
+                      key=lambda n: (n.prefixlen, n))
         cover: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         for n in nets:
             if not any(n.subnet_of(c) for c in cover if c.version == n.version):  # type: ignore[arg-type]
                 cover.append(n)
         want = {_member_key(str(n)) for n in cover}
-        have = set(self.table.sets[name].elements)
-        self.table.remove_elements(name, have - want)
-        self.table.add_elements(name, {k: None for k in want - have})
+        have = set(table.sets[name].elements)
+        table.remove_elements(name, have - want)
+        table.add_elements(name, {k: None for k in want - have})
 
     def resync(self) -> None:
-        self.table.need_resync = True
+        for table in self.tables:
+            table.need_resync = True
 
 
 class PolicyManager:
@@ -243,8 +270,9 @@ class PolicyManager:
 
     name = "policy"
 
-    def __init__(self, table: nft.Table) -> None:
+    def __init__(self, table: nft.Table, table6: nft.Table | None = None) -> None:
         self.table = table
+        self.tables = _tables(table, table6)
         self._queue: list[Message] = []
 
     def on_update(self, msg: Message) -> None:
@@ -255,21 +283,24 @@ class PolicyManager:
     def apply(self) -> None:
         queue, self._queue = self._queue, []
         for msg in queue:
-            if isinstance(msg, messages.ActivePolicyUpdate):
-                for chain in rules.policy_chains(msg.policy.id, msg.policy.rules):
-                    self.table.set_chain(chain)
-            elif isinstance(msg, messages.ActivePolicyRemove):
-                for inbound in (True, False):
-                    self.table.remove_chain(rules.policy_chain(msg.id, inbound))
-            elif isinstance(msg, messages.ActiveProfileUpdate):
-                for chain in rules.profile_chains(msg.name, msg.rules):
-                    self.table.set_chain(chain)
-            elif isinstance(msg, messages.ActiveProfileRemove):
-                for inbound in (True, False):
-                    self.table.remove_chain(rules.profile_chain(msg.name, inbound))
+            for table in self.tables:
+                fam = table.family
+                if isinstance(msg, messages.ActivePolicyUpdate):
+                    for chain in rules.policy_chains(msg.policy.id, msg.policy.rules, family=fam):
+                        table.set_chain(chain)
+                elif isinstance(msg, messages.ActivePolicyRemove):
+                    for inbound in (True, False):
+                        table.remove_chain(rules.policy_chain(msg.id, inbound))
+                elif isinstance(msg, messages.ActiveProfileUpdate):
+                    for chain in rules.profile_chains(msg.name, msg.rules, family=fam):
+                        table.set_chain(chain)
+                elif isinstance(msg, messages.ActiveProfileRemove):
+                    for inbound in (True, False):
+                        table.remove_chain(rules.profile_chain(msg.name, inbound))
 
     def resync(self) -> None:
-        self.table.need_resync = True
+        for table in self.tables:
+            table.need_resync = True
 
 
 class EndpointManager:
@@ -277,8 +308,9 @@ class EndpointManager:
 
     name = "endpoints"
 
-    def __init__(self, table: nft.Table, *, interface_prefix: str = "cali") -> None:
+    def __init__(self, table: nft.Table, table6: nft.Table | None = None, *, interface_prefix: str = "cali") -> None:
         self.table = table
+        self.tables = _tables(table, table6)
         self.prefix = interface_prefix
         self.workloads: dict[str, messages.EndpointUpdate] = {}
         self.hosts: dict[str, messages.EndpointUpdate] = {}
@@ -290,12 +322,13 @@ class EndpointManager:
             self._queue.append(msg)
 
     def _static(self) -> None:
-        self.table.ensure_set(rules.FROM_WL_MAP, "ifname", map_to="verdict")
-        self.table.ensure_set(rules.TO_WL_MAP, "ifname", map_to="verdict")
-        for chain in rules.static_chains(self.prefix):
-            self.table.set_chain(chain)
-        for chain in rules.host_dispatch([]):
-            self.table.set_chain(chain)
+        for table in self.tables:
+            table.ensure_set(rules.FROM_WL_MAP, "ifname", map_to="verdict")
+            table.ensure_set(rules.TO_WL_MAP, "ifname", map_to="verdict")
+            for chain in rules.static_chains(self.prefix, family=table.family):
+                table.set_chain(chain)
+            for chain in rules.host_dispatch([]):
+                table.set_chain(chain)
         self._static_done = True
 
     def apply(self) -> None:
@@ -309,12 +342,14 @@ class EndpointManager:
                 if old is not None and old.iface != msg.iface:
                     self._remove_workload(old.iface)
                 self.workloads[msg.key] = msg
-                for chain in rules.workload_chains(msg.iface, msg.tiers, msg.profiles):
-                    self.table.set_chain(chain)
-                self.table.add_elements(rules.FROM_WL_MAP, {msg.iface: "goto " + rules.endpoint_chain("cali-fw-",
-                                                                                                        msg.iface)})
-                self.table.add_elements(rules.TO_WL_MAP, {msg.iface: "goto " + rules.endpoint_chain("cali-tw-",
-                                                                                                      msg.iface)})
+                chains = rules.workload_chains(msg.iface, msg.tiers, msg.profiles)   # the same in both families
+                for table in self.tables:
+                    for chain in chains:
+                        table.set_chain(chain)
+                    table.add_elements(rules.FROM_WL_MAP, {msg.iface: "goto " + rules.endpoint_chain("cali-fw-",
+                                                                                                       msg.iface)})
+                    table.add_elements(rules.TO_WL_MAP, {msg.iface: "goto " + rules.endpoint_chain("cali-tw-",
+                                                                                                     msg.iface)})
             elif isinstance(msg, messages.EndpointRemove) and not msg.host:
                 old = self.workloads.pop(msg.key, None)
                 if old is not None:
@@ -324,8 +359,9 @@ class EndpointManager:
                 if old is not None and old.iface != msg.iface:
                     self._remove_host(old.iface)
                 self.hosts[msg.key] = msg
-                for chain in rules.host_chains(msg.iface, msg.tiers, msg.profiles):
-                    self.table.set_chain(chain)
+                for table in self.tables:
+                    for chain in rules.host_chains(msg.iface, msg.tiers, msg.profiles):
+                        table.set_chain(chain)
                 hosts_changed = True
             elif isinstance(msg, messages.EndpointRemove):
                 old = self.hosts.pop(msg.key, None)
@@ -333,25 +369,29 @@ class EndpointManager:
                     hosts_changed = True
         if hosts_changed:
             ifaces = [h.iface for h in self.hosts.values()]
-            for chain in rules.host_dispatch(ifaces):
-                self.table.set_chain(chain)
-            for name in [c for c in self.table.chains if c.startswith((rules.FILTER + "cali-th-",
-                                                                       rules.FILTER + "cali-fh-"))]:
-                if name.split("-", 3)[-1] not in ifaces:
-                    self.table.remove_chain(name)
+            for table in self.tables:
+                for chain in rules.host_dispatch(ifaces):
+                    table.set_chain(chain)
+                for name in [c for c in table.chains if c.startswith((rules.FILTER + "cali-th-",
+                                                                      rules.FILTER + "cali-fh-"))]:
+                    if name.split("-", 3)[-1] not in ifaces:
+                        table.remove_chain(name)
 
     def _remove_workload(self, iface: str) -> None:
-        self.table.remove_elements(rules.FROM_WL_MAP, [iface])
-        self.table.remove_elements(rules.TO_WL_MAP, [iface])
-        self.table.remove_chain(rules.endpoint_chain("cali-fw-", iface))
-        self.table.remove_chain(rules.endpoint_chain("cali-tw-", iface))
+        for table in self.tables:
+            table.remove_elements(rules.FROM_WL_MAP, [iface])
+            table.remove_elements(rules.TO_WL_MAP, [iface])
+            table.remove_chain(rules.endpoint_chain("cali-fw-", iface))
+            table.remove_chain(rules.endpoint_chain("cali-tw-", iface))
 
     def _remove_host(self, iface: str) -> None:
-        self.table.remove_chain(rules.endpoint_chain("cali-fh-", iface))
-        self.table.remove_chain(rules.endpoint_chain("cali-th-", iface))
+        for table in self.tables:
+            table.remove_chain(rules.endpoint_chain("cali-fh-", iface))
+            table.remove_chain(rules.endpoint_chain("cali-th-", iface))
 
     def resync(self) -> None:
-        self.table.need_resync = True
+        for table in self.tables:
+            table.need_resync = True
 
 
 class NATManager:
@@ -430,31 +470,37 @@ def delete_legacy_nat_table() -> None:
 
 
 class TableManager:
-    """The ``calico`` table's one transaction per apply (after the managers that stage into it)."""
+    """The ``calico`` tables' one transaction per apply (after the managers that stage into it): the
+    ``ip`` and ``ip6`` tables' changes in one nft batch, all or nothing."""
 
     name = "nftables"
 
-    def __init__(self, table: nft.Table) -> None:
+    def __init__(self, table: nft.Table, table6: nft.Table | None = None) -> None:
         self.table = table
+        self.tables = _tables(table, table6)
 
     def on_update(self, msg: Message) -> None:
         pass
 
     def apply(self) -> None:
-        self._fill_missing_chains()
-        self.table.apply()
+        for table in self.tables:
+            self._fill_missing_chains(table)
+        nft.apply_tables(self.table.handle, self.tables)
 
-    def _fill_missing_chains(self) -> None:
+    @staticmethod
+    def _fill_missing_chains(table: nft.Table) -> None:
         """A chain named by a jump, goto or map element whose manager failed is created empty (it falls
         through to the endpoint chain's drop), so one manager's failure cannot fail everyone's
         transaction. Only what changed since the last apply is looked at."""
-        missing = self.table.missing_targets()
+        missing = table.missing_targets()
         for name in sorted(missing):
-            log.warning("chain %s is referenced but was not programmed; creating it empty", name)
-            self.table.set_chain(nft.Chain(name, ()))
+            log.warning("chain %s is referenced but was not programmed in %s %s; creating it empty", name,
+                        table.family, nft.TABLE)
+            table.set_chain(nft.Chain(name, ()))
 
     def resync(self) -> None:
-        self.table.need_resync = True
+        for table in self.tables:
+            table.need_resync = True
 
 
 # --- the dataplane driver ---------------------------------------------------------------------------
@@ -522,14 +568,19 @@ class Dataplane:
 
 
 def build(*, nft_handle: nft.NftHandle, route_table: RouteTable, vxlan: VXLANDevice, ipip: IPIPDevice,
-          interface_prefix: str = "cali", legacy_cleanup: bool = True) -> tuple[Dataplane, nft.Table, dict[str, Manager]]:
-    """The managers in Felix's apply order, sharing one ``ip calico`` table."""
+          interface_prefix: str = "cali", legacy_cleanup: bool = True,
+          ipv6: bool = True) -> tuple[Dataplane, nft.Table, dict[str, Manager]]:
+    """The managers in Felix's apply order, sharing the ``ip calico`` and (with ``ipv6``, Calico's
+    ``ipv6Support``, on by default) ``ip6 calico`` tables (the ``ip`` one is returned; natOutgoing and
+    the VXLAN filter are IPv4's only)."""
     table = nft.Table(nft_handle)
+    table6 = nft.Table(nft_handle, family="ip6") if ipv6 else None
     managers: list[Manager] = [
         IPIPManager(ipip), VXLANManager(vxlan), RouteManager(route_table),
-        IPSetsManager(table), PolicyManager(table), EndpointManager(table, interface_prefix=interface_prefix),
+        IPSetsManager(table, table6), PolicyManager(table, table6),
+        EndpointManager(table, table6, interface_prefix=interface_prefix),
         NATManager(table, legacy_cleanup=delete_legacy_nat_table if legacy_cleanup else None),
-        TunnelFilterManager(table, interface_prefix=interface_prefix), TableManager(table),
+        TunnelFilterManager(table, interface_prefix=interface_prefix), TableManager(table, table6),
     ]
     return Dataplane(managers), table, {m.name: m for m in managers}
 

@@ -1,9 +1,10 @@
 """Felix's nftables table: desired state in memory, one atomic JSON transaction per apply.
 
-Felix owns one table per family, ``ip calico`` (Calico's nftables mode,
-``felix/nftables/table.go``): nothing else writes into it, so a freshly started
-Felix recognises everything in it as its own by the table's name alone, and
-nothing outside it is ever touched.
+Felix owns one table per family, ``ip calico`` and ``ip6 calico`` (Calico's
+nftables mode, ``felix/nftables/table.go``): nothing else writes into them, so a
+freshly started Felix recognises everything in them as its own by the table's
+name alone, and nothing outside them is ever touched. Both tables' changes go in
+one transaction per apply (:func:`apply_tables`).
 
 :class:`Table` holds what the managers want: base chains, chains (lists of
 rules), sets and verdict maps (with their elements). Managers only change that
@@ -58,9 +59,33 @@ class NftError(RuntimeError):
 
 
 class NftHandle(Protocol):
-    """Runs one JSON batch (``{"nftables": [...]}``) atomically; returns nft's JSON output."""
+    """Runs one JSON batch (``{"nftables": [...]}``) atomically; returns nft's JSON output.
+
+    A rule's ``expr`` in a batch may be an :class:`EncodedExpr` (its JSON, already encoded);
+    :func:`encode_batch` is how a handle turns a batch into the text libnftables parses."""
 
     def run(self, batch: JSON) -> JSON: ...
+
+
+class EncodedExpr(str):
+    """A rule's expression list, already JSON (its :meth:`Rule.rendering`, which the rule's hash is
+    over): a batch of 24,000 rules then encodes each rule once, not once to hash it and again to send."""
+
+
+def _encode_cmd(cmd: JSON) -> str:
+    add = cmd.get("add")
+    rule = add.get("rule") if isinstance(add, dict) else None
+    if isinstance(rule, dict) and isinstance(rule.get("expr"), EncodedExpr):
+        rest = {k: v for k, v in rule.items() if k != "expr"}
+        head = json.dumps(rest, separators=(",", ":"))
+        expr: str = rule["expr"]
+        return '{"add":{"rule":' + head[:-1] + ',"expr":' + expr + "}}}"
+    return json.dumps(cmd, separators=(",", ":"))
+
+
+def encode_batch(batch: JSON) -> str:
+    """The batch as JSON text (with :class:`EncodedExpr` expressions spliced in as they are)."""
+    return '{"nftables":[' + ",".join(_encode_cmd(c) for c in batch["nftables"]) + "]}"
 
 
 # --- handles ------------------------------------------------------------------------------------
@@ -94,7 +119,7 @@ class LibNft:
         lib.nft_ctx_buffer_error(self._ctx)
 
     def run(self, batch: JSON) -> JSON:
-        rc = self._lib.nft_run_cmd_from_buffer(self._ctx, json.dumps(batch, separators=(",", ":")).encode())
+        rc = self._lib.nft_run_cmd_from_buffer(self._ctx, encode_batch(batch).encode())
         out = self._lib.nft_ctx_get_output_buffer(self._ctx) or b""
         err = self._lib.nft_ctx_get_error_buffer(self._ctx) or b""
         if rc != 0:
@@ -111,7 +136,7 @@ class NftCommand:
     """``nft -j -f -``: the same batches through the nft tool (where libnftables cannot be loaded)."""
 
     def run(self, batch: JSON) -> JSON:
-        r = subprocess.run(["nft", "-j", "-f", "-"], input=json.dumps(batch), capture_output=True, text=True,
+        r = subprocess.run(["nft", "-j", "-f", "-"], input=encode_batch(batch), capture_output=True, text=True,
                            timeout=60)
         if r.returncode != 0:
             raise NftError(r.stderr.strip())
@@ -141,7 +166,13 @@ class Rule:
         return Rule(tuple(stmts), comment)
 
     def rendering(self) -> str:
-        return json.dumps(self.expr, separators=(",", ":"), sort_keys=True)
+        """The rule's canonical JSON (what its hash is over); computed once per rule: a table of
+        24,000 rules hashes each one once, not once per pass over the table."""
+        cached: str | None = self.__dict__.get("_rendering")
+        if cached is None:
+            cached = json.dumps(self.expr, separators=(",", ":"), sort_keys=True)
+            self.__dict__["_rendering"] = cached   # a frozen dataclass: not a field, not compared
+        return cached
 
 
 @dataclass(frozen=True)
@@ -156,6 +187,14 @@ class Chain:
     name: str
     rules: tuple[Rule, ...]
     base: BaseChain | None = None
+
+    def hashes(self) -> list[str]:
+        """:func:`rule_hashes` of this chain, computed once (the list is shared: do not change it)."""
+        cached: list[str] | None = self.__dict__.get("_hashes")
+        if cached is None:
+            cached = rule_hashes(self.name, self.rules)
+            self.__dict__["_hashes"] = cached
+        return cached
 
 
 @dataclass
@@ -233,6 +272,7 @@ class Table:
         self._programmed_maps: set[str] = set()
         self.need_resync = True
         self.transactions = 0
+        self._staged_resync = False
 
     # --- what managers call ------------------------------------------------------------------
 
@@ -356,9 +396,10 @@ class Table:
 
     def _rule_cmds(self, chain: Chain) -> list[JSON]:
         cmds = []
-        for h, rule in zip(rule_hashes(chain.name, chain.rules), chain.rules):
+        for h, rule in zip(chain.hashes(), chain.rules):
             comment = f"{HASH_PREFIX}{h};" + (f" {rule.comment}" if rule.comment else "")
-            cmds.append({"add": {"rule": self._obj(chain=chain.name, expr=list(rule.expr), comment=comment[:128])}})
+            cmds.append({"add": {"rule": self._obj(chain=chain.name, expr=EncodedExpr(rule.rendering()),
+                                                   comment=comment[:128])}})
         return cmds
 
     def _incremental(self) -> list[JSON]:
@@ -391,7 +432,7 @@ class Table:
 
     def _mark_clean(self) -> None:
         for name in self._dirty_chains:
-            self._programmed_chains[name] = rule_hashes(name, self.chains[name].rules)
+            self._programmed_chains[name] = self.chains[name].hashes()
         for name in self._deleted_chains:
             self._programmed_chains.pop(name, None)
         self._programmed_sets |= self._new_sets
@@ -470,7 +511,7 @@ class Table:
                                                                              chain.base.prio):
                 cmds.append({"add": {"chain": self._chain_obj(chain)}})
         for name, chain in sorted(self.chains.items()):
-            if have_chains.get(name) != rule_hashes(name, chain.rules):
+            if have_chains.get(name) != chain.hashes():
                 if name in have_chains:
                     cmds.append({"flush": {"chain": self._obj(name=name)}})
                 cmds += self._rule_cmds(chain)
@@ -501,30 +542,55 @@ class Table:
 
     # --- apply ------------------------------------------------------------------------------
 
-    def apply(self) -> int:
-        """Make the kernel match; return the number of commands sent (0: nothing to do)."""
+    def stage(self) -> list[JSON] | None:
+        """The commands that make the kernel match (None: nothing to send); :meth:`committed` after
+        they were applied, or set ``need_resync`` if they failed."""
         if not self.dirty:
-            return 0
+            return None
         resync = self.need_resync
         cmds = self._resync_cmds() if resync else self._incremental()
+        self._staged_resync = resync
         if len(cmds) <= 1 and not resync:
             self._mark_clean()
-            return 0
-        try:
-            if len(cmds) > 1:
-                self.handle.run({"nftables": cmds})
-                self.transactions += 1
-        except NftError:
-            self.need_resync = True
-            raise
+            return None
+        return cmds if len(cmds) > 1 else []
+
+    def committed(self) -> None:
         self._mark_clean()
-        if resync:
-            self._programmed_chains = {n: rule_hashes(n, c.rules) for n, c in self.chains.items()}
+        if self._staged_resync:
+            self._programmed_chains = {n: c.hashes() for n, c in self.chains.items()}
             self._programmed_sets = set(self.sets)
             self._programmed_maps = {n for n, st in self.sets.items() if st.map_to}
             self._programmed_elems = {n: dict(st.elements) for n, st in self.sets.items()}
             self.need_resync = False
-        return len(cmds) - 1
+        self._staged_resync = False
+
+    def apply(self) -> int:
+        """Make the kernel match; return the number of commands sent (0: nothing to do)."""
+        return apply_tables(self.handle, [self])
+
+
+def apply_tables(handle: NftHandle, tables: list[Table]) -> int:
+    """One transaction for the tables' changes (``ip calico`` and ``ip6 calico`` together: all or
+    nothing, and libnftables loads its cache of the ruleset once, not once per table); returns the
+    number of commands sent. On failure every table that had something to send resyncs."""
+    staged = [(t, t.stage()) for t in tables]
+    cmds = [c for _, cs in staged if cs for c in cs]
+    if cmds:
+        try:
+            handle.run({"nftables": cmds})
+        except NftError:
+            for t, cs in staged:
+                if cs is not None:
+                    t.need_resync = True
+            raise
+        for t, cs in staged:
+            if cs:
+                t.transactions += 1
+    for t, cs in staged:
+        if cs is not None:
+            t.committed()
+    return sum(len(cs) - 1 for _, cs in staged if cs)
 
 
 # --- a fake kernel for tests ----------------------------------------------------------------------
@@ -542,7 +608,7 @@ class FakeNft:
     def run(self, batch: JSON) -> JSON:
         import copy
 
-        cmds = batch["nftables"]
+        cmds = json.loads(encode_batch(batch))["nftables"]   # what a real handle would send
         if self.fail_next:
             msg, self.fail_next = self.fail_next, ""
             raise NftError(msg)

@@ -30,11 +30,18 @@ carries its layer, ``filter-`` or ``nat-``, before Calico's name:
   ``@cali40masq-ipam-pools`` to outside ``@cali40all-ipam-pools``.
 
 Every rule with an action carries a counter (Calico renders ``counter`` on all of them).
+
+The ``ip6 calico`` table has the same layout, rendered with ``family="ip6"``: each rule
+as ``FilterRuleToIPVersion`` leaves it (its ``ipVersion``, its nets of that family, or
+no rule at all), ``ip6``/``icmpv6`` matches, ``cali60`` sets, ICMPv6 neighbour
+discovery from workloads accepted ahead of policy (``ICMPv6Filter``), and no
+natOutgoing chains.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 from typing import Any
 
@@ -92,9 +99,10 @@ def length_limited(prefix: str, suffix: str, max_len: int = MAX_NAME) -> str:
     return prefix + suffix
 
 
-def set_name(set_id: str) -> str:
-    """``cali40`` + the IP set ID, truncated to 31 characters, ':' made '-' (``LegalizeSetName``)."""
-    return ("cali40" + set_id)[:MAX_SET_NAME].replace(":", "-")
+def set_name(set_id: str, family: str = "ip") -> str:
+    """``cali40`` (``cali60`` in the ``ip6`` table) + the IP set ID, truncated to 31 characters, ':' made '-'
+    (``LegalizeSetName``)."""
+    return (("cali60" if family == "ip6" else "cali40") + set_id)[:MAX_SET_NAME].replace(":", "-")
 
 
 def policy_chain(pid: PolicyID, inbound: bool) -> str:
@@ -163,8 +171,12 @@ def ct_state(*states: str) -> dict[str, Any]:
     return match({"ct": {"key": "state"}}, list(states) if len(states) > 1 else states[0], "in")
 
 
-def _addr(side: str) -> dict[str, Any]:
-    return {"payload": {"protocol": "ip", "field": side}}
+def _addr(side: str, family: str = "ip") -> dict[str, Any]:
+    return {"payload": {"protocol": family, "field": side}}
+
+
+def _icmp(field: str, family: str) -> dict[str, Any]:
+    return {"payload": {"protocol": "icmpv6" if family == "ip6" else "icmp", "field": field}}
 
 
 def _port(side: str) -> dict[str, Any]:
@@ -173,7 +185,8 @@ def _port(side: str) -> dict[str, Any]:
 
 def _net(cidr: str) -> Any:
     addr, _, plen = cidr.partition("/")
-    return addr if plen in ("", "32") else {"prefix": {"addr": addr, "len": int(plen)}}
+    full = "128" if ":" in addr else "32"
+    return addr if plen in ("", full) else {"prefix": {"addr": addr, "len": int(plen)}}
 
 
 def _nets(cidrs: tuple[str, ...]) -> Any:
@@ -196,73 +209,118 @@ def rule(*stmts: dict[str, Any], comment: str = "") -> Rule:
 # --- policy rules ----------------------------------------------------------------------------------
 
 
-def _alternatives(ports: tuple[tuple[int, int], ...], named_sets: tuple[str, ...], side: str) -> list[list[Any]]:
+def _alternatives(ports: tuple[tuple[int, int], ...], named_sets: tuple[str, ...], side: str,
+                  family: str) -> list[list[Any]]:
     """The OR of a rule's numeric ports and named ports, as alternative match lists."""
     out: list[list[Any]] = []
     if ports:
         out.append([match(_port(side), _ports(ports))])
     for sid in named_sets:
-        key = {"concat": [_addr("saddr" if side == "sport" else "daddr"), {"meta": {"key": "l4proto"}},
+        key = {"concat": [_addr("saddr" if side == "sport" else "daddr", family), {"meta": {"key": "l4proto"}},
                           _port(side)]}
-        out.append([match(key, "@" + set_name(sid))])
+        out.append([match(key, "@" + set_name(sid, family))])
     return out or [[]]
 
 
-def rule_matches(r: ParsedRule) -> list[list[dict[str, Any]]]:
-    """The match statements of a rule: one list, or several alternatives (numeric OR named ports)."""
+def _filter_nets(nets: tuple[str, ...], family: str, *, negated: bool) -> tuple[tuple[str, ...], bool]:
+    """``filterNets``: this family's nets, and whether the rule must go (nets given, none of this family;
+    or a negated catch-all, a contradiction)."""
+    if not nets:
+        return (), False
+    want_v6 = family == "ip6"
+    out = []
+    for n in nets:
+        if (":" in n) != want_v6:
+            continue
+        if negated and n in ("0.0.0.0/0", "::/0"):
+            return (), True
+        out.append(n)
+    return tuple(out), not out
+
+
+def for_family(r: ParsedRule, family: str) -> ParsedRule | None:
+    """``FilterRuleToIPVersion``: the rule as it applies to one family's table, or None where it does not."""
+    if r.ip_version is not None and r.ip_version != (6 if family == "ip6" else 4):
+        return None
+    if r.protocol == (1 if family == "ip6" else 58):
+        # ICMP in the ip6 table, ICMPv6 in the ip one: it can match nothing there, and its type match
+        # (``icmpv6 type`` after ``meta l4proto 1``) is one nft refuses, which would fail the batch.
+        return None
+    fields: dict[str, tuple[str, ...]] = {}
+    for name, negated in (("src_nets", False), ("not_src_nets", True), ("dst_nets", False), ("not_dst_nets", True)):
+        nets, gone = _filter_nets(getattr(r, name), family, negated=negated)
+        if gone:
+            return None
+        fields[name] = nets
+    return dataclasses.replace(r, **fields)  # type: ignore[arg-type]
+
+
+def rule_matches(r: ParsedRule, family: str = "ip") -> list[list[dict[str, Any]]]:
+    """The match statements of a rule (already :func:`for_family`): one list, or several alternatives
+    (numeric OR named ports)."""
     base: list[dict[str, Any]] = []
+
+    def addr(side: str) -> dict[str, Any]:
+        return _addr(side, family)
+
+    def sname(sid: str) -> str:
+        return set_name(sid, family)
+
     if r.protocol is not None:
         base.append(l4proto(r.protocol))
     if r.src_nets:
-        base.append(match(_addr("saddr"), _nets(r.src_nets)))
+        base.append(match(addr("saddr"), _nets(r.src_nets)))
     for sid in r.src_sets:
-        base.append(match(_addr("saddr"), "@" + set_name(sid)))
+        base.append(match(addr("saddr"), "@" + sname(sid)))
     if r.dst_nets:
-        base.append(match(_addr("daddr"), _nets(r.dst_nets)))
+        base.append(match(addr("daddr"), _nets(r.dst_nets)))
     for sid in r.dst_sets:
-        base.append(match(_addr("daddr"), "@" + set_name(sid)))
+        base.append(match(addr("daddr"), "@" + sname(sid)))
     if r.icmp_type is not None:
-        base.append(match({"payload": {"protocol": "icmp", "field": "type"}}, r.icmp_type))
+        base.append(match(_icmp("type", family), r.icmp_type))
         if r.icmp_code is not None:
-            base.append(match({"payload": {"protocol": "icmp", "field": "code"}}, r.icmp_code))
+            base.append(match(_icmp("code", family), r.icmp_code))
     if r.not_protocol is not None:
         base.append(l4proto(r.not_protocol, "!="))
     if r.not_src_nets:
-        base.append(match(_addr("saddr"), _nets(r.not_src_nets), "!="))
+        base.append(match(addr("saddr"), _nets(r.not_src_nets), "!="))
     for sid in r.not_src_sets:
-        base.append(match(_addr("saddr"), "@" + set_name(sid), "!="))
+        base.append(match(addr("saddr"), "@" + sname(sid), "!="))
     if r.not_src_ports:
         base.append(match(_port("sport"), _ports(r.not_src_ports), "!="))
     for sid in r.not_src_named_port_sets:
-        key = {"concat": [_addr("saddr"), {"meta": {"key": "l4proto"}}, _port("sport")]}
-        base.append(match(key, "@" + set_name(sid), "!="))
+        key = {"concat": [addr("saddr"), {"meta": {"key": "l4proto"}}, _port("sport")]}
+        base.append(match(key, "@" + sname(sid), "!="))
     if r.not_dst_nets:
-        base.append(match(_addr("daddr"), _nets(r.not_dst_nets), "!="))
+        base.append(match(addr("daddr"), _nets(r.not_dst_nets), "!="))
     for sid in r.not_dst_sets:
-        base.append(match(_addr("daddr"), "@" + set_name(sid), "!="))
+        base.append(match(addr("daddr"), "@" + sname(sid), "!="))
     if r.not_dst_ports:
         base.append(match(_port("dport"), _ports(r.not_dst_ports), "!="))
     for sid in r.not_dst_named_port_sets:
-        key = {"concat": [_addr("daddr"), {"meta": {"key": "l4proto"}}, _port("dport")]}
-        base.append(match(key, "@" + set_name(sid), "!="))
+        key = {"concat": [addr("daddr"), {"meta": {"key": "l4proto"}}, _port("dport")]}
+        base.append(match(key, "@" + sname(sid), "!="))
     if r.not_icmp_type is not None:
         # Calico: "icmp type != T code != C" (both negated).
-        base.append(match({"payload": {"protocol": "icmp", "field": "type"}}, r.not_icmp_type, "!="))
+        base.append(match(_icmp("type", family), r.not_icmp_type, "!="))
         if r.not_icmp_code is not None:
-            base.append(match({"payload": {"protocol": "icmp", "field": "code"}}, r.not_icmp_code, "!="))
+            base.append(match(_icmp("code", family), r.not_icmp_code, "!="))
     out = []
-    for src in _alternatives(r.src_ports, r.src_named_port_sets, "sport"):
-        for dst in _alternatives(r.dst_ports, r.dst_named_port_sets, "dport"):
+    for src in _alternatives(r.src_ports, r.src_named_port_sets, "sport", family):
+        for dst in _alternatives(r.dst_ports, r.dst_named_port_sets, "dport", family):
             out.append(base[:1] + src + dst + base[1:] if r.protocol is not None else src + dst + base)
     return out
 
 
-def render_rule(r: ParsedRule, *, log_prefix: str = "calico-packet") -> list[Rule]:
-    """``CombineMatchAndActionsForProtoRule``: Allow and Pass set their mark, then return."""
-    if r.ip_version == 6:
+def render_rule(r: ParsedRule, *, log_prefix: str = "calico-packet", family: str = "ip") -> list[Rule]:
+    """``CombineMatchAndActionsForProtoRule``: Allow and Pass set their mark, then return. Nothing for a
+    rule that does not apply to this family's table (``FilterRuleToIPVersion``)."""
+    fr = for_family(r, family)
+    if fr is None:
         return []
+    r = fr
     out: list[Rule] = []
-    for m in rule_matches(r):
+    for m in rule_matches(r, family):
         if r.action == "log":
             out.append(rule(*m, {"log": {"prefix": f"{log_prefix}: ", "level": "info"}}))
         elif r.action == "deny":
@@ -274,12 +332,12 @@ def render_rule(r: ParsedRule, *, log_prefix: str = "calico-packet") -> list[Rul
     return out
 
 
-def _rules_chain(name: str, rules: tuple[ParsedRule, ...], comment: str) -> Chain:
+def _rules_chain(name: str, rules: tuple[ParsedRule, ...], comment: str, family: str = "ip") -> Chain:
     """``ProtoRulesToIptablesRules``: trailing returns are no-ops and go; the first rule carries the
     chain's comment (an empty chain gets a ``continue`` rule to carry it)."""
     rendered: list[Rule] = []
     for r in rules:
-        rendered += render_rule(r)
+        rendered += render_rule(r, family=family)
     while rendered and rendered[-1].expr and rendered[-1].expr[-1] == RETURN:
         rendered.pop()
     if not rendered:
@@ -288,15 +346,15 @@ def _rules_chain(name: str, rules: tuple[ParsedRule, ...], comment: str) -> Chai
     return Chain(name, tuple(rendered))
 
 
-def policy_chains(pid: PolicyID, rules: ParsedRules) -> list[Chain]:
+def policy_chains(pid: PolicyID, rules: ParsedRules, *, family: str = "ip") -> list[Chain]:
     what = f"{pid.kind} {pid.namespace + '/' if pid.namespace else ''}{pid.name}"
-    return [_rules_chain(policy_chain(pid, True), rules.inbound, f"{what} ingress"),
-            _rules_chain(policy_chain(pid, False), rules.outbound, f"{what} egress")]
+    return [_rules_chain(policy_chain(pid, True), rules.inbound, f"{what} ingress", family),
+            _rules_chain(policy_chain(pid, False), rules.outbound, f"{what} egress", family)]
 
 
-def profile_chains(name: str, rules: ParsedRules) -> list[Chain]:
-    return [_rules_chain(profile_chain(name, True), rules.inbound, f"Profile {name} ingress"),
-            _rules_chain(profile_chain(name, False), rules.outbound, f"Profile {name} egress")]
+def profile_chains(name: str, rules: ParsedRules, *, family: str = "ip") -> list[Chain]:
+    return [_rules_chain(profile_chain(name, True), rules.inbound, f"Profile {name} ingress", family),
+            _rules_chain(profile_chain(name, False), rules.outbound, f"Profile {name} egress", family)]
 
 
 # --- endpoint chains ------------------------------------------------------------------------------
@@ -360,10 +418,17 @@ def _failsafe(ports: tuple[tuple[str, int], ...], side: str) -> tuple[Rule, ...]
     return tuple(rule(l4proto(_PROTO[p]), match(_port(side), n), ACCEPT) for p, n in ports)
 
 
-def static_chains(prefix: str = "cali") -> list[Chain]:
-    """The chains that do not depend on endpoints or policy (``static.go``), and the base chains."""
+def icmpv6_filter() -> tuple[Rule, ...]:
+    """``ICMPv6Filter``: what a workload must reach its router with (multicast listener query, report,
+    done; router solicitation; neighbour solicitation and advertisement), ahead of its policy."""
+    return tuple(rule(l4proto(58), match(_icmp("type", "ip6"), t), ACCEPT) for t in (130, 131, 132, 133, 135, 136))
+
+
+def static_chains(prefix: str = "cali", *, family: str = "ip") -> list[Chain]:
+    """The chains that do not depend on endpoints or policy (``static.go``), and the base chains. The
+    ``ip6`` table has no natOutgoing chains, and lets workloads' neighbour discovery reach the host."""
     wl = f"{prefix}*"
-    return [
+    chains = [
         Chain(FILTER + "FORWARD", (rule(jump(FORWARD)),
                                    rule(mark_set_bit(MARK_ACCEPT), ACCEPT, comment="Policy explicitly accepted packet."),
                                    rule(set_mark(MARK_ACCEPT))),
@@ -376,7 +441,8 @@ def static_chains(prefix: str = "cali") -> list[Chain]:
                         rule(oifname(wl), jump(TO_WL)))),
         input_chain(prefix, vxlan=False),
         output_chain(prefix, vxlan=False),
-        Chain(WL_TO_HOST, (rule(jump(FROM_WL)),
+        Chain(WL_TO_HOST, (*(icmpv6_filter() if family == "ip6" else ()),
+                           rule(jump(FROM_WL)),
                            rule(DROP, comment="Configured DefaultEndpointToHostAction"))),
         Chain(FROM_WL, (rule({"vmap": {"key": {"meta": {"key": "iifname"}}, "data": "@" + FROM_WL_MAP}}),
                         rule(DROP, comment="Unknown interface"))),
@@ -386,6 +452,9 @@ def static_chains(prefix: str = "cali") -> list[Chain]:
         Chain(FAILSAFE_OUT, _failsafe(FAILSAFE_OUTBOUND, "dport")),
         Chain(NAT_POSTROUTING, (rule(jump(NAT_OUTGOING)),)),
     ]
+    if family == "ip6":
+        chains = [c for c in chains if not c.name.startswith(NAT)]
+    return chains
 
 
 def input_chain(prefix: str = "cali", *, vxlan: bool) -> Chain:
