@@ -62,13 +62,14 @@ class FelixSettings(BaseModel):
     prometheus_metrics_port: int = Field(9091, alias="PrometheusMetricsPort")
     route_refresh_interval: float = Field(90.0, alias="RouteRefreshInterval")
     program_cluster_routes: str = Field("EnabledIPIPOnly", alias="ProgramClusterRoutes")
+    ipv6_support: bool = Field(True, alias="Ipv6Support")  # FELIX_IPV6SUPPORT: the ip6 calico table too
 
     @field_validator("route_refresh_interval", mode="before")
     @classmethod
     def _go_duration(cls, value: Any) -> Any:
         return _duration(value)
 
-    @field_validator("prometheus_metrics_enabled", mode="before")
+    @field_validator("prometheus_metrics_enabled", "ipv6_support", mode="before")
     @classmethod
     def _calico_bool(cls, value: Any) -> Any:
         if isinstance(value, str):

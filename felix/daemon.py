@@ -122,7 +122,8 @@ class Felix:
             nft_handle=h.nft or nft.default_handle(),
             route_table=h.route_table or RouteTable((cfg.interface_prefix,)),
             vxlan=h.vxlan or VXLANDevice(vni=cfg.vxlan_vni, port=cfg.vxlan_port, mtu=cfg.vxlan_mtu),
-            ipip=self.ipip, interface_prefix=cfg.interface_prefix, legacy_cleanup=handles is None)
+            ipip=self.ipip, interface_prefix=cfg.interface_prefix, legacy_cleanup=handles is None,
+            ipv6=cfg.ipv6_support)
         self.dataplane.on_failure = lambda name, exc: FAILURES.inc()
         self.problems: list[str] = []  # shown by /readiness; Felix is not ready while there are any
         self.syncer = typha_client.syncer_for(syncers.felix(), be, self, hostname=cfg.hostname, info="felix",

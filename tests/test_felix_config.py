@@ -40,3 +40,9 @@ def test_durations_and_defaults() -> None:
     s = settings({"FELIX_ROUTEREFRESHINTERVAL": "500ms", "NODENAME": "from-nodename"})
     assert s.route_refresh_interval == 0.5 and s.hostname == "from-nodename"
     assert settings({}, default=fc("default", routeRefreshInterval="2m")).route_refresh_interval == 120
+
+
+def test_ipv6_support_is_on_by_default_and_turned_off_as_calico_turns_it_off() -> None:
+    assert settings({}).ipv6_support is True
+    assert settings({"FELIX_IPV6SUPPORT": "false"}).ipv6_support is False
+    assert settings({}, default=fc("default", ipv6Support=False)).ipv6_support is False
