@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from confd import writer
+from controller import config as controller_config
 from felix.config import FelixSettings
 from libcalico.backend import config as dsconfig
 from libcalico.typha_client import TyphaConfig
@@ -226,7 +227,8 @@ def _known_env(program: str) -> set[str]:
     install = set(re.findall(r"\$\{?([A-Z][A-Z0-9_]+)", INSTALL_CNI.read_text()))
     return {"calico-felix": felix | datastore | typha_client, "calico-typha": typha | datastore,
             "calico-confd": confd | datastore | typha_client, "calicoctl": datastore,
-            "calico-kube-controllers": datastore, "/usr/local/bin/install-cni": install,
+            "calico-kube-controllers": datastore | set(controller_config.ALL_ENVS) | {"POD_NAMESPACE", "HEALTH_PORT"},
+            "/usr/local/bin/install-cni": install,
             "bird": set()}[program]
 
 
