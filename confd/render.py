@@ -205,6 +205,17 @@ def warnings(inputs: Inputs) -> list[str]:
                    "is stock BIRD 1.6, so Felix programs them through tunl0 instead. Set "
                    "BGPConfiguration.programClusterRoutes to EnabledNoEncapOnly (or Disabled) and "
                    "FelixConfiguration.programClusterRoutes to EnabledIPIPOnly (or Enabled) to say so.")
+    for v in (4, 6):
+        # calico/node refuses to start on an address another Node has; if the datastore has two anyway,
+        # Calico's template would write two Mesh_<ip> protocols, which BIRD refuses (the whole config).
+        by_ip: dict[str, list[str]] = {}
+        for name, node in sorted(inputs.nodes.items()):
+            if ip := _ip(node, v):
+                by_ip.setdefault(ip, []).append(name)
+        for ip, names in by_ip.items():
+            if len(names) > 1:
+                out.append(f"Nodes {', '.join(names)} all have the address {ip}: one mesh session to it "
+                           f"(Node {names[0]}'s), since BIRD refuses two protocols of one name")
     me = inputs.nodes.get(inputs.node)
     if _ip(me, 6) and not _router_id(inputs):
         out.append(f"Node {inputs.node} has an IPv6 address but no IPv4 address: BIRD 6 needs an IPv4 router id, "
@@ -557,10 +568,12 @@ def peerings(inputs: Inputs, v: int = 4, plan: Plan | None = None) -> list[Peeri
     mesh_password = _secret(inputs, cfg.spec.node_mesh_password if cfg else None)
     if not my_rr and mesh_enabled(inputs) and not unusable_password(mesh_password):
         restart = _seconds(cfg.spec.node_mesh_max_restart_time) if cfg is not None else ""
+        meshed: set[str] = set()
         for name, node in sorted(inputs.nodes.items()):
             ip = _ip(node, v)
-            if not ip or ip == my_ip or _rr_id(node):
-                continue
+            if not ip or ip == my_ip or _rr_id(node) or ip in meshed:
+                continue  # a second node on one address: one session (warnings() names them)
+            meshed.add(ip)
             asn = _node_own_as(node) or my_as
             out.append(Peering(f"Mesh_{_name(ip)}", ip, asn, port=_listen_port(inputs, name), kind="mesh",
                                source=my_ip, password=mesh_password, restart_time=restart,

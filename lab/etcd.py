@@ -16,6 +16,8 @@ import tempfile
 import time
 import urllib.request
 
+from lab.netns import TIMEOUT_SCALE
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -66,14 +68,19 @@ class EtcdServer:
         self.wait_healthy(timeout)
 
     def wait_healthy(self, timeout: float) -> None:
+        timeout *= TIMEOUT_SCALE  # under emulation (the VM tier) etcdctl alone can take seconds to start
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"etcd exited early; see {self.dir}/etcd.log")
             if self.netns:
-                r = subprocess.run(["ip", "netns", "exec", self.netns, "etcdctl", f"--endpoints={self.endpoint}",
-                                    "endpoint", "health"], capture_output=True, text=True,
-                                   env={**os.environ, "ETCDCTL_API": "3"}, timeout=10)
+                try:
+                    r = subprocess.run(["ip", "netns", "exec", self.netns, "etcdctl", f"--endpoints={self.endpoint}",
+                                        "endpoint", "health"], capture_output=True, text=True,
+                                       env={**os.environ, "ETCDCTL_API": "3"},
+                                       timeout=max(1.0, min(10 * TIMEOUT_SCALE, deadline - time.monotonic())))
+                except subprocess.TimeoutExpired:
+                    continue  # a slow answer is not yet an answer; the deadline decides
                 if r.returncode == 0:
                     return
                 time.sleep(0.1)

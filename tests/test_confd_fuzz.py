@@ -285,3 +285,17 @@ def test_a_sample_of_generated_passwords_is_written_as_one_string(tmp_path: Path
         check_protocols(inputs, files, 4)
         writer.write(files, tmp_path / str(i))
         assert refused == 0 and ('password "' in files["bird.cfg"]) == (not render.unusable_password(value))
+
+
+def test_two_nodes_on_one_address_get_one_mesh_session_and_a_warning() -> None:
+    """calico/node refuses an address another Node has; if the datastore holds two anyway, Calico's template
+    would write two ``Mesh_<ip>`` protocols and BIRD would refuse the whole config: one session, and a warning."""
+    def node(name: str, ip: str) -> dict[str, Any]:
+        return {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": name},
+                "spec": {"bgp": {"ipv4Address": ip}}}
+
+    inputs, _ = decode([node("node1", "192.168.3.110/24"), node("node2", "192.168.3.111/24"),
+                        node("node3", "192.168.3.111/24")])
+    files = render.render(inputs)
+    assert files["bird.cfg"].count("protocol bgp Mesh_192_168_3_111 ") == 1
+    assert any("Nodes node2, node3 all have the address 192.168.3.111" in w for w in render.warnings(inputs))
