@@ -51,7 +51,11 @@ def code_metrics() -> dict[str, set[str]]:
     from felix import daemon as felix_daemon
     from typha import metrics as typha_metrics
 
-    return {"felix": exposed(felix_daemon.REGISTRY), "typha": exposed(typha_metrics.REGISTRY),
+    # Typha's /metrics is its own exposition (Calico's names: a counter keeps its name, no "_total" added).
+    types = [line.split()[2:4] for line in typha_metrics.exposition().decode().splitlines()
+             if line.startswith("# TYPE ")]
+    typha = {n + s for n, t in types for s in (("_sum", "_count") if t == "summary" else ("",))}
+    return {"felix": exposed(felix_daemon.REGISTRY), "typha": typha,
             "kube-controllers": CALICO_IPAM_METRICS}
 
 
