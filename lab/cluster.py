@@ -402,8 +402,9 @@ class Lab:
         wait_until(lambda: self.run(self.underlay, sys.executable, "-c", probe, check=False).returncode == 0,
                    "Prometheus", 60)
         self.say(f"[obs] Prometheus: {url} in namespace {self.underlay}, scraping Felix on "
-                 f"{', '.join(felix)}" + (f" and Typha on {typha[0]}" if typha else "") + "; e.g. ip netns exec {self.underlay} curl '{url}/api/v1/query?query=up'. "
-                 f"Dashboards: deploy/observability/dashboards/ (import into Grafana with this Prometheus)")
+                 f"{', '.join(felix)}" + (f" and Typha on {typha[0]}" if typha else "") + f"; e.g. ip netns exec {self.underlay} curl '{url}/api/v1/query?query=up'. "
+                 f"Dashboards: deploy/observability/dashboards/ (import into Grafana with this Prometheus, "
+                 f"or draw them as PNGs: calico-lab dashboards --png DIR)")
 
     def _wait_felix(self, name: str) -> None:
         def answers() -> bool:

@@ -7,6 +7,7 @@
     calico-lab pod label NAME k=v [k2- ...]
     calico-lab exec NAME -- CMD...
     calico-lab status
+    calico-lab dashboards --png DIR [--range SECONDS]
     calico-lab demo [--out DIR]
     calico-lab demo --encap ENCAP [--nodes 4] [--bgp mesh|rr] [--typha] [--out DIR]
     calico-lab down
@@ -66,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("name")
     ex.add_argument("cmd", nargs=argparse.REMAINDER)
     sub.add_parser("env", help="print the environment for calicoctl")
+    dash = sub.add_parser("dashboards", help="draw deploy/observability's dashboards from the lab's Prometheus "
+                                             "(up --observability) as PNGs")
+    dash.add_argument("--png", type=Path, required=True, metavar="DIR", help="directory for one PNG per dashboard")
+    dash.add_argument("--range", type=int, default=None, dest="range_seconds", metavar="SECONDS",
+                      help="how far back (default: the dashboard's own range, 1h)")
     demo = sub.add_parser("demo", help="run the seed's experiments with per-hop captures; write a report")
     demo.add_argument("--out", type=Path, default=None,
                       help="report directory (default: the lab's directory; with --encap, the run directory)")
@@ -110,6 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = demo.run(lab, args.out or lab.dir, policy=not args.no_policy)
             print(path.read_text())
             print(f"report written to {path}")
+        elif args.command == "dashboards":
+            from lab import dashboards
+
+            for path in dashboards.lab_pngs(lab, args.png, range_seconds=args.range_seconds):
+                print(f"dashboard written to {path}")
         elif args.command == "env":
             print((lab.dir / "calicoctl.env").read_text(), end="")
         elif args.command == "pod":

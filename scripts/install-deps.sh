@@ -21,7 +21,7 @@ if [ "$need_apt" = 1 ]; then
     etcd-server etcd-client bird nftables iproute2 tcpdump iputils-ping openssl \
     podman mmdebstrap prometheus $kubectl_pkg >/dev/null
 fi
-python3 -m pip install -q --disable-pip-version-check -e '.[test]'
+python3 -m pip install -q --disable-pip-version-check -e '.[test,lab]'  # lab: matplotlib (calico-lab dashboards --png)
 
 # The kernel_vm tier (IPIP for real): where this kernel cannot make an ipip link, the IPIP
 # tests and `calico-lab demo --encap ipip` run in a virtme-ng VM on Debian's kernel, whose

@@ -10,10 +10,14 @@ code is being written with those names; the list here is the contract).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
 import shutil
 import subprocess
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +51,11 @@ def code_metrics() -> dict[str, set[str]]:
     from felix import daemon as felix_daemon
     from typha import metrics as typha_metrics
 
-    return {"felix": exposed(felix_daemon.REGISTRY), "typha": exposed(typha_metrics.REGISTRY),
+    # Typha's /metrics is its own exposition (Calico's names: a counter keeps its name, no "_total" added).
+    types = [line.split()[2:4] for line in typha_metrics.exposition().decode().splitlines()
+             if line.startswith("# TYPE ")]
+    typha = {n + s for n, t in types for s in (("_sum", "_count") if t == "summary" else ("",))}
+    return {"felix": exposed(felix_daemon.REGISTRY), "typha": typha,
             "kube-controllers": CALICO_IPAM_METRICS}
 
 
@@ -163,12 +171,10 @@ def prometheus_query(port: int, expr: str) -> list[JSON]:
     return result
 
 
-@pytest.mark.etcd
-async def test_a_real_prometheus_with_this_config_has_data_for_every_typha_panel(etcd: Any, tmp_path: Path) -> None:
-    """calico-typha on a real etcd with a Felix and a confd behind it, scraped by Debian's Prometheus
-    through deploy/observability/prometheus.yml (its targets file written, its interval shortened)."""
-    import asyncio
-
+@contextlib.asynccontextmanager
+async def typha_scraped_by_prometheus(etcd: Any, tmp_path: Path) -> AsyncIterator[Scraped]:
+    """calico-typha on a real etcd with a Felix and a confd behind it (both in sync), scraped by Debian's
+    Prometheus through deploy/observability/prometheus.yml (its targets file written, its interval shortened)."""
     from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
     from tests.etcd_server import free_port
     from tests.typha.helpers import wait_for
@@ -195,31 +201,62 @@ async def test_a_real_prometheus_with_this_config_has_data_for_every_typha_panel
             cs.felix("node1")
             cs.confd("node1", tmp_path)
             await wait_for(lambda: all(r.in_sync for r in cs.recorders), 60, "both clients in sync")
-            panels = exprs(load(OBS / "dashboards/typha.json"))
-            names = sorted({n for _, e in panels for n in metric_names(e)})
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 90
             rounds = 0
-            while True:  # updates keep flowing (breadcrumbs, client latency) until every panel has data
+
+            async def churn_more() -> None:
+                nonlocal rounds
                 await churn(be, range(rounds * 5, rounds * 5 + 5))
                 rounds += 1
-                empty = [(t, e) for t, e in panels
-                         if not await asyncio.to_thread(prometheus_query, port, e.replace("$instance", ".*"))] \
-                    if proc.poll() is None and await asyncio.to_thread(_ready, port) else panels
-                if not empty:
-                    break
-                assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
-                assert loop.time() < deadline, f"panels without data: {empty} (metrics {names})"
-                await asyncio.sleep(1)
-            up = await asyncio.to_thread(prometheus_query, port, 'up{job="typha"}')
-            assert [s["value"][1] for s in up] == ["1"], up
-            for name in names:
-                assert await asyncio.to_thread(prometheus_query, port, f'{name}{{job="typha"}}'), name
+
+            yield Scraped(port=port, churn=churn_more, proc=proc, log=tmp_path / "prometheus.log")
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(10)
         await be.close()
+
+
+@dataclass
+class Scraped:
+    port: int
+    churn: Callable[[], Awaitable[None]]   # more datastore updates through Typha (breadcrumbs, client latency)
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    async def churn_for(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        while loop.time() < deadline:
+            await self.churn()
+            await asyncio.sleep(1)
+
+    async def until_data(self, panels: list[tuple[str, str]], *, need: Callable[[list[tuple[str, str]]], bool],
+                         timeout: float = 90) -> list[tuple[str, str]]:
+        """Churn until ``need(panels without data)``; returns the panels still without data."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            await self.churn()
+            empty = [(t, e) for t, e in panels
+                     if not await asyncio.to_thread(prometheus_query, self.port, e.replace("$instance", ".*"))] \
+                if self.proc.poll() is None and await asyncio.to_thread(_ready, self.port) else panels
+            if need(empty):
+                return empty
+            assert self.proc.poll() is None, self.log.read_text()[-2000:]
+            assert loop.time() < deadline, f"panels without data: {empty}"
+            await asyncio.sleep(1)
+
+
+@pytest.mark.etcd
+async def test_a_real_prometheus_with_this_config_has_data_for_every_typha_panel(etcd: Any, tmp_path: Path) -> None:
+    async with typha_scraped_by_prometheus(etcd, tmp_path) as scraped:
+        panels = exprs(load(OBS / "dashboards/typha.json"))
+        names = sorted({n for _, e in panels for n in metric_names(e)})
+        await scraped.until_data(panels, need=lambda empty: not empty)
+        up = await asyncio.to_thread(prometheus_query, scraped.port, 'up{job="typha"}')
+        assert [s["value"][1] for s in up] == ["1"], up
+        for name in names:
+            assert await asyncio.to_thread(prometheus_query, scraped.port, f'{name}{{job="typha"}}'), name
 
 
 def _ready(port: int) -> bool:
