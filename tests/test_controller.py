@@ -25,7 +25,7 @@ import pydantic
 import pytest
 from kubernetes_asyncio import client as k8s
 
-from controller import app, config
+from controller import app, config, etcd_sync
 from controller import kube as kube_mod
 from controller.workqueue import WorkQueue
 from libcalico import api, ipam
@@ -455,6 +455,121 @@ class TestProfileSync:
                              what="the label change in kns.web")
             await c.core.delete_namespace("web")
             await eventually(lambda: _eq(labels("kns.web"), None), what="kns.web deleted")
+
+
+# --- etcd mode: pod labels, Kubernetes policies, node labels ---------------------------------------
+
+async def _wep_for(c: Cluster, pod: dict[str, Any], labels: dict[str, str]) -> api.WorkloadEndpoint:
+    """The endpoint Calico's CNI plugin writes for ``pod`` (with ``labels``, as they were then)."""
+    wire = conversion.pod_to_wire(pod)
+    wire["metadata"] = {"name": wire["metadata"]["name"], "namespace": wire["metadata"]["namespace"],
+                        "labels": labels}
+    wire["spec"]["ipNetworks"] = ["10.244.0.5/32"]
+    wep = await c.calico.create(api.WorkloadEndpoint.model_validate(wire))
+    assert isinstance(wep, api.WorkloadEndpoint)
+    return wep
+
+
+class TestEtcdSync:
+    async def test_on_etcd_a_pods_label_change_reaches_its_endpoint_with_calicos_labels_kept(
+            self, etcd_cluster: Cluster) -> None:
+        c = etcd_cluster
+        await c.node("n1")
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "web-1", "namespace": "default", "labels": {"app": "web"}},
+               "spec": {"nodeName": "n1", "serviceAccountName": "runner", "containers": [{"name": "c", "image": "x"}]}}
+        await c.core.create_namespaced_pod("default", pod)
+        wep = await _wep_for(c, pod, {"app": "old", conversion.LABEL_NAMESPACE: "default"})
+        ctl = c.controllers(env={"ENABLED_CONTROLLERS": "workloadendpoint"})
+
+        async def labels() -> dict[str, str]:
+            got = await c.calico.get("WorkloadEndpoint", wep.name, "default")
+            assert isinstance(got, api.WorkloadEndpoint)
+            return dict(got.metadata.labels)
+
+        calicos = {conversion.LABEL_NAMESPACE: "default", conversion.LABEL_ORCHESTRATOR: "k8s",
+                   conversion.LABEL_SERVICE_ACCOUNT: "runner"}
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _eq(labels(), {"app": "web", **calicos}), what="the start-of-day sync")
+            await c.core.patch_namespaced_pod("web-1", "default", {"metadata": {"labels": {"app": "api", "v": "2"}}})
+            await eventually(lambda: _eq(labels(), {"app": "api", "v": "2", **calicos}), what="the label change")
+        got = await c.calico.get("WorkloadEndpoint", wep.name, "default")
+        assert isinstance(got, api.WorkloadEndpoint) and got.spec == wep.spec.model_copy(
+            update={"service_account_name": "runner"})   # nothing but labels and account changed
+
+    async def test_on_etcd_kubernetes_policies_become_knp_default_policies_as_the_kubernetes_backend_converts_them(
+            self, etcd_cluster: Cluster) -> None:
+        c = etcd_cluster
+        net = k8s.NetworkingV1Api(c.core.api_client)
+        knp = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": "allow-web", "namespace": "shop"},
+               "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "fe"}}}],
+                                     "ports": [{"protocol": "TCP", "port": 80}]}]}}
+        await c.core.create_namespace({"metadata": {"name": "shop"}})
+        await net.create_namespaced_network_policy("shop", knp)
+        await c.calico.create(api.NetworkPolicy.model_validate(
+            {"metadata": {"name": "knp.default.gone", "namespace": "shop"}, "spec": {"selector": "all()"}}))
+        await c.calico.create(api.NetworkPolicy.model_validate(
+            {"metadata": {"name": "own", "namespace": "shop"}, "spec": {"selector": "all()"}}))
+        ctl = c.controllers(env={"ENABLED_CONTROLLERS": "policy"})
+
+        async def names() -> list[str]:
+            return sorted(p.name for p in (await c.calico.list("NetworkPolicy", "shop")).items)
+
+        async def spec() -> Any:
+            try:
+                got = await c.calico.get("NetworkPolicy", "knp.default.allow-web", "shop")
+            except NotFound:
+                return None
+            assert isinstance(got, api.NetworkPolicy)
+            return got.spec
+
+        def converted(obj: dict[str, Any]) -> Any:
+            return api.NetworkPolicy.model_validate(conversion.knp_to_wire(obj)).spec
+
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _eq(names(), ["knp.default.allow-web", "own"]), what="the policy, the stale one gone")
+            assert await spec() == converted(knp)
+            assert (await spec()).ingress[0].source.namespace_selector == "team == 'fe'"
+            knp["spec"]["ingress"][0]["ports"] = [{"protocol": "UDP", "port": 53}]
+            await net.patch_namespaced_network_policy("allow-web", "shop", {"spec": knp["spec"]},
+                                                      _content_type="application/merge-patch+json")
+            await eventually(lambda: _eq(spec(), converted(knp)), what="the changed policy")
+            await net.delete_namespaced_network_policy("allow-web", "shop")
+            await eventually(lambda: _eq(names(), ["own"]), what="the policy deleted")
+
+    async def test_on_etcd_node_labels_follow_kubernetes_and_calico_only_labels_stay(
+            self, etcd_cluster: Cluster) -> None:
+        c = etcd_cluster
+        await c.node("n1")
+        cnode = await c.calico.get("Node", "n1")
+        await c.calico.update(cnode.model_copy(update={"metadata": cnode.metadata.model_copy(
+            update={"labels": {"calico-only": "x"}})}))
+        await c.core.patch_node("n1", {"metadata": {"labels": {"zone": "a"}}},
+                                _content_type="application/merge-patch+json")
+        ctl = c.controllers(env={"ENABLED_CONTROLLERS": "node"})
+
+        async def labels() -> dict[str, str]:
+            return dict((await c.calico.get("Node", "n1")).metadata.labels)
+
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _eq(labels(), {"calico-only": "x", "zone": "a"}), what="the start-of-day sync")
+            await c.core.patch_node("n1", {"metadata": {"labels": {"zone": None, "rack": "1"}}},
+                                    _content_type="application/merge-patch+json")
+            await eventually(lambda: _eq(labels(), {"calico-only": "x", "rack": "1"}), what="zone removed, rack added")
+        got = await c.calico.get("Node", "n1")
+        assert got.metadata.annotations[etcd_sync.NODE_LABEL_ANNOTATION] == '{"rack":"1"}'
+
+    def test_node_label_sync_keeps_calicos_own_labels_and_refuses_a_bad_annotation(self) -> None:
+        labels, ann = etcd_sync.synced_labels({"own": "1", "old": "x"}, {etcd_sync.NODE_LABEL_ANNOTATION: '{"old":"x"}'},
+                                              {"new": "y"})
+        assert labels == {"own": "1", "new": "y"} and ann[etcd_sync.NODE_LABEL_ANNOTATION] == '{"new":"y"}'
+        with pytest.raises(ValueError, match="projectcalico.org/kube-labels"):
+            etcd_sync.synced_labels({}, {etcd_sync.NODE_LABEL_ANNOTATION: "[1]"}, {})
 
 
 async def _eq(got: Awaitable[Any], want: Any) -> bool:
