@@ -28,7 +28,9 @@ from kubernetes_asyncio import client as k8s
 from controller import app, config, etcd_sync
 from controller import kube as kube_mod
 from controller.workqueue import WorkQueue
-from libcalico import api, ipam
+from felix import graph, messages
+from felix.policy import PolicyID
+from libcalico import api, ipam, syncers
 from libcalico import client as calico_client
 from libcalico.api import kubecontrollers as kcc
 from libcalico.backend.kubernetes import KubeConfig, KubernetesBackend, conversion
@@ -36,6 +38,7 @@ from libcalico.backend.api import Backend
 from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
 from libcalico.errors import NotFound
 from libcalico.model import ResourceListOptions
+from libcalico.watching import SyncStatus, Update
 from tests.etcd_server import EtcdServer
 from tests.kube_api import RunningAPI
 
@@ -563,6 +566,64 @@ class TestEtcdSync:
             await eventually(lambda: _eq(labels(), {"calico-only": "x", "rack": "1"}), what="zone removed, rack added")
         got = await c.calico.get("Node", "n1")
         assert got.metadata.annotations[etcd_sync.NODE_LABEL_ANNOTATION] == '{"rack":"1"}'
+
+    async def test_on_etcd_a_namespace_label_change_reaches_the_kns_profile_and_a_policy_by_namespace_label_follows_it(
+            self, etcd_cluster: Cluster) -> None:
+        """Controller -> etcd -> Felix's syncer -> calculation graph, no kernel: the policy
+        selects the namespace's endpoint while the namespace has the label, and not after."""
+        c = etcd_cluster
+        await c.core.create_namespace({"metadata": {"name": "web", "labels": {"team": "a"}}})
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "web", "labels": {"app": "x"}},
+               "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}}
+        await _wep_for(c, pod, dict(conversion.pod_to_wire(pod)["metadata"]["labels"]))
+        await c.calico.create(api.GlobalNetworkPolicy.model_validate(
+            {"metadata": {"name": "team-a"}, "spec": {"selector": "all()", "namespaceSelector": "team == 'a'",
+                                                     "ingress": [{"action": "Allow"}]}}))
+        emitted: list[Any] = []
+        calc = graph.CalcGraph("n1", emitted.append)
+
+        class Feed:
+            def on_status(self, status: SyncStatus) -> None:
+                pass
+
+            def on_updates(self, updates: list[Update]) -> None:
+                for u in updates:
+                    calc.on_update(u.key.kind, u.key.namespace, u.key.name, u.kv.value)
+
+        felix_be = c.new_backend()
+        feed = asyncio.create_task(syncers.felix().syncer(felix_be, Feed()).run())
+        policy = PolicyID(tier="default", namespace="", name="team-a")
+
+        async def selected() -> bool | None:
+            """Is team-a in the endpoint's latest update (None before the first one)?"""
+            ups = [m for m in emitted if isinstance(m, messages.EndpointUpdate) and m.key == "wep:web/" +
+                   conversion.workload_endpoint_name(pod)]
+            if not ups:
+                return None
+            return any(policy in t.ingress for t in ups[-1].tiers)
+
+        def active() -> bool:
+            last = [m for m in emitted if (isinstance(m, messages.ActivePolicyUpdate) and m.policy.id == policy)
+                    or (isinstance(m, messages.ActivePolicyRemove) and m.id == policy)]
+            return bool(last) and isinstance(last[-1], messages.ActivePolicyUpdate)
+
+        ctl = c.controllers(env={"ENABLED_CONTROLLERS": "namespace"})
+        try:
+            async with running(ctl) as task:
+                await started(ctl, task)
+                await eventually(lambda: _eq(selected(), True), what="team-a selecting the endpoint")
+                assert active()
+                await c.core.patch_namespace("web", {"metadata": {"labels": {"team": "b"}}})
+                await eventually(lambda: _eq(selected(), False), what="team-a no longer selecting it")
+                assert not active() and calc.policy.active_policies == 0
+                await c.core.patch_namespace("web", {"metadata": {"labels": {"team": "a"}}})
+                await eventually(lambda: _eq(selected(), True), what="team-a selecting it again")
+                assert active()
+        finally:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+            await felix_be.close()
 
     def test_node_label_sync_keeps_calicos_own_labels_and_refuses_a_bad_annotation(self) -> None:
         labels, ann = etcd_sync.synced_labels({"own": "1", "old": "x"}, {etcd_sync.NODE_LABEL_ANNOTATION: '{"old":"x"}'},
