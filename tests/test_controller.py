@@ -711,6 +711,69 @@ class TestInstallation:
                                                         "encapsulation": "GRE"}]}}})
             await eventually(lambda: _eq(_second_has(ready(), "encapsulation"), True), what="the bad encapsulation")
 
+    async def test_an_encapsulation_change_ipip_to_vxlan_updates_the_pool_in_place_and_felixs_graph_follows(
+            self, cluster: Cluster) -> None:
+        """The pool keeps its cidr, block size and allocations; Felix's calculation graph (fed by
+        the felix syncer, no kernel) turns IPIP off and this node's VTEP on. The lab's
+        re-programming of the tunnels is not exercised here."""
+        await k8s.ApiextensionsV1Api(cluster.core.api_client).create_custom_resource_definition(INSTALLATION_CRD)
+        custom = k8s.CustomObjectsApi(cluster.core.api_client)
+        await custom.create_cluster_custom_object("operator.tigera.io", "v1", "installations", {
+            "apiVersion": "operator.tigera.io/v1", "kind": "Installation", "metadata": {"name": "default"},
+            "spec": {"calicoNetwork": {"ipPools": [{"name": "default-ipv4-ippool", "cidr": POOL,
+                                                    "encapsulation": "IPIP"}]}}})
+        await cluster.core.create_node({"metadata": {"name": "n1", "annotations": {
+            conversion.NODE_IPV4_ADDRESS: "192.168.3.111/24", conversion.NODE_VXLAN_TUNNEL: "10.244.1.0",
+            conversion.NODE_VXLAN_MAC: "66:00:00:00:00:01"}}})
+        ip = await cluster.pod("p1", "n1")
+        emitted: list[Any] = []
+        calc = graph.CalcGraph("n1", emitted.append)
+
+        class Feed:
+            def on_status(self, status: SyncStatus) -> None:
+                pass
+
+            def on_updates(self, updates: list[Update]) -> None:
+                for u in updates:
+                    calc.on_update(u.key.kind, u.key.namespace, u.key.name, u.kv.value)
+
+        def last(kind: type) -> Any:
+            got = [m for m in emitted if isinstance(m, kind)]
+            return got[-1] if got else None
+
+        async def modes() -> tuple[str, str]:
+            p = await cluster.calico.get("IPPool", "default-ipv4-ippool")
+            assert isinstance(p, api.IPPool)
+            return _mode(p.spec.ipip_mode), _mode(p.spec.vxlan_mode)
+
+        felix_be = cluster.new_backend()
+        feed = asyncio.create_task(syncers.felix().syncer(felix_be, Feed()).run())
+        ctl = cluster.controllers(env={"ENABLED_CONTROLLERS": "installation"})
+        try:
+            async with running(ctl) as task:
+                await started(ctl, task)
+                await eventually(lambda: _true(bool(last(messages.IPIPUpdate) and last(messages.IPIPUpdate).enabled)),
+                                 what="IPIP on in Felix's graph")
+                assert last(messages.VXLANUpdate) is None or last(messages.VXLANUpdate).local is None
+                before = await cluster.calico.get("IPPool", "default-ipv4-ippool")
+                await merge_patch(custom, {"spec": {"calicoNetwork": {"ipPools": [
+                    {"name": "default-ipv4-ippool", "cidr": POOL, "encapsulation": "VXLAN"}]}}})
+                await eventually(lambda: _eq(modes(), ("Never", "Always")), what="the pool's VXLAN mode")
+                after = await cluster.calico.get("IPPool", "default-ipv4-ippool")
+                assert isinstance(before, api.IPPool) and isinstance(after, api.IPPool)
+                assert (after.spec.cidr, after.spec.block_size, after.metadata.uid) == \
+                    (before.spec.cidr, before.spec.block_size, before.metadata.uid)   # updated, not replaced
+                assert ip in await cluster.allocated()
+                await eventually(lambda: _true(not last(messages.IPIPUpdate).enabled and last(messages.VXLANUpdate)
+                                               is not None and last(messages.VXLANUpdate).local is not None),
+                                 what="IPIP off and the VTEP on in Felix's graph")
+                assert last(messages.VXLANUpdate).local.mac == "66:00:00:00:00:01"
+        finally:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+            await felix_be.close()
+
     def test_the_operators_defaults_and_validation(self) -> None:
         from controller.installation import InvalidInstallation, desired_pools
         [p] = desired_pools({"calicoNetwork": {"ipPools": [{"cidr": "10.9.0.0/16"}]}})
