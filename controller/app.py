@@ -15,6 +15,9 @@ The shape (docs/kube-controllers.md has the whole picture):
   :class:`~controller.ipam_gc.IPAMGarbageCollector`'s scan, requeued when a
   leak candidate's grace period ends and every ``reconcilerPeriod`` (Calico's
   periodic full sync); ``config`` re-reads ``default`` and writes its status.
+  On etcd, ``namespace/``, ``serviceaccount/``, ``networkpolicy/``, ``pod/`` and
+  ``nodelabels/`` keys (and their full syncs) copy Kubernetes state into Calico's
+  datastore (:mod:`controller.profiles`, :mod:`controller.etcd_sync`).
 * **Leader election** with a ``coordination.k8s.io`` Lease through
   kubernetes-asyncio's ``leaderelection`` (client-go's algorithm): a replica
   starts informing and reconciling only once it holds the Lease, and stops
