@@ -33,6 +33,7 @@ from felix.policy import PolicyID
 from libcalico import api, ipam, syncers
 from libcalico import client as calico_client
 from libcalico.api import kubecontrollers as kcc
+from libcalico.api.ippool import AllowedUse
 from libcalico.backend.kubernetes import KubeConfig, KubernetesBackend, conversion
 from libcalico.backend.api import Backend
 from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
@@ -756,6 +757,10 @@ class TestInstallation:
                                  what="IPIP on in Felix's graph")
                 assert last(messages.VXLANUpdate) is None or last(messages.VXLANUpdate).local is None
                 before = await cluster.calico.get("IPPool", "default-ipv4-ippool")
+                assert isinstance(before, api.IPPool)
+                # A field an Installation does not set is the pool's own: the encapsulation change keeps it.
+                workload_only = before.spec.model_copy(update={"allowed_uses": [AllowedUse.WORKLOAD]})
+                before = await cluster.calico.update(before.model_copy(update={"spec": workload_only}))
                 await merge_patch(custom, {"spec": {"calicoNetwork": {"ipPools": [
                     {"name": "default-ipv4-ippool", "cidr": POOL, "encapsulation": "VXLAN"}]}}})
                 await eventually(lambda: _eq(modes(), ("Never", "Always")), what="the pool's VXLAN mode")
@@ -763,6 +768,7 @@ class TestInstallation:
                 assert isinstance(before, api.IPPool) and isinstance(after, api.IPPool)
                 assert (after.spec.cidr, after.spec.block_size, after.metadata.uid) == \
                     (before.spec.cidr, before.spec.block_size, before.metadata.uid)   # updated, not replaced
+                assert after.spec.allowed_uses == [AllowedUse.WORKLOAD]
                 assert ip in await cluster.allocated()
                 await eventually(lambda: _true(not last(messages.IPIPUpdate).enabled and last(messages.VXLANUpdate)
                                                is not None and last(messages.VXLANUpdate).local is not None),
