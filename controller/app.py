@@ -15,6 +15,9 @@ The shape (docs/kube-controllers.md has the whole picture):
   :class:`~controller.ipam_gc.IPAMGarbageCollector`'s scan, requeued when a
   leak candidate's grace period ends and every ``reconcilerPeriod`` (Calico's
   periodic full sync); ``config`` re-reads ``default`` and writes its status.
+  On etcd, ``namespace/``, ``serviceaccount/``, ``networkpolicy/``, ``pod/`` and
+  ``nodelabels/`` keys (and their full syncs) copy Kubernetes state into Calico's
+  datastore (:mod:`controller.profiles`, :mod:`controller.etcd_sync`).
 * **Leader election** with a ``coordination.k8s.io`` Lease through
   kubernetes-asyncio's ``leaderelection`` (client-go's algorithm): a replica
   starts informing and reconciling only once it holds the Lease, and stops
@@ -54,6 +57,7 @@ from controller import config as run_config
 from controller.ipam_gc import IPAMGarbageCollector
 from controller.kube import KubeClient
 from controller import installation
+from controller.etcd_sync import NodeLabelSync, PolicySync, WorkloadEndpointSync
 from controller.profiles import ProfileSync
 from controller.workqueue import WorkQueue
 
@@ -66,6 +70,12 @@ NODE_PREFIX = "node/"
 NAMESPACE_PREFIX = "namespace/"
 SERVICEACCOUNT_PREFIX = "serviceaccount/"
 INSTALLATION_PREFIX = "installation/"
+KEY_POLICIES = "policies"
+POLICY_PREFIX = "networkpolicy/"
+KEY_WORKLOAD_ENDPOINTS = "workloadendpoints"
+POD_PREFIX = "pod/"
+KEY_NODE_LABELS = "nodelabels"
+NODE_LABELS_PREFIX = "nodelabels/"
 KOPF_EXIT_TIMEOUT = 5.0
 
 
@@ -118,6 +128,9 @@ class KubeControllers:
         self.gc: IPAMGarbageCollector | None = None
         self.profiles: ProfileSync | None = None
         self.installations: installation.InstallationSync | None = None
+        self.policies: PolicySync | None = None
+        self.endpoints: WorkloadEndpointSync | None = None
+        self.node_labels: NodeLabelSync | None = None
         self.seen: list[str] = []   # the keys reconciled lately, oldest first (for tests and debugging)
         self.leading = asyncio.Event()
         self.informing = asyncio.Event()  # kopf's watches are up
@@ -198,6 +211,10 @@ class KubeControllers:
                 ns, _, name = key.removeprefix(SERVICEACCOUNT_PREFIX).partition("/")
                 await self.profiles.serviceaccount(ns, name)
                 return None
+        if self.run_config is not None:
+            done, requeue = await self._reconcile_etcd_sync(key, self.run_config)
+            if done:
+                return requeue
         if key.startswith(INSTALLATION_PREFIX) and self.installations is not None:
             await self.installations.reconcile(key.removeprefix(INSTALLATION_PREFIX))
             return None
@@ -206,6 +223,33 @@ class KubeControllers:
             return None
         log.warning("unknown work queue key %r; dropped", key)
         return None
+
+    async def _reconcile_etcd_sync(self, key: str, run: run_config.RunConfig) -> tuple[bool, float | None]:
+        """The etcd-mode copies (policy, workloadendpoint, node labels): (handled, requeue after)."""
+        if self.policies is not None and run.policy is not None:
+            if key == KEY_POLICIES:
+                await self.policies.full_sync()
+                return True, run.policy
+            if key.startswith(POLICY_PREFIX):
+                ns, _, name = key.removeprefix(POLICY_PREFIX).partition("/")
+                await self.policies.policy(ns, name)
+                return True, None
+        if self.endpoints is not None and run.workload_endpoint is not None:
+            if key == KEY_WORKLOAD_ENDPOINTS:
+                await self.endpoints.full_sync()
+                return True, run.workload_endpoint
+            if key.startswith(POD_PREFIX):
+                ns, _, name = key.removeprefix(POD_PREFIX).partition("/")
+                await self.endpoints.pod(ns, name)
+                return True, None
+        if self.node_labels is not None and run.node is not None:
+            if key == KEY_NODE_LABELS:
+                await self.node_labels.full_sync()
+                return True, run.node.reconciler_period or None
+            if key.startswith(NODE_LABELS_PREFIX):
+                await self.node_labels.node(key.removeprefix(NODE_LABELS_PREFIX))
+                return True, None
+        return False, None
 
     async def _reconcile_node(self, name: str) -> None:
         if await self.kube.get_node(name) is not None:
@@ -259,11 +303,21 @@ class KubeControllers:
             def node_event(type: str | None, name: str, **_: Any) -> None:
                 if type in ("DELETED", None):
                     self.queue.add(NODE_PREFIX + name)
+                if type != "DELETED" and self.node_labels is not None:
+                    self.queue.add(NODE_LABELS_PREFIX + name)
 
+        if (run is not None and run.node is not None) or self.endpoints is not None:
             @kopf.on.event("", "v1", "pods", registry=registry)
-            def pod_event(type: str | None, **_: Any) -> None:
-                if type == "DELETED":
+            def pod_event(type: str | None, name: str, namespace: str | None, **_: Any) -> None:
+                if type == "DELETED" and run is not None and run.node is not None:
                     self.queue.add(KEY_IPAM)
+                if type != "DELETED" and self.endpoints is not None:
+                    self.queue.add(f"{POD_PREFIX}{namespace or ''}/{name}")
+
+        if self.policies is not None:
+            @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", registry=registry)
+            def networkpolicy_event(name: str, namespace: str | None, **_: Any) -> None:
+                self.queue.add(f"{POLICY_PREFIX}{namespace or ''}/{name}")
 
         if self.profiles is not None and run is not None:
             if run.namespace is not None:
@@ -361,6 +415,17 @@ class KubeControllers:
             # On the Kubernetes datastore the backend derives these profiles from the objects themselves.
             self.profiles = ProfileSync(calico=self.calico, kube=self.kube)
             self.queue.add(KEY_PROFILES)
+        if self.datastore_type != "kubernetes":
+            # On the Kubernetes datastore these are the Kubernetes objects themselves.
+            if run.policy is not None:
+                self.policies = PolicySync(calico=self.calico, kube=self.kube)
+                self.queue.add(KEY_POLICIES)
+            if run.workload_endpoint is not None:
+                self.endpoints = WorkloadEndpointSync(calico=self.calico, kube=self.kube)
+                self.queue.add(KEY_WORKLOAD_ENDPOINTS)
+            if run.node is not None and run.node.sync_labels:
+                self.node_labels = NodeLabelSync(calico=self.calico, kube=self.kube)
+                self.queue.add(KEY_NODE_LABELS)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._kopf(), name="kopf")
@@ -453,5 +518,6 @@ class KubeControllers:
         raise LeadershipLost(f"{self.identity}: lost the Lease {lease.namespace}/{lease.name}")
 
 
-__all__ = ["ConfigChanged", "KEY_CONFIG", "KEY_IPAM", "KEY_PROFILES", "KubeControllers", "LeadershipLost", "LeaseSettings",
+__all__ = ["ConfigChanged", "KEY_CONFIG", "KEY_IPAM", "KEY_NODE_LABELS", "KEY_POLICIES", "KEY_PROFILES",
+           "KEY_WORKLOAD_ENDPOINTS", "KubeControllers", "LeadershipLost", "LeaseSettings",
            "NODE_PREFIX", "default_identity"]

@@ -145,10 +145,14 @@ class InstallationSync:
             if old_pool is None:
                 log.info("Creating IPPool %s from Installation %s", pool.name, name)
                 await self.calico.create(pool)
-            elif old_pool.spec != pool.spec:
+                continue
+            # Only the fields an Installation sets are compared and written: the others (allowedUses,
+            # assignmentMode, ...) keep what the pool has, so an unchanged Installation writes nothing.
+            spec = old_pool.spec.model_copy(update={f: getattr(pool.spec, f) for f in pool.spec.model_fields_set})
+            if spec != old_pool.spec:
                 log.info("Updating IPPool %s from Installation %s", pool.name, name)
                 try:
-                    await self.calico.update(old_pool.model_copy(update={"spec": pool.spec}))
+                    await self.calico.update(old_pool.model_copy(update={"spec": spec}))
                 except ValidationError as exc:
                     await self._status(inst, _condition(False, "InvalidPool", str(exc)))
                     return

@@ -100,5 +100,16 @@ class KubeClient:
     async def get_serviceaccount(self, namespace: str, name: str) -> JSON | None:
         return await self._json(self.core.read_namespaced_service_account, name, namespace)
 
+    @property
+    def networking(self) -> k8s.NetworkingV1Api:
+        return k8s.NetworkingV1Api(self.api)
+
+    async def list_networkpolicies(self) -> list[JSON]:
+        got = await self._json(self.networking.list_network_policy_for_all_namespaces)
+        return list((got or {}).get("items") or [])
+
+    async def get_networkpolicy(self, namespace: str, name: str) -> JSON | None:
+        return await self._json(self.networking.read_namespaced_network_policy, name, namespace)
+
 
 __all__ = ["JSON", "KubeClient", "load_configuration"]

@@ -14,6 +14,12 @@ Felix and confd follows it (``FELIX_TYPHAADDR``, as calico-node's environment
 sets it) instead of watching the datastore itself. As its Deployment would,
 the lab restarts Typha when it exits (:mod:`lab.supervise`).
 
+With ``--kube-controllers`` (Kubernetes datastore only: it needs the API),
+``calico-kube-controllers`` runs in the underlay too, against the lab's API
+server, supervised the same way, with ``ENABLED_CONTROLLERS=node,installation``:
+the lab serves the operator's ``Installation`` CRD (as tigera-operator installs
+it), so pools can be managed from an Installation (docs/kube-controllers.md).
+
 Everything made is recorded in ``<run dir>/state.json`` as it is made, so
 ``down`` removes it all, also after a crash half-way through ``up``.
 """
@@ -48,6 +54,19 @@ ENCAPS = ("vxlan", "vxlan-crosssubnet", "ipip", "ipip-crosssubnet", "none")
 API_GROUPS = ("projectcalico.org/v3", "crd.projectcalico.org/v1")
 SEED_NODES = ["master1", "worker1", "worker2", "worker3"]
 TYPHA_PORT, TYPHA_HEALTH_PORT, TYPHA_METRICS_PORT = 5473, 9098, 9093  # Calico's
+KCC_HEALTH_PORT, KCC_METRICS_PORT = 9440, 9094  # deploy/'s probe port; Calico's metrics port
+KCC_CONTROLLERS = "node,installation"
+# tigera-operator's Installation CRD, as far as the lab needs it: the controller reads spec.calicoNetwork
+# and writes status through the subresource (the operator's own schema is not reproduced).
+INSTALLATION_CRD: dict[str, Any] = {
+    "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+    "metadata": {"name": "installations.operator.tigera.io"},
+    "spec": {"group": "operator.tigera.io", "scope": "Cluster",
+             "names": {"kind": "Installation", "listKind": "InstallationList", "plural": "installations",
+                       "singular": "installation"},
+             "versions": [{"name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                           "schema": {"openAPIV3Schema": {"type": "object",
+                                                          "x-kubernetes-preserve-unknown-fields": True}}}]}}
 
 
 class LabError(RuntimeError):
@@ -84,6 +103,7 @@ class LabState:
     pods: dict[str, dict[str, str]] = field(default_factory=dict)
     ports: int = 2
     typha: dict[str, str] = field(default_factory=dict)  # addr, state (the supervisor's file); empty: no Typha
+    kube_controllers: dict[str, str] = field(default_factory=dict)  # controllers, state; empty: not run
 
 
 class Lab:
@@ -201,7 +221,7 @@ class Lab:
 
     def up(self, nodes: int = 4, encap: str = "vxlan", bgp: str = "mesh", datastore: str = "etcd",
            stays_up: bool = True, api_group: str = "projectcalico.org/v3", observability: bool = False,
-           typha: bool = False) -> None:
+           typha: bool = False, kube_controllers: bool = False) -> None:
         """Make the lab. ``stays_up=False`` (a one-shot demo) leaves out the hint on using it afterwards."""
         if encap not in ENCAPS:
             raise LabError(f"--encap must be one of {', '.join(ENCAPS)}, not {encap!r}")
@@ -215,6 +235,9 @@ class Lab:
             raise LabError(f"--datastore must be etcd or kubernetes, not {datastore!r}")
         if api_group not in API_GROUPS:
             raise LabError(f"--api-group must be {' or '.join(API_GROUPS)}, not {api_group!r}")
+        if kube_controllers and datastore != "kubernetes":
+            raise LabError("--kube-controllers needs --datastore kubernetes (calico-kube-controllers watches the "
+                           "Kubernetes API, which an etcd lab does not run)")
         if encap.startswith("ipip") and not netns.kernel_supports("ipip"):
             raise LabError(f"--encap {encap} needs the kernel's ipip module, which this kernel lacks, so such a lab "
                            f"cannot stay up here; `calico-lab demo --encap {encap}` runs the whole demo in a VM "
@@ -304,6 +327,9 @@ class Lab:
             for name in self.state.nodes:
                 self._start_bgp(name)
             self.say("[6/6] calico-confd and BIRD running on every node")
+            if kube_controllers:
+                step = "calico-kube-controllers"
+                self._start_kube_controllers()
             if observability:
                 step = "Prometheus"
                 self._start_prometheus()
@@ -392,7 +418,8 @@ class Lab:
         shutil.copy(obs / "prometheus.yml", home / "prometheus.yml")
         felix = [f"{n['ip']}:9091" for n in self.state.nodes.values()]
         typha = [f"{GATEWAY}:{TYPHA_METRICS_PORT}"] if self.state.typha else []
-        for job, targets in (("felix", felix), ("typha", typha), ("kube-controllers", [])):
+        kcc = [f"{GATEWAY}:{KCC_METRICS_PORT}"] if self.state.kube_controllers else []
+        for job, targets in (("felix", felix), ("typha", typha), ("kube-controllers", kcc)):
             (home / "targets" / f"{job}.json").write_text(json.dumps([{"targets": targets}] if targets else []))
         url = f"http://{GATEWAY}:9090"
         self.spawn("prometheus", self.underlay, ["prometheus", f"--config.file={home / 'prometheus.yml'}",
@@ -478,6 +505,51 @@ class Lab:
         conns = (f"{float(active.group(1)):g} connections" + (f" ({by_syncer})" if by_syncer else "")
                  if active else "connections unknown")
         return f"Typha {self.state.typha['addr']}: {proc}; {ready}; {conns}"
+
+    # --- calico-kube-controllers ------------------------------------------------------------------
+
+    def _start_kube_controllers(self) -> None:
+        """``calico-kube-controllers`` in the underlay against the lab's API, kept running by :mod:`lab.supervise`.
+
+        Configured as deploy/'s Deployment is (DATASTORE_TYPE=kubernetes, the Lease in kube-system, health
+        on 127.0.0.1:9440), with the installation controller enabled; the operator's Installation CRD is
+        served first, so its informer has something to watch."""
+        self.kubectl("apply", "-f", "-", stdin=json.dumps(INSTALLATION_CRD))
+        state = self.dir / "kube-controllers.json"
+        self.state.kube_controllers = {"controllers": KCC_CONTROLLERS, "state": str(state)}
+        self._save()
+        env = self.env(ENABLED_CONTROLLERS=KCC_CONTROLLERS, POD_NAMESPACE="kube-system", LOG_LEVEL="info",
+                       PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+        self.spawn("kube-controllers", self.underlay,
+                   [sys.executable, "-m", "lab.supervise", "--state", str(state), "--",
+                    _bin("calico-kube-controllers"), "--health-port", str(KCC_HEALTH_PORT)], env=env)
+        wait_until(lambda: self.kube_controllers_ready() == 204,
+                   "calico-kube-controllers to be ready (leading, its informers up)")
+        self.say(f"[kcc] calico-kube-controllers (in {self.underlay}): ENABLED_CONTROLLERS={KCC_CONTROLLERS}, "
+                 f"metrics {GATEWAY}:{KCC_METRICS_PORT}; pools follow an operator.tigera.io/v1 Installation "
+                 f"(`kubectl apply` one); the lab restarts it when it exits")
+
+    def kube_controllers_pid(self) -> int:
+        if not self.state.kube_controllers:
+            return 0
+        return int(supervise.read_state(Path(self.state.kube_controllers["state"])).get("pid") or 0)
+
+    def kube_controllers_ready(self) -> int:
+        return self._http(self.underlay, f"http://127.0.0.1:{KCC_HEALTH_PORT}/readiness")[0]
+
+    def kube_controllers_status(self) -> str:
+        """One line: process, restarts, readiness and the controllers it runs."""
+        kc = self.state.kube_controllers
+        sup = supervise.read_state(Path(kc["state"]))
+        pid = self.kube_controllers_pid()
+        running = pid > 0 and self.alive("kube-controllers") and os.path.exists(f"/proc/{pid}")
+        restarts = int(sup.get("restarts") or 0)
+        proc = (f"running (pid {pid})" if running else "NOT running") + (
+            f", restarted {restarts} time{'s' * (restarts != 1)} (last: {sup.get('last_exit')})" if restarts else "")
+        if not running:
+            return f"calico-kube-controllers: {proc}"
+        ready = {204: "ready", 503: "not ready"}.get(self.kube_controllers_ready(), "no answer")
+        return f"calico-kube-controllers: {proc}; {ready}; controllers {kc['controllers']}"
 
     # --- pods -----------------------------------------------------------------------------------
 
@@ -573,6 +645,8 @@ class Lab:
         lines = [f"lab {s.name}: encap {s.encap}, BGP {s.bgp}, {store}"]
         if s.typha:
             lines.append(f"  {self.typha_status()}")
+        if s.kube_controllers:
+            lines.append(f"  {self.kube_controllers_status()}")
         for name, node in s.nodes.items():
             procs = " ".join(f"{p}:{'up' if self.alive(f'{p}-{name}') else 'down'}"
                              for p in ("felix", "confd", "bird") if f"{p}-{name}" in s.pids)

@@ -2,7 +2,7 @@
 
     calico-lab up [--nodes 4] [--encap vxlan|vxlan-crosssubnet|ipip|ipip-crosssubnet|none] [--bgp mesh|rr]
                   [--datastore etcd|kubernetes [--api-group projectcalico.org/v3|crd.projectcalico.org/v1]]
-                  [--observability] [--typha]
+                  [--observability] [--typha] [--kube-controllers]
     calico-lab pod create NAME --node NODE [--namespace NS] [--label k=v ...]
     calico-lab pod label NAME k=v [k2- ...]
     calico-lab exec NAME -- CMD...
@@ -31,7 +31,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lab.cluster import API_GROUPS, DEFAULT_RUN_DIR, ENCAPS, Lab, LabError
+from lab.cluster import API_GROUPS, DEFAULT_RUN_DIR, ENCAPS, KCC_CONTROLLERS, Lab, LabError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="also run Prometheus (deploy/observability/prometheus.yml) scraping every Felix")
     up.add_argument("--typha", action="store_true",
                     help="run calico-typha in the underlay; every Felix and confd follows it (restarted if it exits)")
+    up.add_argument("--kube-controllers", action="store_true",
+                    help="with --datastore kubernetes: run calico-kube-controllers in the underlay "
+                         f"(ENABLED_CONTROLLERS={KCC_CONTROLLERS}; pools from an operator Installation)")
     sub.add_parser("down", help="remove every namespace, link and process of the lab")
     sub.add_parser("status", help="nodes, processes, health, BGP sessions, pods")
     pod = sub.add_parser("pod", help="pods")
@@ -97,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "up":
             lab.up(args.nodes, args.encap, args.bgp, args.datastore, api_group=args.api_group,
-                   observability=args.observability, typha=args.typha)
+                   observability=args.observability, typha=args.typha, kube_controllers=args.kube_controllers)
         elif args.command == "down":
             if not lab.exists:
                 print("no lab is running")

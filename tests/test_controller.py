@@ -25,17 +25,21 @@ import pydantic
 import pytest
 from kubernetes_asyncio import client as k8s
 
-from controller import app, config
+from controller import app, config, etcd_sync
 from controller import kube as kube_mod
 from controller.workqueue import WorkQueue
-from libcalico import api, ipam
+from felix import graph, messages
+from felix.policy import PolicyID
+from libcalico import api, ipam, syncers
 from libcalico import client as calico_client
 from libcalico.api import kubecontrollers as kcc
+from libcalico.api.ippool import AllowedUse
 from libcalico.backend.kubernetes import KubeConfig, KubernetesBackend, conversion
 from libcalico.backend.api import Backend
 from libcalico.backend.etcdv3 import EtcdBackend, EtcdConfig
 from libcalico.errors import NotFound
 from libcalico.model import ResourceListOptions
+from libcalico.watching import SyncStatus, Update
 from tests.etcd_server import EtcdServer
 from tests.kube_api import RunningAPI
 
@@ -457,6 +461,179 @@ class TestProfileSync:
             await eventually(lambda: _eq(labels("kns.web"), None), what="kns.web deleted")
 
 
+# --- etcd mode: pod labels, Kubernetes policies, node labels ---------------------------------------
+
+async def _wep_for(c: Cluster, pod: dict[str, Any], labels: dict[str, str]) -> api.WorkloadEndpoint:
+    """The endpoint Calico's CNI plugin writes for ``pod`` (with ``labels``, as they were then)."""
+    wire = conversion.pod_to_wire(pod)
+    wire["metadata"] = {"name": wire["metadata"]["name"], "namespace": wire["metadata"]["namespace"],
+                        "labels": labels}
+    wire["spec"]["ipNetworks"] = ["10.244.0.5/32"]
+    wep = await c.calico.create(api.WorkloadEndpoint.model_validate(wire))
+    assert isinstance(wep, api.WorkloadEndpoint)
+    return wep
+
+
+class TestEtcdSync:
+    async def test_on_etcd_a_pods_label_change_reaches_its_endpoint_with_calicos_labels_kept(
+            self, etcd_cluster: Cluster) -> None:
+        c = etcd_cluster
+        await c.node("n1")
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": "web-1", "namespace": "default", "labels": {"app": "web"}},
+               "spec": {"nodeName": "n1", "serviceAccountName": "runner", "containers": [{"name": "c", "image": "x"}]}}
+        await c.core.create_namespaced_pod("default", pod)
+        wep = await _wep_for(c, pod, {"app": "old", conversion.LABEL_NAMESPACE: "default"})
+        ctl = c.controllers(env={"ENABLED_CONTROLLERS": "workloadendpoint"})
+
+        async def labels() -> dict[str, str]:
+            got = await c.calico.get("WorkloadEndpoint", wep.name, "default")
+            assert isinstance(got, api.WorkloadEndpoint)
+            return dict(got.metadata.labels)
+
+        calicos = {conversion.LABEL_NAMESPACE: "default", conversion.LABEL_ORCHESTRATOR: "k8s",
+                   conversion.LABEL_SERVICE_ACCOUNT: "runner"}
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _eq(labels(), {"app": "web", **calicos}), what="the start-of-day sync")
+            await c.core.patch_namespaced_pod("web-1", "default", {"metadata": {"labels": {"app": "api", "v": "2"}}})
+            await eventually(lambda: _eq(labels(), {"app": "api", "v": "2", **calicos}), what="the label change")
+        got = await c.calico.get("WorkloadEndpoint", wep.name, "default")
+        assert isinstance(got, api.WorkloadEndpoint) and got.spec == wep.spec.model_copy(
+            update={"service_account_name": "runner"})   # nothing but labels and account changed
+
+    async def test_on_etcd_kubernetes_policies_become_knp_default_policies_as_the_kubernetes_backend_converts_them(
+            self, etcd_cluster: Cluster) -> None:
+        c = etcd_cluster
+        net = k8s.NetworkingV1Api(c.core.api_client)
+        knp = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+               "metadata": {"name": "allow-web", "namespace": "shop"},
+               "spec": {"podSelector": {"matchLabels": {"app": "web"}},
+                        "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {"team": "fe"}}}],
+                                     "ports": [{"protocol": "TCP", "port": 80}]}]}}
+        await c.core.create_namespace({"metadata": {"name": "shop"}})
+        await net.create_namespaced_network_policy("shop", knp)
+        await c.calico.create(api.NetworkPolicy.model_validate(
+            {"metadata": {"name": "knp.default.gone", "namespace": "shop"}, "spec": {"selector": "all()"}}))
+        await c.calico.create(api.NetworkPolicy.model_validate(
+            {"metadata": {"name": "own", "namespace": "shop"}, "spec": {"selector": "all()"}}))
+        ctl = c.controllers(env={"ENABLED_CONTROLLERS": "policy"})
+
+        async def names() -> list[str]:
+            return sorted(p.name for p in (await c.calico.list("NetworkPolicy", "shop")).items)
+
+        async def spec() -> Any:
+            try:
+                got = await c.calico.get("NetworkPolicy", "knp.default.allow-web", "shop")
+            except NotFound:
+                return None
+            assert isinstance(got, api.NetworkPolicy)
+            return got.spec
+
+        def converted(obj: dict[str, Any]) -> Any:
+            return api.NetworkPolicy.model_validate(conversion.knp_to_wire(obj)).spec
+
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _eq(names(), ["knp.default.allow-web", "own"]), what="the policy, the stale one gone")
+            assert await spec() == converted(knp)
+            assert (await spec()).ingress[0].source.namespace_selector == "team == 'fe'"
+            knp["spec"]["ingress"][0]["ports"] = [{"protocol": "UDP", "port": 53}]
+            await net.patch_namespaced_network_policy("allow-web", "shop", {"spec": knp["spec"]},
+                                                      _content_type="application/merge-patch+json")
+            await eventually(lambda: _eq(spec(), converted(knp)), what="the changed policy")
+            await net.delete_namespaced_network_policy("allow-web", "shop")
+            await eventually(lambda: _eq(names(), ["own"]), what="the policy deleted")
+
+    async def test_on_etcd_node_labels_follow_kubernetes_and_calico_only_labels_stay(
+            self, etcd_cluster: Cluster) -> None:
+        c = etcd_cluster
+        await c.node("n1")
+        cnode = await c.calico.get("Node", "n1")
+        await c.calico.update(cnode.model_copy(update={"metadata": cnode.metadata.model_copy(
+            update={"labels": {"calico-only": "x"}})}))
+        await c.core.patch_node("n1", {"metadata": {"labels": {"zone": "a"}}},
+                                _content_type="application/merge-patch+json")
+        ctl = c.controllers(env={"ENABLED_CONTROLLERS": "node"})
+
+        async def labels() -> dict[str, str]:
+            return dict((await c.calico.get("Node", "n1")).metadata.labels)
+
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _eq(labels(), {"calico-only": "x", "zone": "a"}), what="the start-of-day sync")
+            await c.core.patch_node("n1", {"metadata": {"labels": {"zone": None, "rack": "1"}}},
+                                    _content_type="application/merge-patch+json")
+            await eventually(lambda: _eq(labels(), {"calico-only": "x", "rack": "1"}), what="zone removed, rack added")
+        got = await c.calico.get("Node", "n1")
+        assert got.metadata.annotations[etcd_sync.NODE_LABEL_ANNOTATION] == '{"rack":"1"}'
+
+    async def test_on_etcd_a_namespace_label_change_reaches_the_kns_profile_and_a_policy_by_namespace_label_follows_it(
+            self, etcd_cluster: Cluster) -> None:
+        """Controller -> etcd -> Felix's syncer -> calculation graph, no kernel: the policy
+        selects the namespace's endpoint while the namespace has the label, and not after."""
+        c = etcd_cluster
+        await c.core.create_namespace({"metadata": {"name": "web", "labels": {"team": "a"}}})
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p1", "namespace": "web", "labels": {"app": "x"}},
+               "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "x"}]}}
+        await _wep_for(c, pod, dict(conversion.pod_to_wire(pod)["metadata"]["labels"]))
+        await c.calico.create(api.GlobalNetworkPolicy.model_validate(
+            {"metadata": {"name": "team-a"}, "spec": {"selector": "all()", "namespaceSelector": "team == 'a'",
+                                                     "ingress": [{"action": "Allow"}]}}))
+        emitted: list[Any] = []
+        calc = graph.CalcGraph("n1", emitted.append)
+
+        class Feed:
+            def on_status(self, status: SyncStatus) -> None:
+                pass
+
+            def on_updates(self, updates: list[Update]) -> None:
+                for u in updates:
+                    calc.on_update(u.key.kind, u.key.namespace, u.key.name, u.kv.value)
+
+        felix_be = c.new_backend()
+        feed = asyncio.create_task(syncers.felix().syncer(felix_be, Feed()).run())
+        policy = PolicyID(tier="default", namespace="", name="team-a")
+
+        async def selected() -> bool | None:
+            """Is team-a in the endpoint's latest update (None before the first one)?"""
+            ups = [m for m in emitted if isinstance(m, messages.EndpointUpdate) and m.key == "wep:web/" +
+                   conversion.workload_endpoint_name(pod)]
+            if not ups:
+                return None
+            return any(policy in t.ingress for t in ups[-1].tiers)
+
+        def active() -> bool:
+            last = [m for m in emitted if (isinstance(m, messages.ActivePolicyUpdate) and m.policy.id == policy)
+                    or (isinstance(m, messages.ActivePolicyRemove) and m.id == policy)]
+            return bool(last) and isinstance(last[-1], messages.ActivePolicyUpdate)
+
+        ctl = c.controllers(env={"ENABLED_CONTROLLERS": "namespace"})
+        try:
+            async with running(ctl) as task:
+                await started(ctl, task)
+                await eventually(lambda: _eq(selected(), True), what="team-a selecting the endpoint")
+                assert active()
+                await c.core.patch_namespace("web", {"metadata": {"labels": {"team": "b"}}})
+                await eventually(lambda: _eq(selected(), False), what="team-a no longer selecting it")
+                assert not active() and calc.policy.active_policies == 0
+                await c.core.patch_namespace("web", {"metadata": {"labels": {"team": "a"}}})
+                await eventually(lambda: _eq(selected(), True), what="team-a selecting it again")
+                assert active()
+        finally:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+            await felix_be.close()
+
+    def test_node_label_sync_keeps_calicos_own_labels_and_refuses_a_bad_annotation(self) -> None:
+        labels, ann = etcd_sync.synced_labels({"own": "1", "old": "x"}, {etcd_sync.NODE_LABEL_ANNOTATION: '{"old":"x"}'},
+                                              {"new": "y"})
+        assert labels == {"own": "1", "new": "y"} and ann[etcd_sync.NODE_LABEL_ANNOTATION] == '{"new":"y"}'
+        with pytest.raises(ValueError, match="projectcalico.org/kube-labels"):
+            etcd_sync.synced_labels({}, {etcd_sync.NODE_LABEL_ANNOTATION: "[1]"}, {})
+
+
 async def _eq(got: Awaitable[Any], want: Any) -> bool:
     return await got == want
 
@@ -534,6 +711,74 @@ class TestInstallation:
                 "spec": {"calicoNetwork": {"ipPools": [{"name": "default-ipv4-ippool", "cidr": POOL,
                                                         "encapsulation": "GRE"}]}}})
             await eventually(lambda: _eq(_second_has(ready(), "encapsulation"), True), what="the bad encapsulation")
+
+    async def test_an_encapsulation_change_ipip_to_vxlan_updates_the_pool_in_place_and_felixs_graph_follows(
+            self, cluster: Cluster) -> None:
+        """The pool keeps its cidr, block size and allocations; Felix's calculation graph (fed by
+        the felix syncer, no kernel) turns IPIP off and this node's VTEP on. The lab's
+        re-programming of the tunnels is not exercised here."""
+        await k8s.ApiextensionsV1Api(cluster.core.api_client).create_custom_resource_definition(INSTALLATION_CRD)
+        custom = k8s.CustomObjectsApi(cluster.core.api_client)
+        await custom.create_cluster_custom_object("operator.tigera.io", "v1", "installations", {
+            "apiVersion": "operator.tigera.io/v1", "kind": "Installation", "metadata": {"name": "default"},
+            "spec": {"calicoNetwork": {"ipPools": [{"name": "default-ipv4-ippool", "cidr": POOL,
+                                                    "encapsulation": "IPIP"}]}}})
+        await cluster.core.create_node({"metadata": {"name": "n1", "annotations": {
+            conversion.NODE_IPV4_ADDRESS: "192.168.3.111/24", conversion.NODE_VXLAN_TUNNEL: "10.244.1.0",
+            conversion.NODE_VXLAN_MAC: "66:00:00:00:00:01"}}})
+        ip = await cluster.pod("p1", "n1")
+        emitted: list[Any] = []
+        calc = graph.CalcGraph("n1", emitted.append)
+
+        class Feed:
+            def on_status(self, status: SyncStatus) -> None:
+                pass
+
+            def on_updates(self, updates: list[Update]) -> None:
+                for u in updates:
+                    calc.on_update(u.key.kind, u.key.namespace, u.key.name, u.kv.value)
+
+        def last(kind: type) -> Any:
+            got = [m for m in emitted if isinstance(m, kind)]
+            return got[-1] if got else None
+
+        async def modes() -> tuple[str, str]:
+            p = await cluster.calico.get("IPPool", "default-ipv4-ippool")
+            assert isinstance(p, api.IPPool)
+            return _mode(p.spec.ipip_mode), _mode(p.spec.vxlan_mode)
+
+        felix_be = cluster.new_backend()
+        feed = asyncio.create_task(syncers.felix().syncer(felix_be, Feed()).run())
+        ctl = cluster.controllers(env={"ENABLED_CONTROLLERS": "installation"})
+        try:
+            async with running(ctl) as task:
+                await started(ctl, task)
+                await eventually(lambda: _true(bool(last(messages.IPIPUpdate) and last(messages.IPIPUpdate).enabled)),
+                                 what="IPIP on in Felix's graph")
+                assert last(messages.VXLANUpdate) is None or last(messages.VXLANUpdate).local is None
+                before = await cluster.calico.get("IPPool", "default-ipv4-ippool")
+                assert isinstance(before, api.IPPool)
+                # A field an Installation does not set is the pool's own: the encapsulation change keeps it.
+                workload_only = before.spec.model_copy(update={"allowed_uses": [AllowedUse.WORKLOAD]})
+                before = await cluster.calico.update(before.model_copy(update={"spec": workload_only}))
+                await merge_patch(custom, {"spec": {"calicoNetwork": {"ipPools": [
+                    {"name": "default-ipv4-ippool", "cidr": POOL, "encapsulation": "VXLAN"}]}}})
+                await eventually(lambda: _eq(modes(), ("Never", "Always")), what="the pool's VXLAN mode")
+                after = await cluster.calico.get("IPPool", "default-ipv4-ippool")
+                assert isinstance(before, api.IPPool) and isinstance(after, api.IPPool)
+                assert (after.spec.cidr, after.spec.block_size, after.metadata.uid) == \
+                    (before.spec.cidr, before.spec.block_size, before.metadata.uid)   # updated, not replaced
+                assert after.spec.allowed_uses == [AllowedUse.WORKLOAD]
+                assert ip in await cluster.allocated()
+                await eventually(lambda: _true(not last(messages.IPIPUpdate).enabled and last(messages.VXLANUpdate)
+                                               is not None and last(messages.VXLANUpdate).local is not None),
+                                 what="IPIP off and the VTEP on in Felix's graph")
+                assert last(messages.VXLANUpdate).local.mac == "66:00:00:00:00:01"
+        finally:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+            await felix_be.close()
 
     def test_the_operators_defaults_and_validation(self) -> None:
         from controller.installation import InvalidInstallation, desired_pools

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -163,7 +164,10 @@ def prometheus_has_every_felix_panels_metric(name: str, up: str) -> None:
 def test_the_lab_on_the_kubernetes_datastore_through_typha(tmp_path: Path) -> None:
     """The same cluster with DATASTORE_TYPE=kubernetes against the lab's mock API server: Kubernetes Nodes,
     Pods made as the kubelet would, WorkloadEndpoints derived from them, IPAM blocks as CRDs; and, as Calico
-    runs it with that datastore, every Felix and confd through Typha, which the lab restarts when it dies."""
+    runs it with that datastore, every Felix and confd through Typha, which the lab restarts when it dies; and
+    calico-kube-controllers, whose installation controller adopts the lab's pool from an operator Installation
+    and follows an edit of its encapsulation, VXLAN -> None (this kernel has no ipip module, so not the issue's
+    IPIP -> VXLAN): every Felix removes its VXLAN routes and the pods are reached over BIRD's full mesh."""
     name = f"lk8{os.getpid() % 1000}"
 
     def typha_line(want: str, what: str) -> re.Match[str]:
@@ -179,10 +183,12 @@ def test_the_lab_on_the_kubernetes_datastore_through_typha(tmp_path: Path) -> No
             assert time.monotonic() < deadline, f"pod {src} never reached {ip}"
 
     try:
-        up = lab(tmp_path, name, "up", "--nodes", "2", "--datastore", "kubernetes", "--typha", "--observability")
+        up = lab(tmp_path, name, "up", "--nodes", "2", "--datastore", "kubernetes", "--typha", "--observability",
+                 "--kube-controllers")
         assert "NOT a kube-apiserver" in up.stdout and "DATASTORE_TYPE=kubernetes" in up.stdout
         assert "calico-typha: 192.168.3.1:5473" in up.stdout
-        lab(tmp_path, name, "pod", "create", "a", "--node", "master1", "--namespace", "shop", "--label", "tier=web")
+        a_ip = lab(tmp_path, name, "pod", "create", "a", "--node", "master1", "--namespace", "shop", "--label",
+                   "tier=web").stdout.split()[-1]
         b = lab(tmp_path, name, "pod", "create", "b", "--node", "worker1").stdout.split()[-1]
         reaches("a", b)
         env = {**os.environ, "DATASTORE_TYPE": "kubernetes", "KUBECONFIG": str(tmp_path / name / "kubeconfig")}
@@ -219,6 +225,65 @@ def test_the_lab_on_the_kubernetes_datastore_through_typha(tmp_path: Path) -> No
         c = lab(tmp_path, name, "pod", "create", "c", "--node", "master1").stdout.split()[-1]
         reaches("b", c)
         reaches("a", b)
+
+        # Pools from an operator.tigera.io/v1 Installation, through calico-kube-controllers.
+        typha_line(r"calico-kube-controllers: running \(pid \d+\); ready; controllers node,installation",
+                   "calico-kube-controllers leading with the installation controller")
+
+        def eventually(cond: Callable[[], bool], what: Callable[[], str]) -> None:
+            deadline = time.monotonic() + 60 * TIMEOUT_SCALE
+            while not cond():
+                assert time.monotonic() < deadline, what()
+                time.sleep(0.5)
+
+        def kubectl(*args: str, stdin: str | None = None) -> str:
+            r = subprocess.run(["ip", "netns", "exec", f"{name}-underlay", "kubectl", *args], env=env, input=stdin,
+                               capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stdout + r.stderr
+            return r.stdout
+
+        def ready() -> str:
+            return kubectl("get", "installation", "default", "-o",
+                           "jsonpath={.status.conditions[0].status} {.status.conditions[0].message}")
+
+        def modes() -> tuple[str, str]:
+            got = json.loads(subprocess.run(["ip", "netns", "exec", f"{name}-underlay", "calicoctl", "get", "ippool",
+                                             "default-ipv4-ippool", "-o", "json"], env=env, capture_output=True,
+                                            text=True, timeout=60, check=True).stdout)
+            return got["spec"].get("vxlanMode", "Never"), got["spec"].get("ipipMode", "Never")
+
+        def routes(node: str) -> list[str]:
+            """The node's kernel routes into the lab's pool (10.244.0.0/16) that lead to other nodes."""
+            out = subprocess.run(["ip", "netns", "exec", f"{name}-{node}", "ip", "route"], capture_output=True,
+                                 text=True, timeout=60, check=True).stdout
+            return [line for line in out.splitlines() if line.startswith("10.244.") and " dev cali" not in line
+                    and not line.startswith("blackhole")]
+
+        nodes = ("master1", "worker1")
+        for node in nodes:
+            eventually(lambda: any("dev vxlan.calico" in r for r in routes(node)),
+                       lambda: f"{node}'s VXLAN routes: {routes(node)}")
+        # Same name and cidr as the lab's pool, VXLAN: the controller adopts it (Ready), the pool keeps its modes.
+        pool_entry = {"name": "default-ipv4-ippool", "cidr": "10.244.0.0/16", "blockSize": 26,
+                      "natOutgoing": "Enabled", "nodeSelector": "all()"}
+        kubectl("apply", "-f", "-", stdin=json.dumps({
+            "apiVersion": "operator.tigera.io/v1", "kind": "Installation", "metadata": {"name": "default"},
+            "spec": {"calicoNetwork": {"ipPools": [{**pool_entry, "encapsulation": "VXLAN"}]}}}))
+        eventually(lambda: ready() == "True 1 IP pool(s) as specified", lambda: f"the Installation Ready: {ready()}")
+        assert modes() == ("Always", "Never")
+        # The edit: encapsulation None.
+        kubectl("patch", "installation", "default", "--type", "merge", "-p", json.dumps(
+            {"spec": {"calicoNetwork": {"ipPools": [{**pool_entry, "encapsulation": "None"}]}}}))
+        eventually(lambda: modes() == ("Never", "Never"), lambda: f"the pool's vxlanMode and ipipMode Never: {modes()}")
+        for node in nodes:
+            # Felix removes its VXLAN routes to the other node's blocks; BIRD (full mesh) programs them instead.
+            eventually(lambda: (rs := routes(node)) != [] and all("dev vxlan.calico" not in r and "proto bird" in r
+                                                                   for r in rs),
+                       lambda: f"{node}'s routes to the other node's blocks from BGP, none through vxlan.calico: "
+                               f"{routes(node)}")
+        reaches("a", b)
+        reaches("b", a_ip)
+        reaches("b", c)
     finally:
         lab(tmp_path, name, "down", check=False)
     assert namespaces(name) == []

@@ -1,4 +1,5 @@
-"""lab.supervise: what a Deployment does for Typha in the lab (restart on exit), without namespaces."""
+"""lab.supervise: what a Deployment does for Typha in the lab (restart on exit), without namespaces; and the
+lab's refusals that come before anything is made."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from lab import supervise
+from lab.cluster import Lab, LabError
 
 
 def wait_for(cond: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
@@ -60,3 +64,10 @@ def test_the_supervisor_refuses_to_start_without_a_command(tmp_path: Path) -> No
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "give the command to keep running after --" in r.stderr
     assert not (tmp_path / "s.json").exists()
+
+
+def test_kube_controllers_on_an_etcd_lab_is_refused_by_name_and_nothing_is_made(tmp_path: Path) -> None:
+    lab = Lab(tmp_path, "kcc")
+    with pytest.raises(LabError, match="--kube-controllers needs --datastore kubernetes"):
+        lab.up(2, datastore="etcd", kube_controllers=True)
+    assert not lab.exists and lab.state.namespaces == [] and lab.state.pids == {}
