@@ -212,6 +212,11 @@ def test_the_lab_on_the_kubernetes_datastore_through_typha(tmp_path: Path) -> No
                                capture_output=True, text=True, timeout=60).stdout
         assert "readme-pool" in pools and "10.248.0.0/16" in pools, pools
         prometheus_has_every_felix_panels_metric(name, up.stdout)
+        # The dashboards drawn from the lab's Prometheus: one PNG per dashboard, fetched in the underlay.
+        drawn = lab(tmp_path, name, "dashboards", "--png", str(tmp_path / "png")).stdout
+        for board in ("felix", "typha", "ipam"):
+            png = tmp_path / "png" / f"{board}-dashboard.png"
+            assert f"dashboard written to {png}" in drawn and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", drawn
 
         # Both nodes' Felix (felix syncer) and confd (bgp syncer) follow Typha.
         connected = r"; ready; 4 connections \(felix 2, bgp 2\)"
