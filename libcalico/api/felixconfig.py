@@ -15,7 +15,7 @@ from pydantic import Field
 
 from libcalico.api import fields
 from libcalico.api.bgp import ProgramClusterRoutes
-from libcalico.api.fields import CalicoModel, WireEnum
+from libcalico.api.fields import CalicoModel, EnabledDisabled, WireEnum
 from libcalico.api.meta import Resource
 
 
@@ -32,11 +32,6 @@ class EndpointToHostAction(WireEnum):
     DROP = "Drop"
     ACCEPT = "Accept"
     RETURN = "Return"
-
-
-class EnabledDisabled(WireEnum):
-    ENABLED = "Enabled"
-    DISABLED = "Disabled"
 
 
 class EnabledDisabledAuto(WireEnum):

@@ -178,6 +178,11 @@ class WireEnum(str, enum.Enum):
         return typing.cast(CoreSchema, schema)
 
 
+class EnabledDisabled(WireEnum):  # Calico's switch in FelixConfiguration, KubeControllersConfiguration...
+    ENABLED = "Enabled"
+    DISABLED = "Disabled"
+
+
 def field_error(field: str, reason: str, value: Any = None) -> PydanticCustomError:
     """An error raised by a model validator that is about one named field.
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from libcalico.api import fields
-from libcalico.api.fields import CalicoModel, WireEnum
+from libcalico.api.fields import CalicoModel, EnabledDisabled, WireEnum
 from libcalico.api.meta import ObjectMeta, Resource
 
 DEFAULT_NAME = "default"
@@ -27,11 +27,6 @@ class LogSeverity(WireEnum):
     ERROR = "Error"
     FATAL = "Fatal"
     PANIC = "Panic"
-
-
-class EnabledDisabled(WireEnum):
-    ENABLED = "Enabled"
-    DISABLED = "Disabled"
 
 
 class AssignIPs(WireEnum):
