@@ -374,8 +374,9 @@ def check_schema(value: Any, schema: JSON, path: str, unknown: list[str], invali
 
 
 # What ``GET /version`` answers: the Kubernetes release whose API this server follows.
-VERSION: JSON = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-kubemock", "gitTreeState": "clean",
-                 "goVersion": "go1.23", "compiler": "gc", "platform": "linux/amd64"}
+VERSION: JSON = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-kubemock", "gitCommit": "",
+                 "gitTreeState": "clean", "buildDate": "2024-12-11T00:00:00Z", "goVersion": "go1.23",
+                 "compiler": "gc", "platform": "linux/amd64"}
 
 # --- the server --------------------------------------------------------------------------------
 
