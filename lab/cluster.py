@@ -22,6 +22,11 @@ it), so pools can be managed from an Installation (docs/kube-controllers.md).
 
 Everything made is recorded in ``<run dir>/state.json`` as it is made, so
 ``down`` removes it all, also after a crash half-way through ``up``.
+
+The steps themselves (a node's wiring, the environment of Calico's processes,
+Felix, confd + BIRD, the CNI plugin's config and run, the health probe) are
+:class:`Builder`'s, written once: the tests' cluster (tests/cluster.py) builds
+with them too, and keeps its namespaces, files and processes its own way.
 """
 
 from __future__ import annotations
@@ -480,7 +485,7 @@ class Lab(Builder):
 
             step = "Felix"
             for name in self.state.nodes:
-                self._felix(name)
+                self._start_node_felix(name)
             for name in self.state.nodes:
                 self._wait_felix(name)
             self.say("[5/6] calico-felix running on every node")
@@ -563,7 +568,7 @@ class Lab(Builder):
         self._save()
         return self.node_resource(name, ip, labels=labels, rr_cluster_id="224.0.0.1" if rr else "")
 
-    def _felix(self, name: str) -> None:
+    def _start_node_felix(self, name: str) -> None:
         node = self.state.nodes[name]
         metrics = {"FELIX_PROMETHEUSMETRICSHOST": node["ip"]} if self.state.observability else {}
         self.spawn_felix(name, node["ns"], FELIX_ROUTEREFRESHINTERVAL="10", **metrics)
