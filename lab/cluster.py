@@ -388,8 +388,9 @@ class Lab(Builder):
         return self.ns_name("underlay")
 
     def client_env(self, **extra: str) -> dict[str, str]:
-        """A Felix's or confd's environment (the lab adds Typha's address when it runs one)."""
-        return self.env(**extra)
+        """A Felix's or confd's environment: through Typha when the lab has one (calico-node's variables)."""
+        typha = {"FELIX_TYPHAADDR": self.state.typha["addr"]} if self.state.typha else {}
+        return self.env(**typha, **extra)
 
     # --- up -----------------------------------------------------------------------------------
 
