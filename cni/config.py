@@ -29,7 +29,7 @@ import os
 import re
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 import pydantic
@@ -95,6 +95,14 @@ class KubernetesConf(BaseModel):
     k8s_api_root: str = ""
 
 
+# How long one datastore request of the plugins may take. A CNI ADD comes when the node is busiest
+# (a node starting, many pods scheduled at once), so the library's 10 s, made for long-running
+# daemons that retry, is too short here: Calico's plugins give a single datastore look-up 30 s
+# (cni-plugin/pkg/ipamplugin: ResolvePools, IPsByHandle) and an assignment as a whole 90 s, which
+# cni.plugin's IPAM_TIMEOUT bounds here. A datastore that does not answer still fails the ADD,
+# named, within the runtime's patience.
+DATASTORE_TIMEOUT = 30.0
+
 # The network config's keys that Calico's CreateClient sets as these variables.
 _OVERLAY = {"datastore_type": "DATASTORE_TYPE", "etcd_endpoints": "ETCD_ENDPOINTS",
             "etcd_key_file": "ETCD_KEY_FILE", "etcd_cert_file": "ETCD_CERT_FILE",
@@ -138,12 +146,13 @@ class NetConf(BaseModel):
             overlay["K8S_API_ENDPOINT"], names["K8S_API_ENDPOINT"] = self.kubernetes.k8s_api_root, \
                 "kubernetes.k8s_api_root"
         try:
-            return dsconfig.from_environment({**env, **overlay}, source="CNI network config and environment",
-                                             names=names)
+            ds = dsconfig.from_environment({**env, **overlay}, source="CNI network config and environment",
+                                           names=names)
         except ValidationError as exc:  # whose value was wrong decides the code: the config's, or the runtime's
             code = INVALID_NETWORK_CONFIG if any(n in str(f) for f in exc.fields for n in names.values()) \
                 else INVALID_ENVIRONMENT
             raise CNIError(code, str(exc)) from exc
+        return replace(ds, etcd=replace(ds.etcd, timeout=DATASTORE_TIMEOUT))
 
     def node_name(self) -> str:
         """``nodename``, else the contents of ``nodename_file``, else the host name (Calico's order)."""

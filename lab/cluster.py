@@ -22,6 +22,11 @@ it), so pools can be managed from an Installation (docs/kube-controllers.md).
 
 Everything made is recorded in ``<run dir>/state.json`` as it is made, so
 ``down`` removes it all, also after a crash half-way through ``up``.
+
+The steps themselves (a node's wiring, the environment of Calico's processes,
+Felix, confd + BIRD, the CNI plugin's config and run, the health probe) are
+:class:`Builder`'s, written once: the tests' cluster (tests/cluster.py) builds
+with them too, and keeps its namespaces, files and processes its own way.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -87,6 +93,192 @@ def wait_until(cond: Callable[[], bool], what: str, timeout: float = 60.0) -> No
 def _bin(name: str) -> str:
     return shutil.which(name) or name
 
+# What a health endpoint's status code means, as ``status`` reports it.
+_READINESS = {204: "ready", 503: "not ready"}
+# The caller's variables that would steer Calico's processes elsewhere: none of them is passed on.
+_OWN_VARIABLES = ("ETCD_", "DATASTORE_", "CNI_", "FELIX_", "KUBE")
+
+
+class Builder(ABC):
+    """The steps that make a cluster of namespaces, written once.
+
+    :class:`Lab` builds with them, and so does the tests' cluster (tests/cluster.py): plugging a
+    namespace into the underlay, a node's wiring and its Calico resource, the environment Calico's
+    processes get, Felix, confd + BIRD, the CNI plugin's network config and run, and the health probe.
+    A subclass says only where its things are kept: how a command runs in a namespace (:meth:`run`),
+    which datastore the cluster has (:meth:`datastore`), its files (:attr:`workdir`), its underlay,
+    the names of its veths (:meth:`_new_port`) and what it records of a process it started
+    (:meth:`_started`). The lab records everything in its state file, to outlive the command that made
+    it; the tests keep the processes' handles and remove everything when the test ends.
+    """
+
+    # --- what a subclass provides ----------------------------------------------------------------
+
+    @property
+    @abstractmethod
+    def underlay(self) -> str:
+        """The namespace that holds the bridges (and the datastore)."""
+
+    @property
+    @abstractmethod
+    def workdir(self) -> Path:
+        """Where logs, confd's directories and BIRD's sockets go."""
+
+    @abstractmethod
+    def run(self, ns: str, *cmd: str, env: dict[str, str] | None = None, stdin: str | None = None,
+            check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``cmd`` inside ``ns`` and wait for it."""
+
+    @abstractmethod
+    def datastore(self) -> tuple[str, str]:
+        """``("etcdv3", its endpoint)`` or ``("kubernetes", the kubeconfig's path)``."""
+
+    @abstractmethod
+    def _new_port(self) -> str:
+        """A name for the underlay's end of one more veth, unique in this cluster."""
+
+    def _started(self, key: str, proc: subprocess.Popen[bytes]) -> None:
+        """:meth:`spawn` started ``proc`` under ``key``; a subclass may record it."""
+
+    # --- environment -----------------------------------------------------------------------------
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """The environment Calico's processes get: the caller's, less its own Calico and Kubernetes settings,
+        with this cluster's datastore and CNI_PATH (where the plugins are); ``extra`` on top."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_OWN_VARIABLES)}
+        kind, where = self.datastore()
+        if kind == "kubernetes":
+            env.update({"DATASTORE_TYPE": "kubernetes", "KUBECONFIG": where})
+        else:
+            env.update({"ETCD_ENDPOINTS": where, "DATASTORE_TYPE": "etcdv3"})
+        env["CNI_PATH"] = os.path.dirname(_bin("calico"))
+        env.update(extra)
+        return env
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        """A Felix's or confd's environment (the lab adds Typha's address when it runs one)."""
+        return self.env(**extra)
+
+    def calicoctl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
+        return self.run(self.underlay, _bin("calicoctl"), *args, env=self.env(), stdin=stdin, check=check).stdout
+
+    def apply(self, doc: dict[str, Any]) -> None:
+        self.calicoctl("apply", "-f", "-", stdin=json.dumps(doc))
+
+    def spawn(self, key: str, ns: str, cmd: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        """Start ``cmd`` inside ``ns`` in a session of its own, logging to ``<workdir>/<key>.log``."""
+        with open(self.workdir / f"{key}.log", "ab") as log:
+            proc = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], env=env, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        self._started(key, proc)
+        return proc
+
+    # --- the underlay and the nodes --------------------------------------------------------------
+
+    def add_bridge(self, bridge: str, gateway_cidr: str) -> None:
+        """A bridge in the underlay, with the gateway's address on it (one underlay subnet)."""
+        self.run(self.underlay, "ip", "link", "add", bridge, "type", "bridge")
+        self.run(self.underlay, "ip", "addr", "add", gateway_cidr, "dev", bridge)
+        self.run(self.underlay, "ip", "link", "set", bridge, "up")
+
+    def attach(self, ns: str, ip: str, *, bridge: str = "br0", ifname: str = "ens192") -> None:
+        """Plug namespace ``ns`` into an underlay bridge, as ``ifname`` with ``ip``/24."""
+        port = self._new_port()
+        subprocess.run(["ip", "link", "add", ifname, "netns", ns, "type", "veth", "peer", "name", port, "netns",
+                        self.underlay], check=True, capture_output=True)
+        self.run(self.underlay, "ip", "link", "set", port, "master", bridge, "up")
+        self.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", ifname)
+        self.run(ns, "ip", "link", "set", ifname, "up")
+
+    def wire_node(self, ns: str, ip: str, *, bridge: str, gateway: str) -> None:
+        """Make namespace ``ns`` a node's host: on the bridge, routing through ``gateway``, forwarding."""
+        self.attach(ns, ip, bridge=bridge)
+        self.run(ns, "ip", "route", "add", "default", "via", gateway)
+        self.run(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+
+    @staticmethod
+    def node_resource(name: str, ip: str, *, labels: dict[str, str] | None = None,
+                      rr_cluster_id: str = "") -> dict[str, Any]:
+        """The Calico Node for a node at ``ip``/24 (a route reflector when ``rr_cluster_id`` is given)."""
+        bgp: dict[str, Any] = {"ipv4Address": f"{ip}/24"}
+        if rr_cluster_id:
+            bgp["routeReflectorClusterID"] = rr_cluster_id
+        metadata: dict[str, Any] = {"name": name, **({"labels": labels} if labels is not None else {})}
+        return {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": metadata, "spec": {"bgp": bgp}}
+
+    def spawn_felix(self, name: str, ns: str, **extra: str) -> subprocess.Popen[bytes]:
+        """``calico-felix`` for node ``name`` in its namespace (``extra``: more FELIX_* settings)."""
+        return self.spawn(f"felix-{name}", ns, [_bin("calico-felix")],
+                          env=self.client_env(FELIX_FELIXHOSTNAME=name, **extra))
+
+    def felix_health(self, ns: str, what: str = "readiness") -> int:
+        """The status of Felix's ``/readiness`` (or ``/liveness``) in node namespace ``ns``; 0: no answer."""
+        return self.http(ns, f"http://127.0.0.1:9099/{what}")[0]
+
+    def http(self, ns: str, url: str, *, timeout: float = 2) -> tuple[int, str]:
+        """GET ``url`` from inside ``ns``: (status, body); (0, "") when nothing answers."""
+        code = ("import sys, urllib.request, urllib.error\n"
+                "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2]))\n"
+                " print(r.status); print(r.read().decode())\n"
+                "except urllib.error.HTTPError as e: print(e.code)\nexcept Exception: print(0)")
+        r = self.run(ns, "python3", "-c", code, url, str(timeout * netns.TIMEOUT_SCALE), check=False)
+        status, _, body = r.stdout.partition("\n")
+        return int(status.strip() or 0), body
+
+    # --- confd and BIRD --------------------------------------------------------------------------
+
+    def confd_dir(self, name: str) -> Path:
+        return self.workdir / name / "confd"
+
+    def bird_socket(self, name: str) -> str:
+        return str(self.workdir / name / "bird.ctl")
+
+    def confd_onetime(self, name: str, ns: str) -> subprocess.Popen[str]:
+        """Start ``calico-confd -onetime`` for node ``name`` (BIRD's first config); :meth:`confd_onetime_done`
+        waits for it, so that several nodes' can run at once."""
+        confdir = self.confd_dir(name)
+        confdir.mkdir(parents=True, exist_ok=True)
+        return subprocess.Popen(["ip", "netns", "exec", ns, _bin("calico-confd"), "-onetime", "-confdir",
+                                 str(confdir), "--bird-socket", self.bird_socket(name)],
+                                env=self.client_env(NODENAME=name),
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    @staticmethod
+    def confd_onetime_done(name: str, proc: subprocess.Popen[str]) -> None:
+        _, err = proc.communicate(timeout=120 * netns.TIMEOUT_SCALE)
+        if proc.returncode != 0:
+            raise LabError(f"calico-confd -onetime on {name} failed: {err.strip()}")
+
+    def spawn_bgp(self, name: str, ns: str) -> tuple[subprocess.Popen[bytes], subprocess.Popen[bytes]]:
+        """BIRD on confd's first config, and ``calico-confd`` following the datastore, in node ``name``;
+        (BIRD, confd) once BIRD's control socket is there."""
+        confdir, sock = self.confd_dir(name), self.bird_socket(name)
+        bird = self.spawn(f"bird-{name}", ns, ["bird", "-f", "-c", str(confdir / "config" / "bird.cfg"), "-s", sock])
+        confd = self.spawn(f"confd-{name}", ns, [_bin("calico-confd"), "-confdir", str(confdir), "--bird-socket",
+                                                 sock], env=self.client_env(NODENAME=name))
+        wait_until(lambda: os.path.exists(sock), f"BIRD on {name}", 30)
+        return bird, confd
+
+    # --- the CNI plugin --------------------------------------------------------------------------
+
+    def cni_netconf(self, node: str, **conf: Any) -> dict[str, Any]:
+        """The network config a runtime hands the calico plugin on ``node``, on this cluster's datastore;
+        ``conf`` overrides any of it."""
+        kind, where = self.datastore()
+        store: dict[str, Any] = ({"datastore_type": "kubernetes", "kubernetes": {"kubeconfig": where}}
+                                 if kind == "kubernetes" else {"datastore_type": "etcdv3", "etcd_endpoints": where})
+        return {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": node, "mtu": 1400,
+                "ipam": {"type": "calico-ipam"}, **store, **conf}
+
+    def run_cni(self, ns: str, command: str, *, netconf: dict[str, Any], container_id: str, netns_name: str,
+                pod: str, namespace: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run the calico CNI plugin inside node namespace ``ns``, as the kubelet's runtime would, for pod
+        ``namespace``/``pod`` in network namespace ``netns_name`` ("" for none)."""
+        env = self.env(CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_IFNAME="eth0",
+                       CNI_NETNS=f"/var/run/netns/{netns_name}" if netns_name else "",
+                       CNI_ARGS=f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod}")
+        return self.run(ns, _bin("calico"), env=env, stdin=json.dumps(netconf), check=False, timeout=timeout)
+
 
 @dataclass
 class LabState:
@@ -107,7 +299,7 @@ class LabState:
     kube_controllers: dict[str, str] = field(default_factory=dict)  # controllers, state; empty: not run
 
 
-class Lab:
+class Lab(Builder):
     def __init__(self, run_dir: Path = DEFAULT_RUN_DIR, name: str = "lab",
                  say: Callable[[str], None] = print) -> None:
         self.dir = run_dir / name
@@ -159,14 +351,24 @@ class Lab:
             raise LabError(f"`{' '.join(cmd)}` in {ns} failed: {(r.stderr or r.stdout).strip()}")
         return r
 
-    def spawn(self, key: str, ns: str, cmd: list[str], env: dict[str, str] | None = None) -> int:
-        log = open(self.dir / f"{key}.log", "ab")
-        proc = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        log.close()
+    def _started(self, key: str, proc: subprocess.Popen[bytes]) -> None:
         self.state.pids[key] = proc.pid
         self._save()
-        return proc.pid
+
+    @property
+    def workdir(self) -> Path:
+        return self.dir
+
+    def datastore(self) -> tuple[str, str]:
+        if self.state.datastore == "kubernetes":
+            return "kubernetes", self.state.kubeconfig
+        return "etcdv3", self.state.etcd.get("endpoint", "")
+
+    def _new_port(self) -> str:
+        with self._lock:
+            self.state.ports += 1
+            self._save()
+            return f"p{self.state.ports}"
 
     def alive(self, key: str) -> bool:
         pid = self.state.pids.get(key)
@@ -186,37 +388,10 @@ class Lab:
     def underlay(self) -> str:
         return self.ns_name("underlay")
 
-    def env(self, **extra: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "DATASTORE_", "CNI_", "FELIX_",
-                                                                         "KUBE"))}
-        if self.state.datastore == "kubernetes":
-            env.update({"DATASTORE_TYPE": "kubernetes", "KUBECONFIG": self.state.kubeconfig})
-        else:
-            env.update({"ETCD_ENDPOINTS": self.state.etcd.get("endpoint", ""), "DATASTORE_TYPE": "etcdv3"})
-        env["CNI_PATH"] = os.path.dirname(_bin("calico"))
-        env.update(extra)
-        return env
-
     def client_env(self, **extra: str) -> dict[str, str]:
         """A Felix's or confd's environment: through Typha when the lab has one (calico-node's variables)."""
         typha = {"FELIX_TYPHAADDR": self.state.typha["addr"]} if self.state.typha else {}
         return self.env(**typha, **extra)
-
-    def calicoctl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        return self.run(self.underlay, _bin("calicoctl"), *args, env=self.env(), stdin=stdin, check=check).stdout
-
-    def apply(self, doc: dict[str, Any]) -> None:
-        self.calicoctl("apply", "-f", "-", stdin=json.dumps(doc))
-
-    def attach(self, ns: str, ip: str, bridge: str = "br0", ifname: str = "ens192") -> None:
-        self.state.ports += 1
-        port = f"p{self.state.ports}"
-        self._save()
-        subprocess.run(["ip", "link", "add", ifname, "netns", ns, "type", "veth", "peer", "name", port, "netns",
-                        self.underlay], check=True, capture_output=True)
-        self.run(self.underlay, "ip", "link", "set", port, "master", bridge, "up")
-        self.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", ifname)
-        self.run(ns, "ip", "link", "set", ifname, "up")
 
     # --- up -----------------------------------------------------------------------------------
 
@@ -253,9 +428,7 @@ class Lab:
             self.say(f"[1/6] underlay: bridge br0 192.168.3.0/24 in namespace {self.underlay}")
             self.add_ns("underlay")
             for bridge, cidr in (("br0", f"{GATEWAY}/24"), ("br1", f"{GATEWAY2}/24")):
-                self.run(self.underlay, "ip", "link", "add", bridge, "type", "bridge")
-                self.run(self.underlay, "ip", "addr", "add", cidr, "dev", bridge)
-                self.run(self.underlay, "ip", "link", "set", bridge, "up")
+                self.add_bridge(bridge, cidr)
             self.run(self.underlay, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
             if datastore == "kubernetes":
@@ -314,19 +487,20 @@ class Lab:
 
             step = "Felix"
             for name in self.state.nodes:
-                self._start_felix(name)
+                self._start_node_felix(name)
             for name in self.state.nodes:
                 self._wait_felix(name)
             self.say("[5/6] calico-felix running on every node")
 
             step = "confd and BIRD"
-            onetime = [self._confd_onetime(name) for name in self.state.nodes]
+            for name, node in self.state.nodes.items():
+                node["bird_socket"] = self.bird_socket(name)
+            self._save()
+            onetime = [self.confd_onetime(name, node["ns"]) for name, node in self.state.nodes.items()]
             for name, proc in zip(self.state.nodes, onetime, strict=True):
-                _, err = proc.communicate(timeout=120 * netns.TIMEOUT_SCALE)
-                if proc.returncode != 0:
-                    raise LabError(f"calico-confd -onetime on {name} failed: {err.strip()}")
-            for name in self.state.nodes:
-                self._start_bgp(name)
+                self.confd_onetime_done(name, proc)
+            for name, node in self.state.nodes.items():
+                self.spawn_bgp(name, node["ns"])
             self.say("[6/6] calico-confd and BIRD running on every node")
             if kube_controllers:
                 step = "calico-kube-controllers"
@@ -391,24 +565,16 @@ class Lab:
 
     def _add_node(self, name: str, ip: str, bridge: str, gateway: str, rr: bool) -> dict[str, Any]:
         ns = self.add_ns(name)
-        self.attach(ns, ip, bridge)
-        self.run(ns, "ip", "route", "add", "default", "via", gateway)
-        self.run(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        bgp: dict[str, Any] = {"ipv4Address": f"{ip}/24"}
-        labels = {"kubernetes.io/hostname": name}
-        if rr:
-            bgp["routeReflectorClusterID"] = "224.0.0.1"
-            labels["route-reflector"] = "true"
+        self.wire_node(ns, ip, bridge=bridge, gateway=gateway)
+        labels = {"kubernetes.io/hostname": name, **({"route-reflector": "true"} if rr else {})}
         self.state.nodes[name] = {"ns": ns, "ip": ip}
         self._save()
-        return {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": name, "labels": labels},
-                "spec": {"bgp": bgp}}
+        return self.node_resource(name, ip, labels=labels, rr_cluster_id="224.0.0.1" if rr else "")
 
-    def _start_felix(self, name: str) -> None:
+    def _start_node_felix(self, name: str) -> None:
         node = self.state.nodes[name]
         metrics = {"FELIX_PROMETHEUSMETRICSHOST": node["ip"]} if self.state.observability else {}
-        self.spawn(f"felix-{name}", node["ns"], [_bin("calico-felix")],
-                   env=self.client_env(FELIX_FELIXHOSTNAME=name, FELIX_ROUTEREFRESHINTERVAL="10", **metrics))
+        self.spawn_felix(name, node["ns"], FELIX_ROUTEREFRESHINTERVAL="10", **metrics)
 
     def _start_prometheus(self) -> None:
         """A real Prometheus in the underlay with deploy/observability's config, scraping every Felix."""
@@ -431,7 +597,8 @@ class Lab:
         wait_until(lambda: self.run(self.underlay, sys.executable, "-c", probe, check=False).returncode == 0,
                    "Prometheus", 60)
         self.say(f"[obs] Prometheus: {url} in namespace {self.underlay}, scraping Felix on "
-                 f"{', '.join(felix)}" + (f" and Typha on {typha[0]}" if typha else "") + f"; e.g. ip netns exec {self.underlay} curl '{url}/api/v1/query?query=up'. "
+                 f"{', '.join(felix)}" + (f" and Typha on {typha[0]}" if typha else "") +
+                 f"; e.g. ip netns exec {self.underlay} curl '{url}/api/v1/query?query=up'. "
                  f"Dashboards: deploy/observability/dashboards/ (import into Grafana with this Prometheus, "
                  f"or draw them as PNGs: calico-lab dashboards --png DIR)")
 
@@ -440,75 +607,40 @@ class Lab:
             return self.felix_ready(name) in (204, 503)
         wait_until(answers, f"Felix on {name} to answer health")
 
-    def _confd_onetime(self, name: str) -> subprocess.Popen[str]:
-        node = self.state.nodes[name]
-        confdir = self.dir / name / "confd"
-        confdir.mkdir(parents=True, exist_ok=True)
-        node["bird_socket"] = str(self.dir / name / "bird.ctl")
-        self._save()
-        return subprocess.Popen(["ip", "netns", "exec", node["ns"], _bin("calico-confd"), "-onetime", "-confdir",
-                                 str(confdir), "--bird-socket", node["bird_socket"]],
-                                env=self.client_env(NODENAME=name),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # --- Typha and calico-kube-controllers, kept running -----------------------------------------
 
-    def _start_bgp(self, name: str) -> None:
-        node = self.state.nodes[name]
-        confdir = self.dir / name / "confd"
-        sock = node["bird_socket"]
-        env = self.client_env(NODENAME=name)
-        self.spawn(f"bird-{name}", node["ns"], ["bird", "-f", "-c", str(confdir / "config" / "bird.cfg"), "-s", sock])
-        self.spawn(f"confd-{name}", node["ns"], [_bin("calico-confd"), "-confdir", str(confdir), "--bird-socket",
-                                                 sock], env=env)
-        wait_until(lambda: os.path.exists(sock), f"BIRD on {name}", 30)
+    @property
+    def typha_process(self) -> _Supervised:
+        return _Supervised(self, key="typha", record=self.state.typha, health_port=TYPHA_HEALTH_PORT)
 
-    # --- Typha ----------------------------------------------------------------------------------
+    @property
+    def kube_controllers_process(self) -> _Supervised:
+        return _Supervised(self, key="kube-controllers", record=self.state.kube_controllers,
+                           health_port=KCC_HEALTH_PORT)
 
     def _start_typha(self) -> None:
         """``calico-typha`` in the underlay on the datastore's address, kept running by :mod:`lab.supervise`."""
         addr = f"{GATEWAY}:{TYPHA_PORT}"
-        state = self.dir / "typha.json"
-        self.state.typha = {"addr": addr, "state": str(state)}
+        self.state.typha = {"addr": addr, "state": str(self.dir / "typha.json")}
         self._save()
         env = self.env(TYPHA_SERVERHOST=GATEWAY, TYPHA_SERVERPORT=str(TYPHA_PORT), TYPHA_HEALTHENABLED="true",
                        TYPHA_HEALTHHOST="0.0.0.0", TYPHA_HEALTHPORT=str(TYPHA_HEALTH_PORT),
                        TYPHA_PROMETHEUSMETRICSENABLED="true", TYPHA_PROMETHEUSMETRICSPORT=str(TYPHA_METRICS_PORT),
-                       TYPHA_LOGSEVERITYSCREEN="info",
-                       PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-        self.spawn("typha", self.underlay, [sys.executable, "-m", "lab.supervise", "--state", str(state), "--",
-                                            _bin("calico-typha")], env=env)
-        wait_until(lambda: self.typha_ready() == 204, "Typha to be ready (every cache in sync)")
+                       TYPHA_LOGSEVERITYSCREEN="info")
+        self.typha_process.start([_bin("calico-typha")], env=env, what="Typha to be ready (every cache in sync)")
         self.say(f"[4/6] calico-typha: {addr} (in {self.underlay}); every Felix and confd follows it "
                  f"(FELIX_TYPHAADDR); the lab restarts it when it exits, as its Deployment would")
 
-    def typha_pid(self) -> int:
-        """The running Typha's pid (the supervisor's child); 0 while it is down or being restarted."""
-        if not self.state.typha:
-            return 0
-        return int(supervise.read_state(Path(self.state.typha["state"])).get("pid") or 0)
-
-    def typha_ready(self) -> int:
-        return self._http(self.underlay, f"http://127.0.0.1:{TYPHA_HEALTH_PORT}/readiness")[0]
-
     def typha_status(self) -> str:
         """One line: address, process, readiness and connections (Typha's own metrics)."""
-        sup = supervise.read_state(Path(self.state.typha["state"]))
-        pid = self.typha_pid()
-        running = pid > 0 and self.alive("typha") and os.path.exists(f"/proc/{pid}")
-        restarts = int(sup.get("restarts") or 0)
-        proc = (f"running (pid {pid})" if running else "NOT running") + (
-            f", restarted {restarts} time{'s' * (restarts != 1)} (last: {sup.get('last_exit')})" if restarts else "")
-        if not running:
-            return f"Typha {self.state.typha['addr']}: {proc}"
-        ready = {204: "ready", 503: "not ready"}.get(self.typha_ready(), "no answer")
-        code, text = self._http(self.underlay, f"http://127.0.0.1:{TYPHA_METRICS_PORT}/metrics")
-        active = re.search(r"^typha_connections_active (\S+)$", text, re.M) if code == 200 else None
-        streaming = re.findall(r'^typha_connections_streaming\{syncer="([^"]+)"\} (\S+)$', text, re.M)
-        by_syncer = ", ".join(f"{t} {float(n):g}" for t, n in streaming if float(n))
-        conns = (f"{float(active.group(1)):g} connections" + (f" ({by_syncer})" if by_syncer else "")
-                 if active else "connections unknown")
-        return f"Typha {self.state.typha['addr']}: {proc}; {ready}; {conns}"
-
-    # --- calico-kube-controllers ------------------------------------------------------------------
+        def connections() -> str:
+            code, text = self.http(self.underlay, f"http://127.0.0.1:{TYPHA_METRICS_PORT}/metrics")
+            active = re.search(r"^typha_connections_active (\S+)$", text, re.M) if code == 200 else None
+            streaming = re.findall(r'^typha_connections_streaming\{syncer="([^"]+)"\} (\S+)$', text, re.M)
+            by_syncer = ", ".join(f"{t} {float(n):g}" for t, n in streaming if float(n))
+            return (f"{float(active.group(1)):g} connections" + (f" ({by_syncer})" if by_syncer else "")
+                    if active else "connections unknown")
+        return self.typha_process.status(f"Typha {self.state.typha['addr']}", connections)
 
     def _start_kube_controllers(self) -> None:
         """``calico-kube-controllers`` in the underlay against the lab's API, kept running by :mod:`lab.supervise`.
@@ -517,41 +649,20 @@ class Lab:
         on 127.0.0.1:9440), with the installation controller enabled; the operator's Installation CRD is
         served first, so its informer has something to watch."""
         self.kubectl("apply", "-f", "-", stdin=json.dumps(INSTALLATION_CRD))
-        state = self.dir / "kube-controllers.json"
-        self.state.kube_controllers = {"controllers": KCC_CONTROLLERS, "state": str(state)}
+        self.state.kube_controllers = {"controllers": KCC_CONTROLLERS, "state": str(self.dir / "kube-controllers.json")}
         self._save()
-        env = self.env(ENABLED_CONTROLLERS=KCC_CONTROLLERS, POD_NAMESPACE="kube-system", LOG_LEVEL="info",
-                       PYTHONPATH=str(Path(__file__).resolve().parent.parent))
-        self.spawn("kube-controllers", self.underlay,
-                   [sys.executable, "-m", "lab.supervise", "--state", str(state), "--",
-                    _bin("calico-kube-controllers"), "--health-port", str(KCC_HEALTH_PORT)], env=env)
-        wait_until(lambda: self.kube_controllers_ready() == 204,
-                   "calico-kube-controllers to be ready (leading, its informers up)")
+        env = self.env(ENABLED_CONTROLLERS=KCC_CONTROLLERS, POD_NAMESPACE="kube-system", LOG_LEVEL="info")
+        self.kube_controllers_process.start(
+            [_bin("calico-kube-controllers"), "--health-port", str(KCC_HEALTH_PORT)], env=env,
+            what="calico-kube-controllers to be ready (leading, its informers up)")
         self.say(f"[kcc] calico-kube-controllers (in {self.underlay}): ENABLED_CONTROLLERS={KCC_CONTROLLERS}, "
                  f"metrics {GATEWAY}:{KCC_METRICS_PORT}; pools follow an operator.tigera.io/v1 Installation "
                  f"(`kubectl apply` one); the lab restarts it when it exits")
 
-    def kube_controllers_pid(self) -> int:
-        if not self.state.kube_controllers:
-            return 0
-        return int(supervise.read_state(Path(self.state.kube_controllers["state"])).get("pid") or 0)
-
-    def kube_controllers_ready(self) -> int:
-        return self._http(self.underlay, f"http://127.0.0.1:{KCC_HEALTH_PORT}/readiness")[0]
-
     def kube_controllers_status(self) -> str:
         """One line: process, restarts, readiness and the controllers it runs."""
-        kc = self.state.kube_controllers
-        sup = supervise.read_state(Path(kc["state"]))
-        pid = self.kube_controllers_pid()
-        running = pid > 0 and self.alive("kube-controllers") and os.path.exists(f"/proc/{pid}")
-        restarts = int(sup.get("restarts") or 0)
-        proc = (f"running (pid {pid})" if running else "NOT running") + (
-            f", restarted {restarts} time{'s' * (restarts != 1)} (last: {sup.get('last_exit')})" if restarts else "")
-        if not running:
-            return f"calico-kube-controllers: {proc}"
-        ready = {204: "ready", 503: "not ready"}.get(self.kube_controllers_ready(), "no answer")
-        return f"calico-kube-controllers: {proc}; {ready}; controllers {kc['controllers']}"
+        controllers = self.state.kube_controllers["controllers"]
+        return self.kube_controllers_process.status("calico-kube-controllers", lambda: f"controllers {controllers}")
 
     # --- pods -----------------------------------------------------------------------------------
 
@@ -563,8 +674,6 @@ class Lab:
             raise LabError(f"pod {name!r} already exists")
         labels = labels or {}
         netns = self.add_ns(f"pod-{name}")
-        conf: dict[str, Any] = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
-                                "nodename": node, "mtu": 1400, "ipam": {"type": "calico-ipam"}}
         if self.state.datastore == "kubernetes":
             # What the kubelet does first: the Pod exists, scheduled to the node (and its namespace).
             self.kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "Namespace",
@@ -574,15 +683,11 @@ class Lab:
                                                                "labels": {"app": name, **labels}},
                 "spec": {"nodeName": node, "serviceAccountName": "default",
                          "containers": [{"name": name, "image": "lab"}]}}))
-            conf.update({"datastore_type": "kubernetes", "kubernetes": {"kubeconfig": self.state.kubeconfig}})
         else:
             # The namespace's profile, as kube-controllers make it in etcd mode.
             self.apply(conversion.namespace_profile(namespace))
-            conf.update({"datastore_type": "etcdv3", "etcd_endpoints": self.state.etcd["endpoint"]})
-        env = self.env(CNI_COMMAND="ADD", CNI_CONTAINERID=f"lab-{name}", CNI_IFNAME="eth0",
-                       CNI_NETNS=f"/var/run/netns/{netns}",
-                       CNI_ARGS=f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name}")
-        r = self.run(self.state.nodes[node]["ns"], _bin("calico"), env=env, stdin=json.dumps(conf), check=False)
+        r = self.run_cni(self.state.nodes[node]["ns"], "ADD", netconf=self.cni_netconf(node),
+                         container_id=f"lab-{name}", netns_name=netns, pod=name, namespace=namespace)
         if r.returncode != 0:
             raise LabError(f"CNI ADD of pod {name} on {node} failed: {r.stdout.strip()} {r.stderr.strip()}")
         ip: str = str(json.loads(r.stdout)["ips"][0]["address"]).split("/")[0]
@@ -621,16 +726,7 @@ class Lab:
     # --- status and down ----------------------------------------------------------------------
 
     def felix_ready(self, name: str) -> int:
-        return self._http(self.state.nodes[name]["ns"], "http://127.0.0.1:9099/readiness")[0]
-
-    def _http(self, ns: str, url: str) -> tuple[int, str]:
-        """GET ``url`` from inside ``ns``: (status, body); (0, "") when nothing answers."""
-        code = ("import sys, urllib.request, urllib.error\n"
-                "try:\n r = urllib.request.urlopen(sys.argv[1], timeout=2)\n print(r.status); print(r.read().decode())\n"
-                "except urllib.error.HTTPError as e: print(e.code)\nexcept Exception: print(0)")
-        r = self.run(ns, "python3", "-c", code, url, check=False)
-        status, _, body = r.stdout.partition("\n")
-        return int(status.strip() or 0), body
+        return self.felix_health(self.state.nodes[name]["ns"])
 
     def bgp_sessions(self, name: str) -> list[str]:
         sock = self.state.nodes[name].get("bird_socket")
@@ -652,7 +748,7 @@ class Lab:
         for name, node in s.nodes.items():
             procs = " ".join(f"{p}:{'up' if self.alive(f'{p}-{name}') else 'down'}"
                              for p in ("felix", "confd", "bird") if f"{p}-{name}" in s.pids)
-            ready = {204: "ready", 503: "not ready"}.get(self.felix_ready(name), "no answer")
+            ready = _READINESS.get(self.felix_ready(name), "no answer")
             lines.append(f"  node {name} {node['ip']}: {procs}; Felix {ready}; BGP: "
                          f"{', '.join(self.bgp_sessions(name)) or '-'}")
         for pod, p in s.pods.items():
@@ -682,3 +778,43 @@ class Lab:
             self.say(f"removed {len(self.state.namespaces)} namespaces and {len(self.state.pids)} processes")
         shutil.rmtree(self.dir, ignore_errors=True)
         self.state = LabState(name=self.state.name)
+
+
+@dataclass(frozen=True)
+class _Supervised:
+    """A process the lab keeps running in its underlay through :mod:`lab.supervise`, as a Deployment would
+    (Typha, calico-kube-controllers): started, found, probed and reported the same way for each."""
+
+    lab: Lab
+    key: str  # its supervisor's key in the lab's pids, and its log's name
+    record: dict[str, str]  # its part of the lab's state ("state": the supervisor's file); empty: not run
+    health_port: int  # where it serves /readiness, inside the underlay
+
+    def start(self, cmd: list[str], *, env: dict[str, str], what: str) -> None:
+        """Start ``cmd`` under the supervisor; wait until it is ready (``what``: that, for the error)."""
+        env = {**env, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+        self.lab.spawn(self.key, self.lab.underlay,
+                       [sys.executable, "-m", "lab.supervise", "--state", self.record["state"], "--", *cmd], env=env)
+        wait_until(lambda: self.ready() == 204, what)
+
+    def pid(self) -> int:
+        """The running child's pid (the supervisor's child); 0 while it is down or being restarted."""
+        if not self.record:
+            return 0
+        return int(supervise.read_state(Path(self.record["state"])).get("pid") or 0)
+
+    def ready(self) -> int:
+        return self.lab.http(self.lab.underlay, f"http://127.0.0.1:{self.health_port}/readiness")[0]
+
+    def status(self, title: str, details: Callable[[], str]) -> str:
+        """``title: process[; readiness; details()]``, the process part with its restarts and why the last
+        one ended; readiness and details only while it runs."""
+        sup = supervise.read_state(Path(self.record["state"]))
+        pid = self.pid()
+        running = pid > 0 and self.lab.alive(self.key) and os.path.exists(f"/proc/{pid}")
+        restarts = int(sup.get("restarts") or 0)
+        proc = (f"running (pid {pid})" if running else "NOT running") + (
+            f", restarted {restarts} time{'s' * (restarts != 1)} (last: {sup.get('last_exit')})" if restarts else "")
+        if not running:
+            return f"{title}: {proc}"
+        return f"{title}: {proc}; {_READINESS.get(self.ready(), 'no answer')}; {details()}"

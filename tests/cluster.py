@@ -6,27 +6,29 @@ nodes' default gateway (a dead end: nothing routes further). Each node is a
 namespace with ``ens192`` on the bridge. Pods are made through the real CNI
 plugin running inside their node; Felix runs inside its node. An "external
 server" is one more namespace on the bridge. Everything is removed on exit.
+
+The cluster is built with the lab's steps (:class:`lab.cluster.Builder`), so a
+node, its environment, Felix, confd + BIRD, the CNI plugin's config and the
+health probe are made here exactly as ``calico-lab up`` makes them; what is the
+tests' own is where things are kept: namespaces in a :class:`Namespaces` that
+removes them, files in the test's ``tmp_path``, processes as handles.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.cluster import GATEWAY
+from lab.cluster import GATEWAY, Builder
 from lab.cluster import wait_until as _lab_wait
 from libcalico.backend.kubernetes import conversion
 from tests.etcd_server import EtcdServer
 from tests.netns import Namespaces
-
-BIN = os.path.dirname(shutil.which("calico") or "/usr/local/bin/calico")
 
 
 def wait_until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -56,7 +58,7 @@ class ClusterNode:
 
 
 @dataclass
-class Cluster:
+class Cluster(Builder):
     ns: Namespaces
     tmp: Path
     under: str = ""
@@ -64,55 +66,48 @@ class Cluster:
     nodes: dict[str, ClusterNode] = field(default_factory=dict)
     _port: int = 2
 
+    # --- where things are kept (the lab's Builder does the rest) ----------------------------------
+
+    @property
+    def underlay(self) -> str:
+        return self.under
+
+    @property
+    def workdir(self) -> Path:
+        return self.tmp
+
+    def run(self, ns: str, *cmd: str, env: dict[str, str] | None = None, stdin: str | None = None,
+            check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return self.ns.run(ns, *cmd, env=env, stdin=stdin, check=check, timeout=timeout)
+
+    def datastore(self) -> tuple[str, str]:
+        assert self.etcd is not None
+        return "etcdv3", self.etcd.endpoint
+
+    def _new_port(self) -> str:
+        self._port += 1
+        return f"p{self._port}"
+
     # --- setup ------------------------------------------------------------------------------
 
     def start(self) -> None:
         self.under = self.ns.add("under")
-        self.ns.run(self.under, "ip", "link", "add", "br0", "type", "bridge")
-        self.ns.run(self.under, "ip", "addr", "add", f"{GATEWAY}/24", "dev", "br0")
-        self.ns.run(self.under, "ip", "link", "set", "br0", "up")
+        self.add_bridge("br0", f"{GATEWAY}/24")
         self.etcd = EtcdServer(netns=self.under, host=GATEWAY)
         self.etcd.start()
         # The namespace's profile, as Calico's kube-controllers make it in etcd mode: pods without
         # policy stay open, and carry the namespace's labels.
-        self.calicoctl("apply", "-f", "-", stdin=json.dumps(conversion.namespace_profile("default")))
-
-    def env(self, **extra: str) -> dict[str, str]:
-        assert self.etcd is not None
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ETCD_", "DATASTORE_", "CNI_", "FELIX_",
-                                                                         "KUBE"))}
-        env.update({"ETCD_ENDPOINTS": self.etcd.endpoint, "DATASTORE_TYPE": "etcdv3", "CNI_PATH": BIN})
-        env.update(extra)
-        return env
-
-    def calicoctl(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        return self.ns.run(self.under, "calicoctl", *args, env=self.env(), stdin=stdin, check=check).stdout
+        self.apply(conversion.namespace_profile("default"))
 
     def add_subnet(self, bridge: str, gateway_cidr: str) -> None:
         """A second underlay subnet on its own bridge; ``under`` routes between them (the router)."""
-        self.ns.run(self.under, "ip", "link", "add", bridge, "type", "bridge")
-        self.ns.run(self.under, "ip", "addr", "add", gateway_cidr, "dev", bridge)
-        self.ns.run(self.under, "ip", "link", "set", bridge, "up")
-        self.ns.run(self.under, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-
-    def attach(self, ns: str, ip: str, ifname: str = "ens192", bridge: str = "br0") -> None:
-        """Plug a namespace into an underlay bridge with ``ip``/24."""
-        self._port += 1
-        port = f"p{self._port}"
-        subprocess.run(["ip", "link", "add", ifname, "netns", ns, "type", "veth", "peer", "name", port, "netns",
-                        self.under], check=True)
-        self.ns.run(self.under, "ip", "link", "set", port, "master", bridge, "up")
-        self.ns.run(ns, "ip", "addr", "add", f"{ip}/24", "dev", ifname)
-        self.ns.run(ns, "ip", "link", "set", ifname, "up")
+        self.add_bridge(bridge, gateway_cidr)
+        self.run(self.under, "sysctl", "-qw", "net.ipv4.ip_forward=1")
 
     def add_node(self, name: str, ip: str, bridge: str = "br0", gateway: str = GATEWAY) -> ClusterNode:
         ns = self.ns.add(name)
-        self.attach(ns, ip, bridge=bridge)
-        self.ns.run(ns, "ip", "route", "add", "default", "via", gateway)
-        self.ns.run(ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        node = {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": {"name": name},
-                "spec": {"bgp": {"ipv4Address": f"{ip}/24"}}}
-        self.calicoctl("apply", "-f", "-", stdin=json.dumps(node))
+        self.wire_node(ns, ip, bridge=bridge, gateway=gateway)
+        self.apply(self.node_resource(name, ip))
         self.nodes[name] = ClusterNode(name, ns, ip)
         return self.nodes[name]
 
@@ -120,10 +115,8 @@ class Cluster:
         """Start Felix in its node; wait until it is ready unless ``ready`` is False."""
         node = self.nodes[name]
         node.log = self.tmp / f"felix-{name}.log"
-        env = self.env(FELIX_FELIXHOSTNAME=name, FELIX_ROUTEREFRESHINTERVAL="5", FELIX_LOGSEVERITYSCREEN="INFO")
-        with open(node.log, "ab") as log:
-            node.felix = subprocess.Popen(["ip", "netns", "exec", node.ns, "calico-felix"], env=env, stdout=log,
-                                          stderr=subprocess.STDOUT)
+        node.felix = self.spawn_felix(name, node.ns, FELIX_ROUTEREFRESHINTERVAL="5",
+                                      FELIX_LOGSEVERITYSCREEN="INFO")
         if ready:
             wait_until(lambda: self.health(name, "readiness") == 204, f"Felix on {name} to be ready", 60)
 
@@ -143,21 +136,9 @@ class Cluster:
     def start_bgp(self, name: str) -> None:
         """confd (once, then following the datastore) and BIRD on its config, inside the node."""
         node = self.nodes[name]
-        confdir = self.tmp / name / "confd"
-        confdir.mkdir(parents=True, exist_ok=True)
-        node.bird_socket = str(self.tmp / name / "bird.ctl")
-        env = self.env(NODENAME=name)
-        self.ns.run(node.ns, "calico-confd", "-onetime", "-confdir", str(confdir), "--bird-socket",
-                    node.bird_socket, env=env)
-        with open(self.tmp / f"bird-{name}.log", "ab") as log:
-            node.bird = subprocess.Popen(["ip", "netns", "exec", node.ns, "bird", "-f", "-c",
-                                          str(confdir / "config" / "bird.cfg"), "-s", node.bird_socket],
-                                         stdout=log, stderr=subprocess.STDOUT)
-        with open(self.tmp / f"confd-{name}.log", "ab") as log:
-            node.confd = subprocess.Popen(["ip", "netns", "exec", node.ns, "calico-confd", "-confdir", str(confdir),
-                                           "--bird-socket", node.bird_socket], env=env, stdout=log,
-                                          stderr=subprocess.STDOUT)
-        wait_until(lambda: os.path.exists(node.bird_socket), f"BIRD on {name}")
+        node.bird_socket = self.bird_socket(name)
+        self.confd_onetime_done(name, self.confd_onetime(name, node.ns))
+        node.bird, node.confd = self.spawn_bgp(name, node.ns)
 
     def birdc(self, name: str, *cmd: str) -> str:
         node = self.nodes[name]
@@ -168,31 +149,22 @@ class Cluster:
                       if " BGP " in line and "Established" in line)
 
     def health(self, name: str, what: str) -> int:
-        code = ("import urllib.request,sys\n"
-                "try:\n  r=urllib.request.urlopen('http://127.0.0.1:9099/%s',timeout=2); print(r.status)\n"
-                "except urllib.error.HTTPError as e: print(e.code)\n"
-                "except Exception: print(0)\n" % what)
-        out = self.ns.run(self.nodes[name].ns, "python3", "-c", code, check=False).stdout.strip()
-        return int(out or 0)
+        return self.felix_health(self.nodes[name].ns, what)
 
     def metrics(self, name: str) -> str:
-        code = "import urllib.request;print(urllib.request.urlopen('http://127.0.0.1:9091/metrics').read().decode())"
-        return self.ns.run(self.nodes[name].ns, "python3", "-c", code).stdout
+        code, text = self.http(self.nodes[name].ns, "http://127.0.0.1:9091/metrics", timeout=30)
+        if code != 200:
+            raise AssertionError(f"Felix on {name} served no metrics (status {code})")
+        return text
 
     # --- pods -------------------------------------------------------------------------------
 
     def cni_run(self, node: str, command: str, pod: str, netns: str = "", *, timeout: float = 120,
                 namespace: str = "default", **conf: Any) -> subprocess.CompletedProcess[str]:
         """Run the calico CNI plugin inside ``node``, as a runtime would, and return what it did."""
-        assert self.etcd is not None
-        netconf = {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": node,
-                   "mtu": 1400, "etcd_endpoints": self.etcd.endpoint, "datastore_type": "etcdv3",
-                   "ipam": {"type": "calico-ipam"}, **conf}
-        env = self.env(CNI_COMMAND=command, CNI_CONTAINERID=f"c-{pod}", CNI_IFNAME="eth0",
-                       CNI_NETNS=f"/var/run/netns/{netns}" if netns else "",
-                       CNI_ARGS=f"K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod}")
-        return self.ns.run(self.nodes[node].ns, "calico", env=env, stdin=json.dumps(netconf), check=False,
-                           timeout=timeout)
+        return self.run_cni(self.nodes[node].ns, command, netconf=self.cni_netconf(node, **conf),
+                            container_id=f"c-{pod}", netns_name=netns, pod=pod, namespace=namespace,
+                            timeout=timeout)
 
     def cni(self, node: str, command: str, pod: str, netns: str = "", *, namespace: str = "default",
             **conf: Any) -> dict[str, Any] | None:

@@ -121,3 +121,14 @@ def test_calicoctl_says_which_variable_is_missing_in_one_line(etcd_env: dict[str
     assert r.returncode == 1 and words in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert "secret" not in r.stderr
+
+
+def test_the_cni_plugins_give_each_etcd_request_calicos_30_seconds_and_read_everything_else_as_calicoctl() -> None:
+    from cni import config as cni_config
+
+    conf = cni_config.NetConf.model_validate({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
+                                              "etcd_endpoints": "http://10.0.0.1:2379"})
+    ds = conf.datastore({"ETCD_USERNAME": "u", "ETCD_PASSWORD": "p"})
+    assert ds.etcd == EtcdConfig(endpoints=("http://10.0.0.1:2379",), username="u", password="p",
+                                 timeout=cni_config.DATASTORE_TIMEOUT)
+    assert cni_config.DATASTORE_TIMEOUT == 30.0 > EtcdConfig().timeout  # Calico's CNI look-ups; the library's 10 s

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from cni import config as cni_config
 from libcalico.names import veth_name_for_workload
 from tests.cluster import SEED_NODES, Cluster, block_of, running, wait_until
 
@@ -35,6 +36,9 @@ POOL = {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"na
         "spec": {"cidr": "10.244.0.0/16", "blockSize": 26, "vxlanMode": "Always", "natOutgoing": True,
                  "nodeSelector": "all()"}}
 OUTAGE = 30.0  # seconds etcd is away
+# How long a CNI ADD may take to fail while etcd is frozen: its first read is tried twice, each for
+# the plugins' datastore timeout, and the plugin has to start first (a deadline, not an expectation).
+FROZEN_ADD_DEADLINE = 2 * cni_config.DATASTORE_TIMEOUT + 60
 
 
 def _ready(c: Cluster, name: str) -> bool:
@@ -178,7 +182,7 @@ def test_etcd_gone_for_30s_keeps_the_dataplane_fails_cni_cleanly_and_everything_
 
     def failing_add(node: str, pod: str) -> None:
         netns = c.ns.add(pod)
-        r = c.cni_run(node, "ADD", pod, netns, timeout=90)  # bounded: a hang fails the test here
+        r = c.cni_run(node, "ADD", pod, netns, timeout=FROZEN_ADD_DEADLINE)  # a hang fails the test here
         assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
         err = json.loads(r.stdout)  # the spec's error object, nothing else on stdout
         assert err["cniVersion"] == "1.0.0" and isinstance(err["code"], int) and err["code"] >= 100, err
