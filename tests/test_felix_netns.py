@@ -113,13 +113,13 @@ def test_health_and_metrics(cluster: Cluster) -> None:
     assert cluster.health("node1", "nope") == 404
 
     def local_endpoints() -> bool:
-        text = cluster.metrics("node1")
-        return "felix_active_local_endpoints 1.0" in text and "felix_cluster_num_hosts 3.0" in text
+        lines = cluster.metrics("node1").splitlines()  # Go's format: "1", not "1.0"
+        return "felix_active_local_endpoints 1" in lines and "felix_cluster_num_hosts 3" in lines
     wait_until(local_endpoints, "felix_active_local_endpoints to count the pod")
     text = cluster.metrics("node1")
-    assert "felix_resync_state 3.0" in text
+    assert "felix_resync_state 3" in text.splitlines()
     assert "felix_int_dataplane_apply_time_seconds_count" in text
-    assert "felix_int_dataplane_failures 0.0" in text
+    assert "felix_int_dataplane_failures 0" in text.splitlines()
     assert cluster.stop_felix("node1") == 0  # SIGTERM: a clean exit
     assert "shutting down" in (cluster.nodes["node1"].log or Path("/dev/null")).read_text()
 
