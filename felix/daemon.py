@@ -187,7 +187,7 @@ class Felix:
             log.info("VXLAN tunnel address of %s: %s", me, ip)
         if not node.spec.vxlan_tunnel_mac_addr:
             for _ in range(10):
-                kv = await self.be.get(ResourceKey("Node", me))
+                kv = await self.be.get(ResourceKey(api.Node, me))
                 spec = kv.value.spec.model_copy(update={"vxlan_tunnel_mac_addr": calc.vxlan_mac(me)})
                 try:
                     await self.be.update(KVPair(kv.key, kv.value.model_copy(update={"spec": spec}), kv.revision))

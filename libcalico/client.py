@@ -135,7 +135,7 @@ class Client:
 
     async def list(self, kind: str, namespace: str = "", name: str = "") -> ResourceList:
         cls = _cls(kind)
-        listing = await self.backend.list(ResourceListOptions(cls.KIND, namespace if cls.NAMESPACED else "", name))
+        listing = await self.backend.list(ResourceListOptions(cls, namespace if cls.NAMESPACED else "", name))
         return ResourceList(cls.KIND, [kv.value for kv in listing.items], listing.revision, listing.corrupt)
 
     # --- writes --------------------------------------------------------------------------
@@ -250,9 +250,9 @@ class Client:
         """Make sure the ``default`` ClusterInformation exists and says the datastore is ready,
         and that the ``default`` tier exists (Calico's ``EnsureInitialized``)."""
         with contextlib.suppress(AlreadyExists):
-            if not await self._exists(ResourceKey("Tier", DEFAULT_TIER)):
+            if not await self._exists(ResourceKey(api.Tier, DEFAULT_TIER)):
                 await self.create(default_tier())
-        key = ResourceKey("ClusterInformation", "default")
+        key = ResourceKey(api.ClusterInformation, "default")
         try:
             current = await self.backend.get(key)
             info: api.ClusterInformation = current.value
@@ -281,7 +281,7 @@ def _cls(kind: str) -> type[Resource]:
 
 def _key(kind: str, name: str, namespace: str) -> ResourceKey:
     cls = _cls(kind)
-    return ResourceKey(cls.KIND, name, namespace if cls.NAMESPACED else "")
+    return ResourceKey(cls, name, namespace if cls.NAMESPACED else "")
 
 
 def _json_patch(doc: dict[str, Any], ops: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ import pydantic_core
 
 from libcalico.api.ipam import split_affinity_name
 from libcalico.api.meta import Resource
+from libcalico.api.registry import ModelT
 from libcalico.errors import CorruptEntry
 from libcalico.model import ResourceKey
 
@@ -96,7 +97,7 @@ def encode(value: Resource) -> bytes:
     return pydantic_core.to_json(wire)
 
 
-def decode(key: ResourceKey, data: bytes, revision: str) -> Resource:
+def decode(key: ResourceKey[ModelT], data: bytes, revision: str) -> ModelT:
     try:
         raw = pydantic_core.from_json(data)
         if not isinstance(raw, dict):
