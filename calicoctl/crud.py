@@ -206,15 +206,15 @@ async def _one(c: client.Client, res: Resource, opts: Options) -> Any:
     if action == "replace":
         return await c.update(res)
     if action == "delete":
-        return await c.delete(res.KIND, res.name, res.namespace, res.metadata.resource_version)
+        return await c.delete(type(res), res.name, res.namespace, res.metadata.resource_version)
     if action == "patch":
-        return await c.patch(res.KIND, res.name, res.namespace, opts.patch, opts.patch_type)
+        return await c.patch(type(res), res.name, res.namespace, opts.patch, opts.patch_type)
     if action == "get":
         if res.name:
             if res.NAMESPACED and not res.namespace:
                 raise CalicoError("cannot use --all-namespace flag for getting a single resource")
-            return await c.get(res.KIND, res.name, res.namespace)
-        return await c.list(res.KIND, res.namespace)
+            return await c.get(type(res), res.name, res.namespace)
+        return await c.list(type(res), res.namespace)
     raise CommandError(f"unknown action: {action}")
 
 
@@ -300,7 +300,7 @@ def report_write(opts: Options, r: Results, out: TextIO) -> None:
 async def default_asn(ds: backend.DatastoreConfig) -> str:
     c = client.Client(backend.connect(ds))
     try:
-        bgp = await c.get("BGPConfiguration", "default")
+        bgp = await c.get(api.BGPConfiguration, "default")
         asn = getattr(bgp, "spec").as_number
         return str(asn) if asn is not None else "64512"
     except NotFound:

@@ -171,21 +171,21 @@ async def check(be: Backend, out: TextIO, *, show_all_ips: bool = False, show_pr
     in_use: dict[str, list[str]] = {}
     w("Loading all nodes.\n")
     n_node_ips = 0
-    for kv in (await be.list(ResourceListOptions(api.Node))).items:
-        spec = kv.value.spec
-        for ip in (spec.bgp.ipv4_ipip_tunnel_addr if spec.bgp else "", spec.ipv4_vxlan_tunnel_addr,
-                   spec.ipv6_vxlan_tunnel_addr,
-                   spec.wireguard.interface_ipv4_address if spec.wireguard else ""):
+    for node_kv in (await be.list(ResourceListOptions(api.Node))).items:
+        node_spec = node_kv.value.spec
+        for ip in (node_spec.bgp.ipv4_ipip_tunnel_addr if node_spec.bgp else "", node_spec.ipv4_vxlan_tunnel_addr,
+                   node_spec.ipv6_vxlan_tunnel_addr,
+                   node_spec.wireguard.interface_ipv4_address if node_spec.wireguard else ""):
             if ip:
-                in_use.setdefault(ip, []).append(f"Node({kv.key.name})")
+                in_use.setdefault(ip, []).append(f"Node({node_kv.key.name})")
                 n_node_ips += 1
     w(f"Found {n_node_ips} node tunnel IPs.\n\n")
     w("Loading all workload endpoints.\n")
     n_wep_ips = 0
-    for kv in (await be.list(ResourceListOptions(api.WorkloadEndpoint))).items:
-        for net in kv.value.spec.ip_networks:
+    for wep_kv in (await be.list(ResourceListOptions(api.WorkloadEndpoint))).items:
+        for net in wep_kv.value.spec.ip_networks:
             ip = str(ipaddress.ip_interface(net).ip)
-            in_use.setdefault(ip, []).append(f"Workload({kv.key.namespace}/{kv.key.name})")
+            in_use.setdefault(ip, []).append(f"Workload({wep_kv.key.namespace}/{wep_kv.key.name})")
             n_wep_ips += 1
     w(f"Found {n_wep_ips} workload IPs.\n")
     w(f"Workloads and nodes are using {len(in_use)} IPs.\n\n")

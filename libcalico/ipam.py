@@ -37,9 +37,9 @@ from dataclasses import dataclass, field
 from libcalico import api, ipam_block, syncers
 from libcalico.api.ipam import (BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
                                 IPAMConfig, IPAMConfigSpec, IPAMHandle, IPAMHandleSpec, affinity_name, cidr_to_name)
+from libcalico.api.registry import ModelT
 from libcalico.backend.api import Backend, CreateAndUpdate, ListKeys, ListMany
 from libcalico.errors import AlreadyExists, CalicoError, Conflict, NotFound
-from libcalico.api.registry import ModelT
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
 from libcalico.selector import Selector, parse
 from libcalico.watching import SyncStatus, Update
