@@ -149,14 +149,14 @@ class WatchedInputs:
     def on_updates(self, updates: list[Update]) -> None:
         for u in updates:
             value = u.kv.value
-            if u.key.kind == "IPPool":
+            if u.key.kind == api.IPPool.KIND:
                 if value is None:
                     self.pools.pop(u.key.name, None)
                 else:
                     self.pools[u.key.name] = value
-            elif u.key.kind == "IPAMConfig":
+            elif u.key.kind == api.IPAMConfig.KIND:
                 self.config = value.spec if value is not None else IPAMConfigSpec()
-            elif u.key.kind == "Node":
+            elif u.key.kind == api.Node.KIND:
                 if value is None:
                     self.labels.pop(u.key.name, None)
                 else:

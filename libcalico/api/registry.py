@@ -86,6 +86,9 @@ def class_of(kind: str) -> type[Resource]:
 
 def by_kind(kind: str) -> type[Resource] | None:
     """Look a kind up by name (case-insensitive) or by plural."""
+    exact = KINDS.get(kind)
+    if exact is not None:
+        return exact
     low = kind.lower()
     return _BY_LOWER.get(low) or _BY_PLURAL.get(low)
 
