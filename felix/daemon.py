@@ -46,7 +46,7 @@ from felix.dataplane import manager, nft
 from felix.dataplane.ipip import IPIPDevice
 from felix.dataplane.routes import RouteTable
 from felix.dataplane.vxlan import VXLANDevice
-from libcalico import api, backend, daemon, syncers, typha_client
+from libcalico import api, backend, daemon, metrics, syncers, typha_client
 from libcalico.backend.api import Backend
 from libcalico.backend.config import DatastoreConfig, from_environment
 from libcalico.errors import CalicoError, Conflict, NotFound
@@ -63,11 +63,11 @@ CLUSTER_NUM_HOSTS = prom.Gauge("felix_cluster_num_hosts", "Total number of Calic
                                registry=REGISTRY)
 RESYNC_STATE = prom.Gauge("felix_resync_state", "Current datastore state (1 wait-for-ready, 2 resync, 3 in-sync).",
                           registry=REGISTRY)
-APPLY_TIME = prom.Summary("felix_int_dataplane_apply_time_seconds", "Time in seconds that it took to apply a "
+APPLY_TIME = metrics.Summary("felix_int_dataplane_apply_time_seconds", "Time in seconds that it took to apply a "
                           "dataplane update.", registry=REGISTRY)
-# A gauge, so the name is exposed as Calico's (prometheus_client adds ``_total`` to counters).
-FAILURES = prom.Gauge("felix_int_dataplane_failures", "Number of times dataplane updates failed and will be "
-                      "retried.", registry=REGISTRY)
+# A counter exposed under Calico's name (libcalico.metrics: no "_total" added).
+FAILURES = metrics.counter("felix_int_dataplane_failures", "Number of times dataplane updates failed and will be "
+                           "retried.", registry=REGISTRY)
 ROUTES = prom.Gauge("felix_route_table_routes", "Routes Felix owns in the main table.", registry=REGISTRY)
 ACTIVE_LOCAL_POLICIES = prom.Gauge("felix_active_local_policies", "Number of active policies on this host.",
                                    registry=REGISTRY)

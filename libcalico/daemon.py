@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 
 import prometheus_client as prom
 
+from libcalico import metrics
+
 log = logging.getLogger(__name__)
 
 # Calico's log levels (FELIX_LOGSEVERITYSCREEN, LOG_LEVEL, ...), read case-insensitively.
@@ -273,7 +275,7 @@ class Daemon:
             log.info("%s: health on %s:%d", self.name, host, port)
         if self._metrics is not None:
             host, port, registry = self._metrics
-            httpd, thread = prom.start_http_server(port, host, registry=registry)
+            httpd = metrics.start_server(host, port, registry)  # Calico's names, types and quantiles
 
             async def close_metrics() -> None:
                 await asyncio.to_thread(httpd.shutdown)

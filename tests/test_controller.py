@@ -874,7 +874,7 @@ class TestCommand:
                     ready, _ = await _http_get(health_port, "/readiness")
                 except OSError:
                     return False
-                return code == 200 and 'ipam_ippool_size{ippool="default-ipv4-ippool"} 65536.0' in body \
+                return code == 200 and 'ipam_ippool_size{ippool="default-ipv4-ippool"} 65536\n' in body \
                     and ready == 204
             await eventually(serving, timeout=30, what="metrics and readiness")
             proc.send_signal(signal.SIGTERM)

@@ -25,6 +25,8 @@ import prometheus_client as prom
 import pytest
 import yaml
 
+from libcalico import metrics
+
 ROOT = Path(__file__).resolve().parent.parent
 OBS = ROOT / "deploy" / "observability"
 DASHBOARDS = sorted((OBS / "dashboards").glob("*.json"))
@@ -37,25 +39,18 @@ PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", 
 JSON = dict[str, Any]
 
 
-def exposed(registry: prom.CollectorRegistry) -> set[str]:
-    """The sample names a registry's /metrics serves, labelled families with no children yet included."""
-    out: set[str] = set()
-    for family in registry.collect():
-        suffixes = {"counter": ("_total",), "gauge": ("",), "summary": ("_count", "_sum"),
-                    "histogram": ("_bucket", "_count", "_sum"), "info": ("_info",)}[family.type]
-        out |= {family.name + s for s in suffixes}
-    return out
+def served(registry: prom.CollectorRegistry) -> set[str]:
+    """The sample names /metrics serves for a registry (libcalico.metrics: Calico's names, as the Go client)."""
+    types = [line.split()[2:4] for line in metrics.exposition(registry).decode().splitlines()
+             if line.startswith("# TYPE ")]
+    return {n + s for n, t in types for s in (("", "_sum", "_count") if t == "summary" else ("",))}
 
 
 def code_metrics() -> dict[str, set[str]]:
     from felix import daemon as felix_daemon
     from typha import metrics as typha_metrics
 
-    # Typha's /metrics is its own exposition (Calico's names: a counter keeps its name, no "_total" added).
-    types = [line.split()[2:4] for line in typha_metrics.exposition().decode().splitlines()
-             if line.startswith("# TYPE ")]
-    typha = {n + s for n, t in types for s in (("_sum", "_count") if t == "summary" else ("",))}
-    return {"felix": exposed(felix_daemon.REGISTRY), "typha": typha,
+    return {"felix": served(felix_daemon.REGISTRY), "typha": served(typha_metrics.REGISTRY),
             "kube-controllers": CALICO_IPAM_METRICS}
 
 

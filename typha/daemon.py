@@ -13,9 +13,8 @@ syncer, each cache loop and the server are roots (if one ends, Typha exits
 and is restarted). On SIGTERM the server sheds its clients gradually
 (``TYPHA_SHUTDOWNTIMEOUTSECS``) before the process exits. Health on
 ``TYPHA_HEALTHPORT`` (9098; ready when every cache is in sync), metrics on
-``TYPHA_PROMETHEUSMETRICSPORT`` (9093), each when enabled, as Calico's. The
-metrics are served by Typha's own root (:func:`typha.metrics.run_server`), not
-the runner's prometheus_client server, so that they keep Calico's names.
+``TYPHA_PROMETHEUSMETRICSPORT`` (9093), each when enabled, as Calico's (the
+runner serves :mod:`typha.metrics` as the Go client would: :mod:`libcalico.metrics`).
 """
 
 from __future__ import annotations
@@ -71,10 +70,7 @@ def build(cfg: TyphaSettings, ds: DatastoreConfig) -> daemon.Daemon:
     if cfg.health_enabled:
         d.serve_health(cfg.health_host, cfg.health_port)
     if cfg.prometheus_metrics_enabled:
-        # Served by Typha itself, not the runner's prometheus_client server: that one renames every
-        # counter "..._total" (see typha.metrics), and Typha's names are Calico's.
-        host, port = cfg.prometheus_metrics_host or "0.0.0.0", cfg.prometheus_metrics_port
-        d.root("metrics server", lambda: metrics.run_server(host, port))
+        d.serve_metrics(cfg.prometheus_metrics_host or "0.0.0.0", cfg.prometheus_metrics_port, metrics.REGISTRY)
     log.info("Typha starting: syncer types %s, port %d", ", ".join(syncers.ALL_TYPES), typha.server.config.port)
     return d
 

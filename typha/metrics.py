@@ -1,50 +1,28 @@
-"""Typha's Prometheus metrics, exposed with exactly Calico's names and types.
+"""Typha's Prometheus metrics, with exactly Calico's names, types and summaries.
 
 Calico's Typha (``typha/pkg/snapcache``, ``typha/pkg/syncserver``) registers
-its metrics with the Go client, which exposes a counter under the name it was
-given: ``typha_connections_accepted`` is a counter called
-``typha_connections_accepted``, and ``typha_updates_total`` is the one whose
-name ends in ``_total``. The Python client instead renames every counter
-(``..._total``) and adds a ``..._created`` series, so a dashboard or alert
-written for Calico's Typha would find nothing. (Felix here sidesteps that by
-declaring its counters as gauges, which changes their type; Typha's keep
-theirs.)
-
-So the metrics are kept in prometheus_client's objects (labels, locking), and
-:func:`exposition` writes them in the Prometheus text format (0.0.4) as the Go
-client would: each family under Calico's name and type, no ``_created``
-series. :func:`serve` answers ``GET /metrics`` with that text on
+its metrics with the Go client; :mod:`libcalico.metrics` exposes them as that
+client would (a counter keeps its name: ``typha_connections_accepted``, while
+``typha_updates_total`` is the one named so; every summary has Calico's
+0.5/0.9/0.99 quantiles). The daemon runner serves :data:`REGISTRY` on
 ``TYPHA_PROMETHEUSMETRICSPORT`` (9093). Per-syncer metrics carry Calico's
 ``syncer`` label and, as Calico pre-creates them, exist from the start for
-every syncer type (a dashboard sees zeros rather than gaps). The summaries
-carry ``_sum`` and ``_count`` (the Python client keeps no quantiles).
+every syncer type (a dashboard sees zeros rather than gaps).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import decimal
-import logging
-import math
-
 import prometheus_client as prom
 
 from libcalico import syncers
-
-log = logging.getLogger(__name__)
+from libcalico.metrics import CONTENT_TYPE, Summary, counter, exposition as _exposition
 
 REGISTRY = prom.CollectorRegistry()
 _SYNCER = ["syncer"]
-# Calico's exposed name of each counter, by the family name prometheus_client gives it.
-_COUNTER_NAMES: dict[str, str] = {}
 
 
 def _counter(name: str, doc: str, labels: list[str] | None = None) -> prom.Counter:
-    c = prom.Counter(name, doc, labels or [], registry=REGISTRY)
-    for family in c.collect():  # prometheus_client strips "_total" from the family's name
-        _COUNTER_NAMES[family.name] = name
-    return c
+    return counter(name, doc, labels or [], registry=REGISTRY)
 
 
 # --- the snapshot cache (typha/pkg/snapcache) ---------------------------------------------------
@@ -61,7 +39,7 @@ UPDATES_SKIPPED = _counter("typha_updates_skipped", "Total number of updates ski
 CACHE_SIZE = prom.Gauge("typha_cache_size",
                         "Current number of key/value pairs contained in the cache of the datastore.",
                         _SYNCER, registry=REGISTRY)
-BREADCRUMB_SIZE = prom.Summary("typha_breadcrumb_size", "Number of KVs recorded in each breadcrumb.",
+BREADCRUMB_SIZE = Summary("typha_breadcrumb_size", "Number of KVs recorded in each breadcrumb.",
                                _SYNCER, registry=REGISTRY)
 
 # --- the encoded snapshots (typha/pkg/syncserver/snap_precalc.go) -------------------------------
@@ -84,19 +62,19 @@ CONNECTIONS_STREAMING = prom.Gauge("typha_connections_streaming", "Number of cli
                                    "the handshake and are streaming data.", _SYNCER, registry=REGISTRY)
 GRACE_USED = _counter("typha_connections_grace_used", "Total number of connections that made use of the grace "
                       "period to catch up after sending the initial snapshot.", _SYNCER)
-SNAPSHOT_SEND_SECS = prom.Summary("typha_client_snapshot_send_secs",
+SNAPSHOT_SEND_SECS = Summary("typha_client_snapshot_send_secs",
                                   "How long it took to send the initial snapshot to each client.", _SYNCER,
                                   registry=REGISTRY)
-CLIENT_LATENCY = prom.Summary("typha_client_latency_secs",
+CLIENT_LATENCY = Summary("typha_client_latency_secs",
                               "Per-client latency.  I.e. how far behind the current state is each client.", _SYNCER,
                               registry=REGISTRY)
-WRITE_LATENCY = prom.Summary("typha_client_write_latency_secs", "Per-client write.  How long each write call is "
+WRITE_LATENCY = Summary("typha_client_write_latency_secs", "Per-client write.  How long each write call is "
                              "taking.", _SYNCER, registry=REGISTRY)
-NEXT_BREADCRUMB_LATENCY = prom.Summary("typha_next_breadcrumb_latency_secs",
+NEXT_BREADCRUMB_LATENCY = Summary("typha_next_breadcrumb_latency_secs",
                                        "Time to retrieve next breadcrumb when already behind.", _SYNCER,
                                        registry=REGISTRY)
-PING_LATENCY = prom.Summary("typha_ping_latency", "Round-trip ping latency to client.", _SYNCER, registry=REGISTRY)
-KVS_PER_MSG = prom.Summary("typha_kvs_per_msg", "Number of KV pairs sent in each message.", _SYNCER,
+PING_LATENCY = Summary("typha_ping_latency", "Round-trip ping latency to client.", _SYNCER, registry=REGISTRY)
+KVS_PER_MSG = Summary("typha_kvs_per_msg", "Number of KV pairs sent in each message.", _SYNCER,
                            registry=REGISTRY)
 
 for _t in syncers.ALL_TYPES:
@@ -106,72 +84,10 @@ for _t in syncers.ALL_TYPES:
                NEXT_BREADCRUMB_LATENCY, PING_LATENCY, KVS_PER_MSG):
         _m.labels(_t)
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+def exposition() -> bytes:
+    """What ``GET /metrics`` answers: :data:`REGISTRY` as Calico's Typha exposes it."""
+    return _exposition(REGISTRY)
 
 
-def _value(v: float) -> str:
-    """As Go's ``strconv.FormatFloat(v, 'g', -1, 64)``: ``0``, ``3``, ``0.25``, ``1.5e+06``, ``+Inf``."""
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    shortest = decimal.Decimal(repr(v))  # Python's repr and Go's -1 precision: the same shortest digits
-    exp = shortest.adjusted()
-    if v and (exp < -4 or exp >= 6):  # Go's %e range for the shortest form
-        digits = "".join(map(str, shortest.as_tuple().digits)).rstrip("0")
-        tail = "." + digits[1:] if len(digits) > 1 else ""
-        return f"{'-' if v < 0 else ''}{digits[0]}{tail}e{'-' if exp < 0 else '+'}{abs(exp):02d}"
-    text = repr(v)
-    return text[:-2] if text.endswith(".0") else text
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
-
-
-def exposition(registry: prom.CollectorRegistry = REGISTRY) -> bytes:
-    """The registry in the Prometheus text format, each family under Calico's name and type (as the Go client)."""
-    out: list[str] = []
-    for family in registry.collect():
-        name = _COUNTER_NAMES.get(family.name, family.name) if family.type == "counter" else family.name
-        doc = family.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} {family.type}\n")
-        for s in family.samples:
-            if s.name.endswith("_created"):
-                continue  # the Python client's own series; Calico's Typha has none
-            sample = name if family.type == "counter" else s.name
-            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sorted(s.labels.items()))
-            out.append(f"{sample}{{{labels}}} {_value(s.value)}\n" if labels
-                       else f"{sample} {_value(s.value)}\n")
-    return "".join(out).encode()
-
-
-async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """One HTTP request: ``GET /metrics`` gets :func:`exposition` (as Calico's ``promhttp`` handler); else 404."""
-    try:
-        line = (await asyncio.wait_for(reader.readline(), 5)).decode(errors="replace")
-        while (await asyncio.wait_for(reader.readline(), 5)) not in (b"\r\n", b"\n", b""):
-            pass  # the headers: nothing in them changes the answer
-        parts = line.split(" ")
-        path = parts[1].split("?")[0] if len(parts) > 1 else "/"
-        if path == "/metrics":
-            code, ctype, body = "200 OK", CONTENT_TYPE, exposition()
-        else:
-            code, ctype, body = "404 Not Found", "text/plain; charset=utf-8", b"404 page not found\n"
-        writer.write(f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                     "Connection: close\r\n\r\n".encode() + body)
-        await writer.drain()
-    except (OSError, TimeoutError, UnicodeError):
-        pass
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-async def run_server(host: str, port: int) -> None:
-    """Serve :func:`serve` on ``host:port`` until cancelled (a root of the daemon: if it fails, Typha exits)."""
-    server = await asyncio.start_server(serve, host, port)
-    log.info("typha: Prometheus metrics on %s:%d", host, port)
-    async with server:
-        await server.serve_forever()
+__all__ = ["CONTENT_TYPE", "REGISTRY", "exposition"]
