@@ -84,8 +84,13 @@ def _path(kind: str, name: str, namespace: str) -> str:
     if ipam is not None:
         return ipam
     if cls.NAMESPACED:
-        return f"{RESOURCE_PREFIX}{cls.PLURAL}/{namespace}/{name}"
-    return f"{RESOURCE_PREFIX}{cls.PLURAL}/{name}"
+        return f"{key_prefix(cls)}{namespace}/{name}"
+    return f"{key_prefix(cls)}{name}"
+
+
+def key_prefix(cls: type[Resource]) -> str:
+    """The etcd prefix under which every key of a kind lives (Calico's layout, see the module docstring)."""
+    return _IPAM_PREFIXES.get(cls) or f"{RESOURCE_PREFIX}{cls.PLURAL}/"
 
 
 def resource_class(kind: str) -> type[Resource]:
@@ -188,10 +193,9 @@ class ResourceListOptions(Generic[ModelT]):
     def prefix(self) -> str:
         """The etcd prefix that holds every match (a superset when only name is set)."""
         cls = self.resource_class
-        ipam = _IPAM_PREFIXES.get(cls)
-        if ipam is not None:
-            return f"{ipam}{self.node}/" if self.node and cls is BlockAffinity else ipam
-        base = f"{RESOURCE_PREFIX}{cls.PLURAL}/"
+        base = key_prefix(cls)
+        if cls in _IPAM_PREFIXES:
+            return f"{base}{self.node}/" if self.node and cls is BlockAffinity else base
         if cls.NAMESPACED:
             if self.namespace and self.name:
                 return f"{base}{self.namespace}/{self.name}"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mypy import api as mypy_api
 
-from libcalico import api
+from libcalico import api, model
 from libcalico.api import registry
 from libcalico.backend.memory import MemoryBackend
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
@@ -56,6 +56,15 @@ class TestKeysFromClasses:
         assert isinstance(got.value, api.IPPool) and got.value.spec.cidr == "10.0.0.0/24"
         listed = await be.list(ResourceListOptions(api.IPPool))
         assert [kv.value.spec.cidr for kv in listed.items] == ["10.0.0.0/24"]
+
+    def test_each_kind_has_calicos_key_prefix(self) -> None:
+        assert model.key_prefix(api.IPPool) == "/calico/resources/v3/projectcalico.org/ippools/"
+        assert model.key_prefix(api.NetworkPolicy) == "/calico/resources/v3/projectcalico.org/networkpolicies/"
+        assert model.key_prefix(api.IPAMBlock) == "/calico/ipam/v2/assignment/"
+        assert model.key_prefix(api.BlockAffinity) == "/calico/ipam/v2/host/"
+        assert model.key_prefix(api.IPAMConfig) == "/calico/ipam/v2/config"
+        for cls in registry.KINDS.values():
+            assert ResourceListOptions(cls).prefix() == model.key_prefix(cls)
 
 
 class TestTypoIsATypeError:
