@@ -100,7 +100,8 @@ def resource_class(kind: str) -> type[Resource]:
 
 def _kind_name(kind: type[Resource] | str) -> str:
     # Typed code passes the class. A string is taken as it is (tests and data-driven callers
-    # build keys from strings; an unknown one fails, naming it, when the key is used).
+    # build keys from strings; an unknown one fails, naming it, when the key is used). Inlined
+    # in ResourceKey.__init__.
     return kind if isinstance(kind, str) else kind.KIND
 
 
@@ -118,9 +119,11 @@ class ResourceKey(Generic[ModelT]):
     namespace: str
 
     def __init__(self, kind: type[ModelT], name: str, namespace: str = "") -> None:
-        object.__setattr__(self, "kind", _kind_name(kind))
-        object.__setattr__(self, "name", name)
-        object.__setattr__(self, "namespace", namespace)
+        # IPAM builds keys on every allocation: the setters inline, as dataclass's own __init__.
+        setter = object.__setattr__
+        setter(self, "kind", kind if isinstance(kind, str) else kind.KIND)
+        setter(self, "name", name)
+        setter(self, "namespace", namespace)
 
     @classmethod
     def of_kind(cls, kind: str, name: str, namespace: str = "") -> ResourceKey[Any]:
