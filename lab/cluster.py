@@ -26,6 +26,7 @@ Everything made is recorded in ``<run dir>/state.json`` as it is made, so
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -42,7 +43,7 @@ from typing import Any
 
 import yaml
 
-from lab import netns, supervise
+from lab import data, netns, supervise
 from lab.etcd import EtcdServer
 from libcalico.backend.kubernetes import conversion
 
@@ -352,22 +353,23 @@ class Lab:
                  f"(environment also in {self.dir / 'calicoctl.env'})")
 
     def _start_kube_api(self) -> None:
-        try:
-            import kmock  # noqa: F401  (the mock API server is the test extra's kmock, extended)
-        except ImportError:
-            raise LabError("--datastore kubernetes needs kmock (pip install 'pycalico[test]')") from None
+        # The mock API server is test infrastructure, a distribution of its own (kubemock/), outside
+        # the pycalico wheel: run as a process, never imported here.
+        if importlib.util.find_spec("kubemock") is None:
+            raise LabError("--datastore kubernetes needs the mock Kubernetes API server kubemock, which is not "
+                           "installed: pip install ./kubemock (from pycalico's source tree; "
+                           "scripts/install-deps.sh does it)")
         # The group the README's examples use (projectcalico.org/v3) unless asked for the other; serving
         # one group only, Calico's discovery (libcalico.backend.kubernetes) picks it.
-        group_dir = "v3" if self.state.api_group == API_GROUPS[0] else "v1"
-        crds = Path(__file__).resolve().parent.parent / "crds" / group_dir
+        crds = data.crds("v3" if self.state.api_group == API_GROUPS[0] else "v1")
         self.state.kubeconfig = str(self.dir / "kubeconfig")
         self._save()
-        self.spawn("kube-api", self.underlay, [sys.executable, "-m", "lab.kube_api", "--host", GATEWAY, "--port",
+        self.spawn("kube-api", self.underlay, [sys.executable, "-m", "kubemock", "--host", GATEWAY, "--port",
                                                "6443", "--crds", str(crds), "--kubeconfig", self.state.kubeconfig],
                    env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
         wait_until(lambda: os.path.exists(self.state.kubeconfig), "the Kubernetes API server", 30)
         self.say(f"[2/6] Kubernetes API: http://{GATEWAY}:6443 is NOT a kube-apiserver (none can run here): it is "
-                 f"the tests' stateful mock API (kmock, extended; lab/kube_api.py) with Calico's CRDs "
+                 f"the tests' stateful mock API (kubemock) with Calico's CRDs "
                  f"({self.state.api_group}); "
                  f"deploy/ is the path for a real cluster")
 
@@ -412,7 +414,7 @@ class Lab:
         """A real Prometheus in the underlay with deploy/observability's config, scraping every Felix."""
         if shutil.which("prometheus") is None:
             raise LabError("--observability needs Prometheus (Debian's prometheus package)")
-        obs = Path(__file__).resolve().parent.parent / "deploy" / "observability"
+        obs = data.observability()
         home = self.dir / "prometheus"
         (home / "targets").mkdir(parents=True, exist_ok=True)
         shutil.copy(obs / "prometheus.yml", home / "prometheus.yml")

@@ -29,10 +29,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lab import data
+
 if TYPE_CHECKING:
     from lab.cluster import Lab
 
-DASHBOARDS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "observability" / "dashboards"
+DASHBOARDS_DIR = data.OBSERVABILITY / "dashboards"  # package data: deploy/observability/dashboards
 
 JSON = dict[str, Any]
 Series = JSON          # {"label": str, "points": [[unix seconds, value], ...]}

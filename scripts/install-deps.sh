@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what pycalico needs on a fresh Debian machine: the real etcd and
 # BIRD, kernel tools, kubectl, what builds the image (podman, mmdebstrap), Prometheus
-# (promtool and the server, for deploy/observability), and the project itself with its
-# test extras.
+# (promtool and the server, for deploy/observability), the project itself with its
+# test extras, and kubemock (the tests' mock Kubernetes API server).
 # Used by .ci/run and by scripts/quickstart.sh (the README's two commands).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +22,9 @@ if [ "$need_apt" = 1 ]; then
     podman mmdebstrap prometheus $kubectl_pkg >/dev/null
 fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test,lab]'  # lab: matplotlib (calico-lab dashboards --png)
+# The mock Kubernetes API server of the tests and of `calico-lab up --datastore kubernetes`: a
+# distribution of its own (kubemock/pyproject.toml), kept out of the pycalico wheel.
+python3 -m pip install -q --disable-pip-version-check -e ./kubemock
 
 # The kernel_vm tier (IPIP for real): where this kernel cannot make an ipip link, the IPIP
 # tests and `calico-lab demo --encap ipip` run in a virtme-ng VM on Debian's kernel, whose

@@ -2,7 +2,7 @@
 
 ``backend`` is parametrised over every backend that must pass the datastore
 contract: the real etcd, the in-memory one, and the Kubernetes backend against
-the extended kmock API server (:mod:`tests.kube_api`) with our CRDs installed.
+the mock API server kubemock (:mod:`tests.kube_api`) with our CRDs installed.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def etcd_env(etcd: EtcdServer, monkeypatch: pytest.MonkeyPatch, tmp_path: object
 
 @pytest.fixture
 async def kube_api(tmp_path: Path) -> AsyncIterator[RunningAPI]:
-    """A Kubernetes API server (extended kmock) with the crd.projectcalico.org/v1 CRDs installed."""
+    """A Kubernetes API server (kubemock) with the crd.projectcalico.org/v1 CRDs installed."""
     async with running_api(tmp_path, CRDS_V1) as running:
         yield running
 

@@ -1,7 +1,7 @@
-"""The tests' Kubernetes API server: the lab's extended kmock (:mod:`lab.kube_api`)."""
+"""The tests' Kubernetes API server: kubemock (:mod:`kubemock.server`, its own distribution)."""
 
-from lab.kube_api import (CORE, APIError, KubeAPI, RunningAPI, Served, check_schema, kubeconfig, parse_selector,
-                          running_api, status)
+from kubemock import (CORE, APIError, KubeAPI, RunningAPI, Served, check_schema, kubeconfig, parse_selector,
+                      running_api, status)
 
 __all__ = ["CORE", "APIError", "KubeAPI", "RunningAPI", "Served", "check_schema", "kubeconfig", "parse_selector",
            "running_api", "status"]

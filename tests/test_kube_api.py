@@ -1,8 +1,9 @@
-"""The test API server itself (tests/kube_api.py), driven by the official ``kubernetes`` client.
+"""The test API server itself (kubemock, through tests/kube_api.py), driven by the official ``kubernetes`` client.
 
-Each test pins one behaviour that kmock 0.8 lacked and that the Kubernetes
-backend depends on, as the Kubernetes API conventions document it. The client
-is synchronous, so its calls run in a thread while the loop serves the API.
+Each test pins one behaviour that the Kubernetes backend, kubectl or kopf
+depend on, as the Kubernetes API conventions document it (the list is
+kubemock.server's docstring). The client is synchronous, so its calls run in a
+thread while the loop serves the API.
 """
 
 from __future__ import annotations
@@ -12,11 +13,13 @@ import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import aiohttp
 import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from libcalico.patching import json_patch, merge_patch
+import kubemock
+from libcalico import patching
 from tests.kube_api import RunningAPI, check_schema, parse_selector
 
 T = TypeVar("T")
@@ -57,7 +60,7 @@ class TestWrites:
         assert code == 201 and int(data["metadata"]["resourceVersion"]) > int(node.metadata.resource_version)
 
     async def test_namespaces_are_created_got_and_listed_as_the_namespace_resource(self, kube_api: RunningAPI) -> None:
-        # /api/v1/namespaces[/NAME] is the Namespace resource, not a namespace prefix (kmock read it as one)
+        # /api/v1/namespaces[/NAME] is the Namespace resource, not a namespace prefix 
         core, _ = clients(kube_api)
         await call(core.create_namespace, {"metadata": {"name": "shop", "labels": {"team": "a"}}})
         got = await call(core.read_namespace, "shop")
@@ -238,6 +241,20 @@ class TestDiscoveryAndCRDs:
                        {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}})
         assert w["metadata"]["namespace"] == "ns1"
 
+    async def test_version_and_root_answer_and_unknown_paths_are_404_status(self, kube_api: RunningAPI) -> None:
+        cfg = kubernetes.client.Configuration()
+        cfg.host = kube_api.url
+        version = await call(kubernetes.client.VersionApi(kubernetes.client.ApiClient(cfg)).get_code)
+        assert version.major == "1" and version.git_version.startswith("v1.")
+        _, custom = clients(kube_api)
+        code, body = await error_of(custom.list_cluster_custom_object, "nope.example.com", "v1", "things")
+        assert code == 404 and body["kind"] == "Status" and body["reason"] == "NotFound"
+        code, body = await error_of(custom.list_namespaced_custom_object, GROUP, VERSION, "ns1", PLURAL)
+        assert code == 404 and body["reason"] == "NotFound"  # a cluster-scoped kind under a namespace
+        async with aiohttp.ClientSession() as session, session.get(kube_api.url + "/") as root:
+            paths = (await root.json())["paths"]
+        assert {"/api", "/api/v1", "/apis", "/version", f"/apis/{GROUP}/{VERSION}"} <= set(paths)
+
 
 class TestHelpers:
     def test_selectors(self) -> None:
@@ -246,11 +263,23 @@ class TestHelpers:
         with pytest.raises(ValueError):
             parse_selector("a=(")
 
-    def test_patches(self) -> None:
-        assert merge_patch({"a": {"b": 1, "c": 2}}, {"a": {"b": None, "d": 3}}) == {"a": {"c": 2, "d": 3}}
-        assert json_patch({"a": [1]}, [{"op": "add", "path": "/a/-", "value": 2}]) == {"a": [1, 2]}
+    @pytest.mark.parametrize("impl", [kubemock, patching], ids=["kubemock", "libcalico.patching"])
+    def test_the_servers_patches_and_calicoctls_apply_alike(self, impl: Any) -> None:
+        assert impl.merge_patch({"a": {"b": 1, "c": 2}}, {"a": {"b": None, "d": 3}}) == {"a": {"c": 2, "d": 3}}
+        assert impl.json_patch({"a": [1]}, [{"op": "add", "path": "/a/-", "value": 2}]) == {"a": [1, 2]}
         with pytest.raises(ValueError):
-            json_patch({}, [{"op": "remove", "path": "/x"}])
+            impl.json_patch({}, [{"op": "remove", "path": "/x"}])
+
+    def test_paths_parse_as_the_api_server_reads_them(self) -> None:
+        parse = kubemock.parse_path
+        assert parse("/api/v1/namespaces") == kubemock.ResourcePath("", "v1", "namespaces")
+        assert parse("/api/v1/namespaces/shop/status") == kubemock.ResourcePath("", "v1", "namespaces", None,
+                                                                                "shop", "status")
+        assert parse("/api/v1/namespaces/shop/pods/web/status") == kubemock.ResourcePath("", "v1", "pods", "shop",
+                                                                                         "web", "status")
+        assert parse("/apis/crd.projectcalico.org/v1/ippools/p") == kubemock.ResourcePath(
+            "crd.projectcalico.org", "v1", "ippools", None, "p")
+        assert parse("/apis/crd.projectcalico.org/v1") is None and parse("/version") is None
 
     def test_schema_checks(self) -> None:
         unknown: list[str] = []

@@ -1,6 +1,6 @@
 """The Kubernetes datastore end to end: kubectl, calicoctl and the backend against a real HTTP API.
 
-The API server is the extended kmock (tests/kube_api.py) with the generated
+The API server is kubemock (tests/kube_api.py) with the generated
 CRDs installed; the kubectl binary and the calicoctl console script run as
 subprocesses pointed at it with a kubeconfig. What is Kubernetes-specific in
 the backend is tested here: WorkloadEndpoints from Pods, Nodes from Kubernetes

@@ -1,57 +1,73 @@
-"""A Kubernetes API server for tests and the lab: kmock, extended until it behaves as Kubernetes documents.
+"""The mock Kubernetes API server: what kubemock serves, and how.
 
-No kube-apiserver can be installed here, so the Kubernetes backend, kubectl and
-(later) the kopf controllers are tested against kmock 0.8, which speaks the
-real HTTP/JSON protocol (discovery, JSON errors, chunked watch streams). kmock's
-emulator keeps objects as plain dicts and leaves out the parts of the API that
-a datastore built on it depends on. :class:`KubeAPI` keeps kmock's server,
-request parsing, discovery and error rendering, and replaces the object store
-with one that follows the API conventions. What was added, each with a test in
-``tests/test_kube_api.py``:
+An aiohttp application that speaks the API server's HTTP/JSON protocol over one
+in-memory object store. Each behaviour listed here has a test in
+``tests/test_kube_api.py``, most of them driven by the official ``kubernetes``
+client.
 
-* **resourceVersion, uid, creationTimestamp, generation** are assigned by the
-  server on every write. resourceVersion is one counter across all resources,
-  as etcd's revision is for a real API server.
+Emulated:
+
+* **Paths and discovery**: ``/api/v1[/namespaces/NS]/PLURAL[/NAME[/SUBRESOURCE]]``
+  and ``/apis/GROUP/VERSION/...``; ``/api/v1/namespaces[/NAME[/status]]`` is the
+  Namespace resource. Legacy discovery (``/api``, ``/apis``, ``/apis/G``,
+  ``/api/v1``, ``/apis/G/V``), ``/version``, and OpenAPI v3 (``/openapi/v3``:
+  a path index and one document per group/version, the CRD's schema for
+  custom resources) as kubectl reads it. Errors are ``Status`` objects with
+  Kubernetes' codes, reasons and messages.
+* **Served kinds**: :data:`CORE` (Namespace, Node, Pod, Service,
+  ServiceAccount, Secret, Event in ``v1`` and ``events.k8s.io/v1``, Lease,
+  NetworkPolicy, CustomResourceDefinition), and each served version of every
+  CRD created (``apiextensions.k8s.io/v1``), which starts serving its resource
+  (discovery included), as the API server does.
+* **Server-assigned metadata**: resourceVersion, uid, creationTimestamp,
+  generation (bumped when ``.spec`` changes), ``generateName``.
+  resourceVersion is one counter across all resources, as etcd's revision is
+  for a real API server; a write that changes nothing keeps it.
+* **Create** answers 201 with the stored object; a duplicate name gets
+  ``409 AlreadyExists``; a missing name gets ``422 Invalid``.
 * **Optimistic concurrency**: a PUT, PATCH or DELETE that names a
   resourceVersion (in the body, the patch, or DeleteOptions.preconditions)
   that is not the current one gets ``409 Conflict``; preconditions.uid too.
-* **PUT** replaces an object (``404`` if it does not exist, as for custom
-  resources); ``/status`` PUT and PATCH change only ``.status`` (for pods also
-  labels and annotations, as podStatusStrategy allows), other writes leave
-  ``.status`` alone where the resource has a status subresource.
-* **Create answers 201** with the stored object; a duplicate name gets
-  ``409 AlreadyExists``; a missing name gets ``422 Invalid``.
-* **Watch honours resourceVersion**: events after that version are replayed
-  from a history, then live events follow; a version older than the history
-  (see :meth:`KubeAPI.compact`) gets the ``ERROR`` event with ``410 Expired``,
-  as the API server sends it. Without a version (or "0") the watch starts with
-  synthetic ADDED events for what exists. ``allowWatchBookmarks`` brings
-  BOOKMARK events; ``timeoutSeconds`` ends the stream.
+* **PUT** replaces an object (``404`` if it does not exist); ``/status`` PUT
+  and PATCH change only ``.status`` (for pods also labels and annotations, as
+  podStatusStrategy allows); other writes leave ``.status`` alone where the
+  resource has a status subresource.
+* **Patches**: JSON merge patch, JSON patch (RFC 6902, the ``jsonpatch``
+  library's) and strategic merge patch, applied as a merge patch (lists are
+  replaced, not merged by key).
+* **Schema validation and pruning of custom resources** (:func:`check_schema`):
+  a custom resource is checked against its CRD's structural schema (type,
+  enum, required, nullable, x-kubernetes-int-or-string); a violation is
+  ``422 Invalid`` with the API server's field paths; unknown fields are pruned
+  (kept under x-kubernetes-preserve-unknown-fields), and with
+  ``fieldValidation=Strict`` (kubectl's default) they are a ``400`` instead.
+* **Finalizers**: DELETE of an object with finalizers sets deletionTimestamp;
+  the object goes when the last finalizer is removed.
+* **List** answers carry ``kind: <Kind>List``, ``apiVersion`` and the current
+  ``resourceVersion``.
 * **Label and field selectors** (``=``, ``==``, ``!=``, ``in``, ``notin``,
   exists, ``!`` not exists; fields ``metadata.name``, ``metadata.namespace``,
   ``spec.nodeName``) filter lists and watches; a watched object that stops
   matching is reported as DELETED, one that starts matching as ADDED.
-* **Patches**: JSON merge patch, JSON patch (RFC 6902) and strategic merge
-  patch (applied as a merge patch: enough for the maps these tests patch; lists
-  are replaced, not merged by key). The patch functions are
-  :mod:`libcalico.patching`'s (JSON patch is the ``jsonpatch`` library's).
-* **List** answers carry ``kind: <Kind>List``, ``apiVersion`` and the current
-  ``resourceVersion``.
-* **CRDs**: creating an ``apiextensions.k8s.io/v1`` CustomResourceDefinition
-  starts serving its resource (discovery included), as the API server does.
-* **Finalizers**: DELETE of an object with finalizers sets deletionTimestamp;
-  the object goes when the last finalizer is removed.
-* **Leases and Events** (``coordination.k8s.io/v1`` leases, ``v1`` and
-  ``events.k8s.io/v1`` events) are served like any other kind, so leader election
-  (a Lease replaced at its resourceVersion) and kopf's event posting work.
+* **Watch** honours resourceVersion: events after that version are replayed
+  from a history, then live events follow; a version older than the history
+  (see :meth:`KubeAPI.compact`) gets the ``ERROR`` event with ``410 Expired``.
+  Without a version (or "0") the watch starts with ADDED events for what
+  exists. ``allowWatchBookmarks`` brings BOOKMARK events; ``timeoutSeconds``
+  ends the stream; :meth:`KubeAPI.drop_watches` ends them all, as an API
+  server restart does.
 
-Not emulated: admission, schema validation of custom resources, namespaces'
-existence, server-side apply, pagination (``limit`` returns everything),
-and authentication. The backend never relies on their absence.
-
-``python -m lab.kube_api --host H --port P --crds DIR --kubeconfig FILE`` serves
-it until killed: the lab's ``--datastore kubernetes`` (no kube-apiserver can
-run here; on a machine with Docker, deploy/ is the path to a real cluster).
+Not emulated: authentication and authorization (any token is accepted),
+admission (webhooks, defaulting, quota), validation of built-in kinds (they
+take any fields), CRD conversion between versions, CEL validation rules and
+schema keywords beyond those listed above (pattern, format, minimum, maxLength
+and so on are not checked), namespaces' existence (an object may name a
+namespace that was never created) and namespace deletion's cascade,
+garbage collection (ownerReferences), server-side apply, pagination
+(``limit`` returns everything, no ``continue``), ``/scale`` and other
+subresources than ``/status``, aggregated discovery, protobuf, and
+persistence (everything is lost when the process ends). Calico's backend
+never relies on their absence.
 """
 
 from __future__ import annotations
@@ -63,18 +79,15 @@ import datetime
 import json
 import re
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import aiohttp.web
-import attrs
-import kmock
+import jsonpatch
+import jsonpointer
 import yaml
-from kmock._internal import parsing, rendering
-
-from libcalico.patching import PatchError, json_patch, merge_patch
 
 JSON = dict[str, Any]
 
@@ -128,23 +141,71 @@ CORE: tuple[Served, ...] = (
 )
 
 
-# --- paths -------------------------------------------------------------------------------------
+# --- requests ----------------------------------------------------------------------------------
 
-# kmock 0.8 reads ``/api/v1/namespaces/<x>`` as "namespace <x>" and fails on ``/api/v1/namespaces``,
-# so Namespace objects themselves could not be created, listed or read. The Namespace paths are
-# parsed here; every other path as kmock does (its parser is looked up at each request).
-_kmock_parse_path = parsing.parse_path
-_NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/([^/]+))?(?:/(status|finalize))?/?$")
-
-
-def _parse_path(path: str) -> parsing.ParsedPath:
-    m = _NAMESPACE_PATH.match("/" + path.lstrip("/"))
-    if m:
-        return parsing.ParsedPath("", "v1", "namespaces", None, m.group(1), m.group(2))
-    return _kmock_parse_path(path)
+_NAMESPACE_PATH = re.compile(r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|finalize))?/?$")
+_RESOURCE_PATH = re.compile(r"^/(?:api/(?P<core>[^/]+)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
+                            r"(?:/namespaces/(?P<ns>[^/]+))?/(?P<plural>[^/]+)"
+                            r"(?:/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?)?/?$")
 
 
-parsing.parse_path = _parse_path
+@dataclass(frozen=True)
+class ResourcePath:
+    """What a resource path names: ``/apis/GROUP/VERSION[/namespaces/NS]/PLURAL[/NAME[/SUBRESOURCE]]``."""
+
+    group: str
+    version: str
+    plural: str
+    namespace: str | None = None
+    name: str | None = None
+    subresource: str | None = None
+
+
+def parse_path(path: str) -> ResourcePath | None:
+    """The resource a request path is about; None for other paths (discovery, /version, ...).
+
+    ``/api/v1/namespaces[/NAME]`` is the Namespace resource, not a namespace prefix."""
+    if m := _NAMESPACE_PATH.match(path):
+        return ResourcePath("", "v1", "namespaces", None, m["name"], m["sub"])
+    if m := _RESOURCE_PATH.match(path):
+        group, version = ("", m["core"]) if m["core"] else (m["group"], m["version"])
+        return ResourcePath(group, version, m["plural"], m["ns"], m["name"], m["sub"])
+    return None
+
+
+@dataclass(frozen=True)
+class Request:
+    """One request as the store reads it: the parsed path, the query, and the body (text and JSON)."""
+
+    raw: aiohttp.web.Request
+    method: str
+    path: str
+    params: Mapping[str, str]
+    headers: Mapping[str, str]
+    text: str
+    data: Any  # the body as JSON; None when empty or not JSON
+    resource: ResourcePath | None
+
+    @property
+    def namespace(self) -> str | None:
+        return self.resource.namespace if self.resource else None
+
+    @property
+    def name(self) -> str | None:
+        return self.resource.name if self.resource else None
+
+    @property
+    def subresource(self) -> str | None:
+        return self.resource.subresource if self.resource else None
+
+    @classmethod
+    async def read(cls, raw: aiohttp.web.Request) -> Request:
+        text = await raw.text() if raw.can_read_body else ""
+        try:
+            data = json.loads(text) if text else None
+        except ValueError:
+            data = None
+        return cls(raw, raw.method.upper(), raw.path, raw.query, raw.headers, text, data, parse_path(raw.path))
 
 
 # --- selectors ---------------------------------------------------------------------------------
@@ -227,6 +288,39 @@ def _fields(obj: JSON) -> dict[str, str]:
 
 # --- patches -----------------------------------------------------------------------------------
 
+class PatchError(ValueError):
+    """A JSON patch that does not apply."""
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386: objects merge key by key, null removes a key, anything else replaces."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def json_patch(doc: Any, ops: list[Any]) -> Any:
+    """RFC 6902, the ``jsonpatch`` library's; :class:`PatchError` names the operation that does not apply."""
+    out = copy.deepcopy(doc)
+    for i, op in enumerate(ops):
+        if not isinstance(op, dict) or "op" not in op or "path" not in op:
+            raise PatchError(f"operation {i}: each operation needs 'op' and 'path'")
+        try:
+            out = jsonpatch.JsonPatch([op]).apply(out)
+        except jsonpatch.JsonPatchTestFailed:
+            raise PatchError(f"operation {i}: test failed at {op['path']}") from None
+        except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException, KeyError, IndexError,
+                TypeError, ValueError) as exc:
+            raise PatchError(f"operation {i} ({op['op']} {op['path']}): {exc}") from None
+    return out
+
+
 # --- structural schema checks (custom resources) ------------------------------------------------
 
 _TYPES: dict[str, tuple[type, ...]] = {"object": (dict,), "array": (list,), "string": (str,),
@@ -279,6 +373,11 @@ def check_schema(value: Any, schema: JSON, path: str, unknown: list[str], invali
     return value
 
 
+# What ``GET /version`` answers: the Kubernetes release whose API this server follows.
+VERSION: JSON = {"major": "1", "minor": "32", "gitVersion": "v1.32.0-kubemock", "gitCommit": "",
+                 "gitTreeState": "clean", "buildDate": "2024-12-11T00:00:00Z", "goVersion": "go1.23",
+                 "compiler": "gc", "platform": "linux/amd64"}
+
 # --- the server --------------------------------------------------------------------------------
 
 @dataclass
@@ -320,20 +419,20 @@ def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@attrs.define(kw_only=True)
-class KubeAPI(kmock.KubernetesScaffold):
-    """kmock's Kubernetes scaffold with an object store that keeps the API's promises."""
+class KubeAPI:
+    """The object store and request handler (:meth:`handle`) of one mock API server.
 
-    bookmark_interval: float = 1.0
-    served: dict[tuple[str, str, str], Served] = attrs.field(factory=dict)
-    objects: dict[tuple[str, str, str, str, str], JSON] = attrs.field(factory=dict)
-    history: list[Change] = attrs.field(factory=list)
-    revision: int = 1
-    oldest: int = 1  # the oldest resourceVersion a watch may start from
-    watchers: list[_Watcher] = attrs.field(factory=list)
+    Its state is open to the tests: :attr:`objects`, :attr:`revision`,
+    :meth:`get_object`, :meth:`compact`, :meth:`drop_watches`."""
 
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
+    def __init__(self, *, bookmark_interval: float = 1.0) -> None:
+        self.bookmark_interval = bookmark_interval
+        self.served: dict[tuple[str, str, str], Served] = {}
+        self.objects: dict[tuple[str, str, str, str, str], JSON] = {}
+        self.history: list[Change] = []
+        self.revision = 1
+        self.oldest = 1  # the oldest resourceVersion a watch may start from
+        self.watchers: list[_Watcher] = []
         for s in CORE:
             self.serve(s)
 
@@ -341,12 +440,6 @@ class KubeAPI(kmock.KubernetesScaffold):
 
     def serve(self, s: Served) -> None:
         self.served[(s.group, s.version, s.plural)] = s
-        key = f"{s.group}/{s.version}/{s.plural}" if s.group else f"v1/{s.plural}"
-        verbs = {"get", "list", "watch", "create", "update", "patch", "delete"}
-        self.resources[key] = kmock.ResourceInfo(
-            kind=s.kind, namespaced=s.namespaced, singular=s.singular or s.kind.lower(),
-            shortnames=set(s.short_names), verbs=verbs,
-            subresources={"status"} if s.status_subresource else set())
 
     def serve_crd(self, crd: JSON) -> None:
         spec = crd["spec"]
@@ -384,39 +477,56 @@ class KubeAPI(kmock.KubernetesScaffold):
 
     # --- request dispatch ----------------------------------------------------------------------
 
-    async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
-        path = request.url.path
-        if request.method.value == "GET" and path.startswith("/openapi/v3"):
-            return self._openapi(path[len("/openapi/v3"):].strip("/"))
-        if request.method.value == "GET" and (found := self._discovery(path.rstrip("/"))) is not None:
-            return self._json(found)
-        res = request.resource
-        s = self.served.get((res.group or "", res.version or "", res.plural)) if res is not None and res.plural \
-            else None
-        if s is None or res is None:
-            return await super()._handle(request)
+    async def handle(self, raw: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        """The aiohttp handler for every path."""
+        request = await Request.read(raw)
         try:
-            if s.namespaced is False and request.namespace is not None:
-                raise APIError(404, "NotFound", "the server could not find the requested resource")
-            method = request.method.value
-            if method == "GET" and _go_bool(request.params.get("watch")):
-                return await self._watch(s, request)
-            if method == "GET":
-                if request.name is None:
-                    return self._json(self._list(s, request))
-                return self._json(self._get(s, request.namespace, request.name))
-            if method == "POST" and request.name is None:
-                return self._json(self._create(s, request.namespace, self._body(request), request), 201)
-            if method == "PUT" and request.name is not None:
-                return self._json(self._replace(s, request, self._body(request)))
-            if method == "PATCH" and request.name is not None:
-                return self._json(self._patch(s, request))
-            if method == "DELETE" and request.name is not None:
-                return self._json(self._delete(s, request))
-            raise APIError(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
-                                                     f"resource ({method})")
+            return await self._handle(request)
         except APIError as exc:
             return self._json(exc.status, exc.status["code"])
+
+    async def _handle(self, request: Request) -> aiohttp.web.StreamResponse:
+        path = request.path
+        if request.method == "GET":
+            if path.startswith("/openapi/v3"):
+                return self._openapi(path[len("/openapi/v3"):].strip("/"))
+            if (found := self._discovery(path.rstrip("/"))) is not None:
+                return self._json(found)
+            if path.rstrip("/") == "/version":
+                return self._json(VERSION)
+            if path == "/":
+                return self._json({"paths": sorted(self._paths())})
+        res = request.resource
+        s = self.served.get((res.group, res.version, res.plural)) if res is not None else None
+        if s is None:
+            raise APIError(404, "NotFound", "the server could not find the requested resource")
+        if s.namespaced is False and request.namespace is not None:
+            raise APIError(404, "NotFound", "the server could not find the requested resource")
+        method = request.method
+        if method == "GET" and _go_bool(request.params.get("watch")):
+            return await self._watch(s, request)
+        if method == "GET":
+            if request.name is None:
+                return self._json(self._list(s, request))
+            return self._json(self._get(s, request.namespace, request.name))
+        if method == "POST" and request.name is None:
+            return self._json(self._create(s, request.namespace, self._body(request), request), 201)
+        if method == "PUT" and request.name is not None:
+            return self._json(self._replace(s, request, self._body(request)))
+        if method == "PATCH" and request.name is not None:
+            return self._json(self._patch(s, request))
+        if method == "DELETE" and request.name is not None:
+            return self._json(self._delete(s, request))
+        raise APIError(405, "MethodNotAllowed", f"the server does not allow this method on the requested "
+                                                 f"resource ({method})")
+
+    def _paths(self) -> set[str]:
+        """What ``GET /`` lists, as the API server's root does."""
+        paths = {"/api", "/api/v1", "/apis", "/openapi/v3", "/version"}
+        for s in self.served.values():
+            if s.group:
+                paths |= {f"/apis/{s.group}", f"/apis/{s.group}/{s.version}"}
+        return paths
 
     def _discovery(self, path: str) -> JSON | None:
         """Legacy (unaggregated) discovery of what is served, kept in step with ``served``."""
@@ -502,7 +612,7 @@ class KubeAPI(kmock.KubernetesScaffold):
         return aiohttp.web.json_response(body, status=code)
 
     @staticmethod
-    def _body(request: rendering.Request) -> JSON:
+    def _body(request: Request) -> JSON:
         if not isinstance(request.data, dict):
             try:
                 data = json.loads(request.text) if request.text else None
@@ -528,7 +638,7 @@ class KubeAPI(kmock.KubernetesScaffold):
                 return schema
         return None
 
-    def _admit(self, s: Served, obj: JSON, request: rendering.Request | None) -> JSON:
+    def _admit(self, s: Served, obj: JSON, request: Request | None) -> JSON:
         """Validate a custom resource against its CRD and prune unknown fields, as the API server
         does; ``fieldValidation=Strict`` (kubectl's default) turns unknown fields into an error."""
         schema = self._schema(s)
@@ -573,7 +683,7 @@ class KubeAPI(kmock.KubernetesScaffold):
         obj["metadata"]["resourceVersion"] = str(self.revision)
 
     def _create(self, s: Served, namespace: str | None, body: JSON,
-                request: rendering.Request | None = None) -> JSON:
+                request: Request | None = None) -> JSON:
         obj = copy.deepcopy(body)
         meta = obj.setdefault("metadata", {})
         if not meta.get("name") and meta.get("generateName"):
@@ -625,7 +735,7 @@ class KubeAPI(kmock.KubernetesScaffold):
                            {"name": meta["name"], "group": s.group, "kind": s.plural})
 
     def _store(self, s: Served, key: tuple[str, str, str, str, str], current: JSON, new: JSON,
-               subresource: str | None, request: rendering.Request | None = None) -> JSON:
+               subresource: str | None, request: Request | None = None) -> JSON:
         """Write ``new`` over ``current`` keeping what the client may not change."""
         if subresource == "status":
             merged = copy.deepcopy(current)
@@ -671,7 +781,7 @@ class KubeAPI(kmock.KubernetesScaffold):
             self._record(s, "MODIFIED", new, current)
         return new
 
-    def _existing(self, s: Served, request: rendering.Request) -> tuple[tuple[str, str, str, str, str], JSON]:
+    def _existing(self, s: Served, request: Request) -> tuple[tuple[str, str, str, str, str], JSON]:
         """The key and stored object a named request is about; 404 if there is none."""
         assert request.name is not None
         key = self._key(s, request.namespace, request.name)
@@ -680,7 +790,7 @@ class KubeAPI(kmock.KubernetesScaffold):
             raise self._not_found(s, request.name)
         return key, current
 
-    def _replace(self, s: Served, request: rendering.Request, body: JSON) -> JSON:
+    def _replace(self, s: Served, request: Request, body: JSON) -> JSON:
         key, current = self._existing(s, request)
         meta = body.get("metadata", {})
         if meta.get("name") not in (None, key[-1]):
@@ -688,7 +798,7 @@ class KubeAPI(kmock.KubernetesScaffold):
         self._check_preconditions(s, current, meta.get("resourceVersion"), meta.get("uid"))
         return self._store(s, key, current, body, request.subresource, request)
 
-    def _patch(self, s: Served, request: rendering.Request) -> JSON:
+    def _patch(self, s: Served, request: Request) -> JSON:
         key, current = self._existing(s, request)
         ctype = request.headers.get("Content-Type", "").split(";")[0].strip()
         try:
@@ -717,7 +827,7 @@ class KubeAPI(kmock.KubernetesScaffold):
         self._check_preconditions(s, current, rv, None)
         return self._store(s, key, current, new, request.subresource, request)
 
-    def _delete(self, s: Served, request: rendering.Request) -> JSON:
+    def _delete(self, s: Served, request: Request) -> JSON:
         key, current = self._existing(s, request)
         options = request.data if isinstance(request.data, dict) else {}
         pre = options.get("preconditions") or {}
@@ -739,7 +849,7 @@ class KubeAPI(kmock.KubernetesScaffold):
 
     # --- reads ---------------------------------------------------------------------------------
 
-    def _selectors(self, request: rendering.Request) -> tuple[Callable[[dict[str, str]], bool],
+    def _selectors(self, request: Request) -> tuple[Callable[[dict[str, str]], bool],
                                                              Callable[[dict[str, str]], bool]]:
         try:
             return (parse_selector(request.params.get("labelSelector", "")),
@@ -747,7 +857,7 @@ class KubeAPI(kmock.KubernetesScaffold):
         except ValueError as exc:
             raise APIError(400, "BadRequest", str(exc)) from None
 
-    def _list(self, s: Served, request: rendering.Request) -> JSON:
+    def _list(self, s: Served, request: Request) -> JSON:
         labels, fields_ = self._selectors(request)
         w = _Watcher(s, request.namespace, None, labels, fields_)
         items = [obj for (g, v, p, _, _), obj in sorted(self.objects.items())
@@ -755,7 +865,7 @@ class KubeAPI(kmock.KubernetesScaffold):
         return {"apiVersion": s.api_version, "kind": f"{s.kind}List",
                 "metadata": {"resourceVersion": str(self.revision)}, "items": items}
 
-    async def _watch(self, s: Served, request: rendering.Request) -> aiohttp.web.StreamResponse:
+    async def _watch(self, s: Served, request: Request) -> aiohttp.web.StreamResponse:
         labels, fields_ = self._selectors(request)
         name = request.name
         field_sel = request.params.get("fieldSelector", "")
@@ -771,10 +881,8 @@ class KubeAPI(kmock.KubernetesScaffold):
         timeout = float(request.params.get("timeoutSeconds", "0") or 0)
         bookmarks = _go_bool(request.params.get("allowWatchBookmarks"))
 
-        raw = request._raw_request
-        assert raw is not None
         response = aiohttp.web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
-        await response.prepare(raw)
+        await response.prepare(request.raw)
 
         async def send(event: JSON) -> None:
             await response.write(json.dumps(event).encode() + b"\n")
@@ -830,14 +938,12 @@ class KubeAPI(kmock.KubernetesScaffold):
                 event = self._event_for(watcher, change)
                 if event is not None:
                     await send(event)
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
+        except ConnectionResetError:
+            return response  # the client went away
         finally:
             self.watchers.remove(watcher)
-        try:
+        with contextlib.suppress(ConnectionResetError):
             await response.write_eof()
-        except ConnectionResetError:
-            pass
         return response
 
     @staticmethod
@@ -857,12 +963,36 @@ class KubeAPI(kmock.KubernetesScaffold):
 def kubeconfig(server: str, path: Path) -> Path:
     """A kubeconfig that points kubectl and the client libraries at ``server``."""
     path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
-        "clusters": [{"name": "kmock", "cluster": {"server": server}}],
-        "users": [{"name": "kmock", "user": {"token": "kmock"}}],
-        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "kmock"}}],
+        "apiVersion": "v1", "kind": "Config", "current-context": "kubemock",
+        "clusters": [{"name": "kubemock", "cluster": {"server": server}}],
+        "users": [{"name": "kubemock", "user": {"token": "kubemock"}}],
+        "contexts": [{"name": "kubemock", "context": {"cluster": "kubemock", "user": "kubemock"}}],
     }))
     return path
+
+
+def crd_files(crd_dir: Path) -> list[Path]:
+    """The CRD manifests in a directory (``*.yaml``), in name order."""
+    return sorted(crd_dir.glob("*.yaml"))
+
+
+@contextlib.asynccontextmanager
+async def listening(api: KubeAPI, *, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve ``api`` over HTTP on ``host:port`` (0: a free port); yields the server's URL.
+
+    On exit every watch stream is ended first, so shutting down waits for no client."""
+    app = aiohttp.web.Application(client_max_size=64 * 1024 * 1024)  # kubectl apply of the largest CRDs
+    app.router.add_route("*", "/{path:.*}", api.handle)
+    runner = aiohttp.web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        site = aiohttp.web.TCPSite(runner, host, port)
+        await site.start()
+        bound_host, bound_port = runner.addresses[0][:2]
+        yield f"http://{bound_host}:{bound_port}"
+    finally:
+        api.drop_watches()
+        await runner.cleanup()
 
 
 @dataclass
@@ -875,28 +1005,17 @@ class RunningAPI:
 @contextlib.asynccontextmanager
 async def running_api(tmp: Path, crd_dir: Path | None = None) -> AsyncIterator[RunningAPI]:
     """Serve a KubeAPI on a free loopback port, with the CRDs from ``crd_dir`` installed."""
-    async with KubeAPI() as api, kmock.Server(api) as server:
-        if crd_dir is not None:
-            api.install_crds(sorted(crd_dir.glob("*.yaml")))
-        url = str(server.url).rstrip("/")
-        yield RunningAPI(api, url, kubeconfig(url, tmp / f"kubeconfig-{server.port}"))
+    api = KubeAPI()
+    if crd_dir is not None:
+        api.install_crds(crd_files(crd_dir))
+    async with listening(api) as url:
+        yield RunningAPI(api, url, kubeconfig(url, tmp / f"kubeconfig-{url.rsplit(':', 1)[1]}"))
 
 
-async def serve(host: str, port: int, crd_dir: Path, kubeconfig_path: Path) -> None:
+async def serve(*, host: str, port: int, crd_dir: Path, kubeconfig_path: Path) -> None:
     """Serve until cancelled; the kubeconfig is written once the server listens."""
-    async with KubeAPI() as api, kmock.Server(api, host=host, port=port) as server:
-        api.install_crds(sorted(crd_dir.glob("*.yaml")))
-        kubeconfig(str(server.url).rstrip("/"), kubeconfig_path)
+    api = KubeAPI()
+    api.install_crds(crd_files(crd_dir))
+    async with listening(api, host=host, port=port) as url:
+        kubeconfig(url, kubeconfig_path)
         await asyncio.Event().wait()
-
-
-if __name__ == "__main__":
-    import argparse
-
-    p = argparse.ArgumentParser(prog="python -m lab.kube_api")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=6443)
-    p.add_argument("--crds", type=Path, required=True)
-    p.add_argument("--kubeconfig", type=Path, required=True)
-    a = p.parse_args()
-    asyncio.run(serve(a.host, a.port, a.crds, a.kubeconfig))
