@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from calicoctl import printing, resources
 from libcalico import api, backend, client
+from libcalico.api import ipam as api_ipam
 from libcalico.api import manifests
 from libcalico.api.meta import Resource
 from libcalico.backend import config as dsconfig
@@ -93,8 +94,9 @@ def _read(path: str, stdin: TextIO | None) -> str:
 # Calico's calicoctl has no resource manager for IPAM's own kinds: only IPAM (the CNI
 # plugin, the controllers) and `calicoctl ipam` change them. A block written by hand
 # can hand out an address that a handle already holds.
-IPAM_KINDS = {"ipamblock": "IPAMBlock", "blockaffinity": "BlockAffinity", "ipamhandle": "IPAMHandle",
-              "ipamconfig": "IPAMConfig", "ipamconfiguration": "IPAMConfiguration"}
+# By the name in lower case, as a manifest may spell it; IPAMConfiguration is the name Calico's v3
+# API gives IPAMConfig, which a manifest written for Calico carries.
+IPAM_KINDS = {**{cls.KIND.lower(): cls.KIND for cls in api_ipam.IPAM_KINDS}, "ipamconfiguration": "IPAMConfiguration"}
 
 
 def refuse_ipam_kind(doc: Any, *, where: str) -> None:
@@ -195,7 +197,7 @@ async def _one(c: client.Client, res: Resource, opts: Options) -> Any:
     if isinstance(res, api.ClusterInformation) and action in ("create", "apply", "replace", "delete"):
         op = {"create": "create or apply", "apply": "create or apply", "replace": "apply or replace"}.get(action,
                                                                                                     action)
-        raise OperationNotSupported(op, "ClusterInformation")
+        raise OperationNotSupported(op, api.ClusterInformation.KIND)
     if isinstance(res, api.NetworkPolicy) and res.name.startswith("knp.default.") and action != "validate":
         raise OperationNotSupported(action, res.identifier(), "kubernetes network policies must be managed "
                                     "through the kubernetes API")
@@ -206,15 +208,15 @@ async def _one(c: client.Client, res: Resource, opts: Options) -> Any:
     if action == "replace":
         return await c.update(res)
     if action == "delete":
-        return await c.delete(res.KIND, res.name, res.namespace, res.metadata.resource_version)
+        return await c.delete(type(res), res.name, res.namespace, res.metadata.resource_version)
     if action == "patch":
-        return await c.patch(res.KIND, res.name, res.namespace, opts.patch, opts.patch_type)
+        return await c.patch(type(res), res.name, res.namespace, opts.patch, opts.patch_type)
     if action == "get":
         if res.name:
             if res.NAMESPACED and not res.namespace:
                 raise CalicoError("cannot use --all-namespace flag for getting a single resource")
-            return await c.get(res.KIND, res.name, res.namespace)
-        return await c.list(res.KIND, res.namespace)
+            return await c.get(type(res), res.name, res.namespace)
+        return await c.list(type(res), res.namespace)
     raise CommandError(f"unknown action: {action}")
 
 
@@ -300,7 +302,7 @@ def report_write(opts: Options, r: Results, out: TextIO) -> None:
 async def default_asn(ds: backend.DatastoreConfig) -> str:
     c = client.Client(backend.connect(ds))
     try:
-        bgp = await c.get("BGPConfiguration", "default")
+        bgp = await c.get(api.BGPConfiguration, "default")
         asn = getattr(bgp, "spec").as_number
         return str(asn) if asn is not None else "64512"
     except NotFound:
@@ -355,7 +357,7 @@ def print_get(opts: Options, r: Results, ds: backend.DatastoreConfig, out: TextI
     elif fmt not in ("ps", "wide"):
         raise CommandError(f"unrecognized output format '{fmt}'")
     print_ns = opts.all_namespaces or bool(opts.namespace)
-    needs_asn = any(kind == "Node" for kind, _, _ in objs)
+    needs_asn = any(kind == api.Node.KIND for kind, _, _ in objs)
     ctx = resources.Context(default_asn=asyncio.run(default_asn(ds)) if needs_asn and fmt == "wide" else "64512")
     for kind, items, _ in objs:
         info = resources.BY_KIND[kind]

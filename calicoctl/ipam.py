@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from calicoctl import printing
-from libcalico import backend
+from libcalico import api, backend
 from libcalico.backend.api import Backend
 from libcalico.client import CALICO_VERSION
 from libcalico.errors import ErroredField, NotFound, ValidationError
@@ -59,7 +59,7 @@ def utilization_table(pools: Sequence[tuple[str, int]], blocks: Sequence[BlockUs
 
 
 async def _pools(be: Backend) -> list[tuple[str, int]]:
-    items = (await be.list(ResourceListOptions("IPPool"))).items
+    items = (await be.list(ResourceListOptions(api.IPPool))).items
     return [(kv.value.spec.cidr, kv.value.spec.block_size) for kv in items]
 
 
@@ -132,14 +132,14 @@ async def check(be: Backend, out: TextIO, *, show_all_ips: bool = False, show_pr
     w = out.write
     w("Checking IPAM for inconsistencies...\n\n")
     try:
-        info = (await be.get(ResourceKey("ClusterInformation", "default")))
+        info = (await be.get(ResourceKey(api.ClusterInformation, "default")))
         guid, ctype = info.value.spec.cluster_guid, info.value.spec.cluster_type
         locked = info.value.spec.datastore_ready is False
         info_rev = info.revision
     except NotFound:
         guid, ctype, locked, info_rev = "", "", False, ""
     w("Loading all IPAM blocks...\n")
-    blocks = (await be.list(ResourceListOptions("IPAMBlock"))).items
+    blocks = (await be.list(ResourceListOptions(api.IPAMBlock))).items
     w(f"Found {len(blocks)} IPAM blocks.\n")
     allocs: dict[str, list[_Alloc]] = {}
     by_node: dict[str, list[_Alloc]] = {}
@@ -162,7 +162,7 @@ async def check(be: Backend, out: TextIO, *, show_all_ips: bool = False, show_pr
     w(f"IPAM blocks record {sum(len(v) for v in allocs.values())} allocations.\n\n")
 
     w("Loading all IPAM pools...\n")
-    pools = [kv.value for kv in (await be.list(ResourceListOptions("IPPool"))).items if not kv.value.spec.disabled]
+    pools = [kv.value for kv in (await be.list(ResourceListOptions(api.IPPool))).items if not kv.value.spec.disabled]
     for p in pools:
         w(f"  {p.spec.cidr}\n")
     w(f"Found {len(pools)} active IP pools.\n\n")
@@ -171,27 +171,27 @@ async def check(be: Backend, out: TextIO, *, show_all_ips: bool = False, show_pr
     in_use: dict[str, list[str]] = {}
     w("Loading all nodes.\n")
     n_node_ips = 0
-    for kv in (await be.list(ResourceListOptions("Node"))).items:
-        spec = kv.value.spec
-        for ip in (spec.bgp.ipv4_ipip_tunnel_addr if spec.bgp else "", spec.ipv4_vxlan_tunnel_addr,
-                   spec.ipv6_vxlan_tunnel_addr,
-                   spec.wireguard.interface_ipv4_address if spec.wireguard else ""):
+    for node_kv in (await be.list(ResourceListOptions(api.Node))).items:
+        node_spec = node_kv.value.spec
+        for ip in (node_spec.bgp.ipv4_ipip_tunnel_addr if node_spec.bgp else "", node_spec.ipv4_vxlan_tunnel_addr,
+                   node_spec.ipv6_vxlan_tunnel_addr,
+                   node_spec.wireguard.interface_ipv4_address if node_spec.wireguard else ""):
             if ip:
-                in_use.setdefault(ip, []).append(f"Node({kv.key.name})")
+                in_use.setdefault(ip, []).append(f"Node({node_kv.key.name})")
                 n_node_ips += 1
     w(f"Found {n_node_ips} node tunnel IPs.\n\n")
     w("Loading all workload endpoints.\n")
     n_wep_ips = 0
-    for kv in (await be.list(ResourceListOptions("WorkloadEndpoint"))).items:
-        for net in kv.value.spec.ip_networks:
+    for wep_kv in (await be.list(ResourceListOptions(api.WorkloadEndpoint))).items:
+        for net in wep_kv.value.spec.ip_networks:
             ip = str(ipaddress.ip_interface(net).ip)
-            in_use.setdefault(ip, []).append(f"Workload({kv.key.namespace}/{kv.key.name})")
+            in_use.setdefault(ip, []).append(f"Workload({wep_kv.key.namespace}/{wep_kv.key.name})")
             n_wep_ips += 1
     w(f"Found {n_wep_ips} workload IPs.\n")
     w(f"Workloads and nodes are using {len(in_use)} IPs.\n\n")
 
     w("Loading all handles\n")
-    handle_kvs = {kv.value.spec.handle_id: kv for kv in (await be.list(ResourceListOptions("IPAMHandle"))).items}
+    handle_kvs = {kv.value.spec.handle_id: kv for kv in (await be.list(ResourceListOptions(api.IPAMHandle))).items}
     w("Looking for top (up to 20) nodes by allocations...\n")
     nodes = sorted(by_node, key=lambda n: -len(by_node[n]))
     for n in nodes[:20]:
@@ -351,7 +351,7 @@ async def release(be: Backend, out: TextIO, *, ips: Sequence[str] = (), from_rep
         except (OSError, ValueError, RecursionError) as exc:
             raise IPAMCommandError(f"cannot read the report {path}: {exc}") from None
     try:
-        info = await be.get(ResourceKey("ClusterInformation", "default"))
+        info = await be.get(ResourceKey(api.ClusterInformation, "default"))
         guid, locked, rev = info.value.spec.cluster_guid, info.value.spec.datastore_ready is False, info.revision
     except NotFound:
         guid, locked, rev = "", False, ""
@@ -385,7 +385,7 @@ async def release(be: Backend, out: TextIO, *, ips: Sequence[str] = (), from_rep
     ok = skipped = 0
     for h in handles:
         try:
-            kv = await be.get(ResourceKey("IPAMHandle", h.lower()))
+            kv = await be.get(ResourceKey(api.IPAMHandle, h.lower()))
             blocks = [b for b in (await ipam.blocks()) if any(a.handle_id == h for a in b.allocations)]
             if blocks:
                 raise NotFound(h)  # in use again since the report: skip it

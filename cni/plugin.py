@@ -118,7 +118,7 @@ async def run(inv: Invocation) -> dict[str, Any] | None:
     ds = conf.datastore(inv.env)
     node = conf.node_name()
     ids, ns, host_if = identity(inv, node)
-    key = ResourceKey("WorkloadEndpoint", ids.name(), ns)
+    key = ResourceKey(api.WorkloadEndpoint, ids.name(), ns)
     try:
         be = backend.connect(ds)
     except CalicoError as exc:

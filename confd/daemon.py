@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from confd import render, writer
-from libcalico import backend, daemon, syncers, typha_client
+from libcalico import api, backend, daemon, syncers, typha_client
 from libcalico.backend.api import Backend
 from libcalico.backend.config import DatastoreConfig
 from libcalico.errors import CalicoError
@@ -98,17 +98,17 @@ class Confd:
     def on_updates(self, updates: list[Update]) -> None:
         for u in updates:
             key, value = u.key, u.kv.value
-            if key.kind == "BlockAffinity":
+            if key.kind == api.BlockAffinity.KIND:
                 # As Calico's confd: confirmed, or "" (implicitly confirmed); a pending affinity counts as none.
                 if value is None or value.spec.state not in ("confirmed", "") or value.spec.deleted == "true":
                     self.block_owner.pop(key.name, None)
                 else:
                     self.block_owner[key.name] = (value.spec.cidr, value.spec.node)
                 continue
-            tables: dict[str, dict[str, Any]] = {
-                "BGPConfiguration": self.inputs.bgp_configs, "BGPPeer": self.inputs.peers,
-                "Node": self.inputs.nodes, "IPPool": self.inputs.pools, "BGPFilter": self.inputs.filters}
-            table = tables[key.kind]
+            tables: dict[type[api.Resource], dict[str, Any]] = {
+                api.BGPConfiguration: self.inputs.bgp_configs, api.BGPPeer: self.inputs.peers,
+                api.Node: self.inputs.nodes, api.IPPool: self.inputs.pools, api.BGPFilter: self.inputs.filters}
+            table = tables[key.resource_class]
             if value is None:
                 table.pop(key.name, None)
             else:

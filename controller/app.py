@@ -147,7 +147,7 @@ class KubeControllers:
         logged and, on the Kubernetes datastore, posted as a Warning Event on the object;
         the running configuration stays (Calico's defaults when there is none yet)."""
         try:
-            res = await self.calico.get(kcc.KubeControllersConfiguration.KIND, kcc.DEFAULT_NAME)
+            res: api.Resource = await self.calico.get(kcc.KubeControllersConfiguration, kcc.DEFAULT_NAME)
         except CorruptEntry as exc:
             log.error("KubeControllersConfiguration(default) is invalid, keeping the running configuration: %s",
                       "; ".join(exc.reasons))
@@ -161,7 +161,7 @@ class KubeControllers:
             try:
                 res = await self.calico.create(kcc.default_configuration())
             except Exception:
-                res = await self.calico.get(kcc.KubeControllersConfiguration.KIND, kcc.DEFAULT_NAME)
+                res = await self.calico.get(kcc.KubeControllersConfiguration, kcc.DEFAULT_NAME)
         assert isinstance(res, kcc.KubeControllersConfiguration)
         run, status = run_config.merge(self.env, self.datastore_type, res.spec)
         if res.status != status:
@@ -256,13 +256,13 @@ class KubeControllers:
             return
         node_cfg = self.run_config.node if self.run_config else None
         if node_cfg is not None and node_cfg.delete_nodes:
-            for cnode in (await self.calico.list("Node")).items:
+            for cnode in (await self.calico.list(api.Node)).items:
                 assert isinstance(cnode, api.Node)
                 refs = [r.node_name for r in cnode.spec.orch_refs if r.orchestrator.lower() == "k8s"]
                 if name in refs:
                     log.info("Deleting Calico node %s: its Kubernetes node %s is gone", cnode.name, name)
                     with contextlib.suppress(NotFound):
-                        await self.calico.delete("Node", cnode.name)
+                        await self.calico.delete(api.Node, cnode.name)
         self.queue.add(KEY_IPAM)
 
     async def _reconcile_ipam(self) -> float | None:

@@ -53,7 +53,7 @@ class PolicySync:
         desired = desired.model_copy(update={"metadata": api.ObjectMeta(name=desired.name,
                                                                         namespace=desired.namespace)})
         try:
-            current = await self.calico.get("NetworkPolicy", desired.name, desired.namespace)
+            current = await self.calico.get(api.NetworkPolicy, desired.name, desired.namespace)
         except NotFound:
             log.info("Creating policy %s/%s", desired.namespace, desired.name)
             try:
@@ -69,7 +69,7 @@ class PolicySync:
 
     async def _delete(self, namespace: str, name: str) -> None:
         try:
-            await self.calico.delete("NetworkPolicy", name, namespace)
+            await self.calico.delete(api.NetworkPolicy, name, namespace)
             log.info("Deleted policy %s/%s", namespace, name)
         except NotFound:
             pass
@@ -88,7 +88,7 @@ class PolicySync:
             meta = knp["metadata"]
             wanted.add((meta.get("namespace", "default"), KNP + meta["name"]))
             await self._write(knp)
-        for p in (await self.calico.list("NetworkPolicy")).items:
+        for p in (await self.calico.list(api.NetworkPolicy)).items:
             if p.name.startswith(KNP) and (p.namespace, p.name) not in wanted:
                 await self._delete(p.namespace, p.name)
 
@@ -102,7 +102,7 @@ class WorkloadEndpointSync:
 
     async def _endpoints(self, namespace: str = "") -> list[api.WorkloadEndpoint]:
         out = []
-        for wep in (await self.calico.list("WorkloadEndpoint", namespace)).items:
+        for wep in (await self.calico.list(api.WorkloadEndpoint, namespace)).items:
             assert isinstance(wep, api.WorkloadEndpoint)
             if wep.spec.orchestrator == "k8s":
                 out.append(wep)
@@ -197,7 +197,7 @@ class NodeLabelSync:
 
     async def _calico_nodes(self) -> list[api.Node]:
         out = []
-        for n in (await self.calico.list("Node")).items:
+        for n in (await self.calico.list(api.Node)).items:
             assert isinstance(n, api.Node)
             out.append(n)
         return out

@@ -125,7 +125,7 @@ class InstallationSync:
             current: dict[str, api.IPPool] = {}
             for pool in pools:
                 try:
-                    got = await self.calico.get("IPPool", pool.name)
+                    got = await self.calico.get(api.IPPool, pool.name)
                 except NotFound:
                     continue
                 assert isinstance(got, api.IPPool)

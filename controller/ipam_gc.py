@@ -243,7 +243,7 @@ class IPAMGarbageCollector:
         if self.datastore_type == "kubernetes":
             return {n: n for n in knodes}
         out: dict[str, str | None] = {}
-        for kv in (await self.backend.list(ResourceListOptions("Node"))).items:
+        for kv in (await self.backend.list(ResourceListOptions(api.Node))).items:
             node: api.Node = kv.value
             refs = [r.node_name for r in node.spec.orch_refs if r.orchestrator.lower() == "k8s"]
             out[node.name] = refs[0] if refs else None
@@ -253,7 +253,7 @@ class IPAMGarbageCollector:
         now = self.clock()
         result = SyncResult()
         blocks = await self.ipam.blocks()
-        pools = [kv.value for kv in (await self.backend.list(ResourceListOptions("IPPool"))).items]
+        pools = [kv.value for kv in (await self.backend.list(ResourceListOptions(api.IPPool))).items]
         knodes = {n["metadata"]["name"] for n in await self.kube.list_nodes()}
         cnode_map = await self._kubernetes_nodes_by_calico(knodes)
         pods = {((p.get("metadata") or {}).get("namespace", ""), (p.get("metadata") or {}).get("name", "")): p

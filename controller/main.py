@@ -35,7 +35,7 @@ async def _metrics_port(ds: DatastoreConfig, env: Mapping[str, str]) -> int:
     be = backends.connect(ds)
     try:
         try:
-            res = await calico_client.Client(be).get(kcc.KubeControllersConfiguration.KIND, kcc.DEFAULT_NAME)
+            res = await calico_client.Client(be).get(kcc.KubeControllersConfiguration, kcc.DEFAULT_NAME)
             assert isinstance(res, kcc.KubeControllersConfiguration)
             spec = res.spec
         except NotFound:

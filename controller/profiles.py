@@ -39,7 +39,7 @@ class ProfileSync:
 
     async def _write(self, desired: api.Profile) -> None:
         try:
-            current = await self.calico.get("Profile", desired.name)
+            current = await self.calico.get(api.Profile, desired.name)
         except NotFound:
             log.info("Creating profile %s", desired.name)
             try:
@@ -55,7 +55,7 @@ class ProfileSync:
 
     async def _delete(self, name: str) -> None:
         try:
-            await self.calico.delete("Profile", name)
+            await self.calico.delete(api.Profile, name)
             log.info("Deleted profile %s", name)
         except NotFound:
             pass
@@ -76,7 +76,7 @@ class ProfileSync:
 
     async def full_sync(self, *, namespaces: bool, serviceaccounts: bool) -> None:
         """Every profile written as its object says; profiles of objects that are gone deleted."""
-        existing = {p.name for p in (await self.calico.list("Profile")).items}
+        existing = {p.name for p in (await self.calico.list(api.Profile)).items}
         wanted: set[str] = set()
         if namespaces:
             for ns in await self.kube.list_namespaces():

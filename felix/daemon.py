@@ -108,7 +108,7 @@ class Felix:
         self.felix_configs: dict[str, api.FelixConfiguration] = {}
         self.nodes: dict[str, api.Node] = {}
         self.pools: dict[str, api.IPPool] = {}
-        self.counts: dict[str, set[tuple[str, str]]] = {}
+        self.counts: dict[type[api.Resource], set[tuple[str, str]]] = {}
         self.dirty = asyncio.Event()
         self.status = SyncStatus.WAIT_FOR_DATASTORE
         self.ready = False
@@ -142,18 +142,18 @@ class Felix:
         for u in updates:
             key, value = u.key, u.kv.value
             kind = key.kind
-            if kind == "FelixConfiguration":
+            if kind == api.FelixConfiguration.KIND:
                 if value is None:
                     self.felix_configs.pop(key.name, None)
                 else:
                     self.felix_configs[key.name] = value
                 self._configure()
                 continue
-            if kind == "Node":
+            if kind == api.Node.KIND:
                 _set(self.nodes, key.name, value)
-            elif kind == "IPPool":
+            elif kind == api.IPPool.KIND:
                 _set(self.pools, key.name, value)
-            members = self.counts.setdefault(kind, set())
+            members = self.counts.setdefault(key.resource_class, set())
             if value is None:
                 members.discard((key.namespace, key.name))
             else:
@@ -187,7 +187,7 @@ class Felix:
             log.info("VXLAN tunnel address of %s: %s", me, ip)
         if not node.spec.vxlan_tunnel_mac_addr:
             for _ in range(10):
-                kv = await self.be.get(ResourceKey("Node", me))
+                kv = await self.be.get(ResourceKey(api.Node, me))
                 spec = kv.value.spec.model_copy(update={"vxlan_tunnel_mac_addr": calc.vxlan_mac(me)})
                 try:
                     await self.be.update(KVPair(kv.key, kv.value.model_copy(update={"spec": spec}), kv.revision))
@@ -230,12 +230,12 @@ class Felix:
         ACTIVE_LOCAL_SELECTORS.set(self.graph.policy.active_selectors)
         IPSETS_CALICO.set(len(self.graph.policy.sets))
         CLUSTER_NUM_HOSTS.set(len(self.nodes))
-        CLUSTER_NUM_POLICIES.set(len(self.counts.get("NetworkPolicy", ())) + len(self.counts.get(
-            "GlobalNetworkPolicy", ())))
-        CLUSTER_NUM_PROFILES.set(len(self.counts.get("Profile", ())))
-        CLUSTER_NUM_TIERS.set(len(self.counts.get("Tier", ())))
-        CLUSTER_NUM_WEPS.set(len(self.counts.get("WorkloadEndpoint", ())))
-        CLUSTER_NUM_HEPS.set(len(self.counts.get("HostEndpoint", ())))
+        CLUSTER_NUM_POLICIES.set(len(self.counts.get(api.NetworkPolicy, ())) + len(self.counts.get(
+            api.GlobalNetworkPolicy, ())))
+        CLUSTER_NUM_PROFILES.set(len(self.counts.get(api.Profile, ())))
+        CLUSTER_NUM_TIERS.set(len(self.counts.get(api.Tier, ())))
+        CLUSTER_NUM_WEPS.set(len(self.counts.get(api.WorkloadEndpoint, ())))
+        CLUSTER_NUM_HEPS.set(len(self.counts.get(api.HostEndpoint, ())))
         ROUTES.set(len(self.graph.routes.routes))
 
     async def apply_loop(self) -> None:

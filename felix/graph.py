@@ -59,9 +59,10 @@ from libcalico.api.policy import DEFAULT_TIER
 log = logging.getLogger("felix.calc")
 
 Emit = Callable[[Message], None]
-ROUTE_KINDS = ("IPPool", "Node", "IPAMBlock", "WorkloadEndpoint")
-POLICY_KINDS = ("NetworkPolicy", "GlobalNetworkPolicy", "Profile", "Tier", "NetworkSet", "GlobalNetworkSet",
-                "HostEndpoint", "WorkloadEndpoint")
+ROUTE_KINDS: tuple[type[api.Resource], ...] = (api.IPPool, api.Node, IPAMBlock, api.WorkloadEndpoint)
+POLICY_KINDS: tuple[type[api.Resource], ...] = (api.NetworkPolicy, api.GlobalNetworkPolicy, api.Profile, api.Tier,
+                                                api.NetworkSet, api.GlobalNetworkSet, api.HostEndpoint,
+                                                api.WorkloadEndpoint)
 
 
 # --- routes ---------------------------------------------------------------------------------------
@@ -630,20 +631,22 @@ class CalcGraph:
                                     program_cluster_routes=program_cluster_routes)
         self.policy = PolicyResolver(me, emit, interface_prefix=interface_prefix)
         self.nodes: set[str] = set()
-        self._dispatch: dict[str, list[Callable[[str, str, Any], None]]] = {
-            "IPPool": [lambda ns, n, v: self.routes.on_pool(n, v)],
-            "Node": [lambda ns, n, v: self.routes.on_node(n, v), self._count_node],
-            "IPAMBlock": [lambda ns, n, v: self.routes.on_block(n, v)],
-            "WorkloadEndpoint": [lambda ns, n, v: self.routes.on_endpoint((ns, n), v),
-                                 lambda ns, n, v: self.policy.on_workload((ns, n), v)],
-            "HostEndpoint": [lambda ns, n, v: self.policy.on_host_endpoint(n, v)],
-            "NetworkPolicy": [lambda ns, n, v: self.policy.on_policy("NetworkPolicy", ns, n, v)],
-            "GlobalNetworkPolicy": [lambda ns, n, v: self.policy.on_policy("GlobalNetworkPolicy", "", n, v)],
-            "Profile": [lambda ns, n, v: self.policy.on_profile(n, v)],
-            "Tier": [lambda ns, n, v: self.policy.on_tier(n, v)],
-            "NetworkSet": [lambda ns, n, v: self.policy.on_network_set(ns, n, v)],
-            "GlobalNetworkSet": [lambda ns, n, v: self.policy.on_network_set("", n, v)],
+        by_class: dict[type[api.Resource], list[Callable[[str, str, Any], None]]] = {
+            api.IPPool: [lambda ns, n, v: self.routes.on_pool(n, v)],
+            api.Node: [lambda ns, n, v: self.routes.on_node(n, v), self._count_node],
+            IPAMBlock: [lambda ns, n, v: self.routes.on_block(n, v)],
+            api.WorkloadEndpoint: [lambda ns, n, v: self.routes.on_endpoint((ns, n), v),
+                                   lambda ns, n, v: self.policy.on_workload((ns, n), v)],
+            api.HostEndpoint: [lambda ns, n, v: self.policy.on_host_endpoint(n, v)],
+            api.NetworkPolicy: [lambda ns, n, v: self.policy.on_policy(api.NetworkPolicy.KIND, ns, n, v)],
+            api.GlobalNetworkPolicy: [lambda ns, n, v: self.policy.on_policy(api.GlobalNetworkPolicy.KIND, "", n, v)],
+            api.Profile: [lambda ns, n, v: self.policy.on_profile(n, v)],
+            api.Tier: [lambda ns, n, v: self.policy.on_tier(n, v)],
+            api.NetworkSet: [lambda ns, n, v: self.policy.on_network_set(ns, n, v)],
+            api.GlobalNetworkSet: [lambda ns, n, v: self.policy.on_network_set("", n, v)],
         }
+        # Updates arrive with the kind's name (a key's ``kind``): the table is looked up by it.
+        self._dispatch = {cls.KIND: handlers for cls, handlers in by_class.items()}
 
     def _count_node(self, ns: str, name: str, value: Any) -> None:
         if value is None:

@@ -178,7 +178,7 @@ class PolicyID:
     tier: str
     namespace: str
     name: str
-    kind: str = "GlobalNetworkPolicy"
+    kind: str = api.GlobalNetworkPolicy.KIND  # the kind name: it is part of messages and logs
 
     def chain_id(self) -> str:
         """``<tier>/<name>`` or ``<tier>/<namespace>/<name>``: the policy's part of its chain names."""

@@ -28,7 +28,7 @@ import ipaddress
 import json
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, cast
 
 import pydantic
 
@@ -38,6 +38,7 @@ from libcalico.api.ippool import AllowedUse, AssignmentMode, EncapMode
 from libcalico.api.loading import errored_fields
 from libcalico.api.meta import Resource
 from libcalico.api.policy import DEFAULT_TIER, DEFAULT_TIER_ORDER, Action, PolicyType
+from libcalico.api.registry import ModelT
 from libcalico.backend.api import Backend
 from libcalico.errors import AlreadyExists, CorruptEntry, ErroredField, NotFound, ValidationError
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
@@ -46,9 +47,9 @@ CALICO_VERSION = "v3.31.0-pycalico"
 
 
 @dataclass(frozen=True, slots=True)
-class ResourceList:
+class ResourceList(Generic[ModelT]):
     kind: str
-    items: list[Resource]
+    items: list[ModelT]
     revision: str
     # Stored entries that do not parse, left out of ``items`` (see libcalico.errors.CorruptEntry).
     corrupt: list[CorruptEntry] = field(default_factory=list)
@@ -129,13 +130,14 @@ class Client:
 
     # --- reads --------------------------------------------------------------------------
 
-    async def get(self, kind: str, name: str, namespace: str = "") -> Resource:
-        value: Resource = (await self.backend.get(_key(kind, name, namespace))).value
-        return value
+    # Reads and deletes take the model class (``get(api.IPPool, name)``) and return that class.
 
-    async def list(self, kind: str, namespace: str = "", name: str = "") -> ResourceList:
+    async def get(self, kind: type[ModelT], name: str, namespace: str = "") -> ModelT:
+        return (await self.backend.get(_key(kind, name, namespace))).value
+
+    async def list(self, kind: type[ModelT], namespace: str = "", name: str = "") -> ResourceList[ModelT]:
         cls = _cls(kind)
-        listing = await self.backend.list(ResourceListOptions(cls.KIND, namespace if cls.NAMESPACED else "", name))
+        listing = await self.backend.list(ResourceListOptions(cls, namespace if cls.NAMESPACED else "", name))
         return ResourceList(cls.KIND, [kv.value for kv in listing.items], listing.revision, listing.corrupt)
 
     # --- writes --------------------------------------------------------------------------
@@ -177,11 +179,11 @@ class Client:
         meta = res.metadata.model_copy(update={"resource_version": res.metadata.resource_version or current.revision})
         return await self.update(res.model_copy(update={"metadata": meta}))
 
-    async def delete(self, kind: str, name: str, namespace: str = "", revision: str = "") -> Resource:
-        value: Resource = (await self.backend.delete(_key(kind, name, namespace), revision)).value
-        return value
+    async def delete(self, kind: type[ModelT], name: str, namespace: str = "", revision: str = "") -> ModelT:
+        return (await self.backend.delete(_key(kind, name, namespace), revision)).value
 
-    async def patch(self, kind: str, name: str, namespace: str, patch: str, patch_type: str = "strategic") -> Resource:
+    async def patch(self, kind: type[Resource], name: str, namespace: str, patch: str,
+                    patch_type: str = "strategic") -> Resource:
         """Apply a merge (``merge``/``strategic``) or JSON (``json``) patch to a stored resource."""
         current = await self.get(kind, name, namespace)
         try:
@@ -212,8 +214,7 @@ class Client:
         if isinstance(res, api.IPPool):
             new_net = fields.parse_cidr_or_ip(res.spec.cidr)[1]
             problems = []
-            for other in (await self.list("IPPool")).items:
-                assert isinstance(other, api.IPPool)
+            for other in (await self.list(api.IPPool)).items:
                 if other.name == res.name:
                     continue
                 other_net = fields.parse_cidr_or_ip(other.spec.cidr)[1]
@@ -250,12 +251,12 @@ class Client:
         """Make sure the ``default`` ClusterInformation exists and says the datastore is ready,
         and that the ``default`` tier exists (Calico's ``EnsureInitialized``)."""
         with contextlib.suppress(AlreadyExists):
-            if not await self._exists(ResourceKey("Tier", DEFAULT_TIER)):
+            if not await self._exists(ResourceKey(api.Tier, DEFAULT_TIER)):
                 await self.create(default_tier())
-        key = ResourceKey("ClusterInformation", "default")
+        key = ResourceKey(api.ClusterInformation, "default")
         try:
             current = await self.backend.get(key)
-            info: api.ClusterInformation = current.value
+            info = current.value
             if info.spec.datastore_ready is None:
                 info = info.model_copy(update={"spec": info.spec.model_copy(update={"datastore_ready": True})})
                 updated: api.ClusterInformation = (await self.backend.update(KVPair(key, info, current.revision))).value
@@ -272,16 +273,19 @@ class Client:
             return created
 
 
-def _cls(kind: str) -> type[Resource]:
+def _cls(kind: type[ModelT]) -> type[ModelT]:
+    if isinstance(kind, type):
+        return kind
+    # A kind name: tests and data-driven callers pass strings; typed code passes the class.
     cls = api.by_kind(kind)
     if cls is None:
         raise ValidationError([ErroredField("kind", "unknown kind", kind)])
-    return cls
+    return cast("type[ModelT]", cls)
 
 
-def _key(kind: str, name: str, namespace: str) -> ResourceKey:
+def _key(kind: type[ModelT], name: str, namespace: str) -> ResourceKey[ModelT]:
     cls = _cls(kind)
-    return ResourceKey(cls.KIND, name, namespace if cls.NAMESPACED else "")
+    return ResourceKey(cls, name, namespace if cls.NAMESPACED else "")
 
 
 def _json_patch(doc: dict[str, Any], ops: Any) -> dict[str, Any]:

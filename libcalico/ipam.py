@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from libcalico import api, ipam_block, syncers
 from libcalico.api.ipam import (BlockAffinity, BlockAffinitySpec, IPAMBlock, IPAMBlockSpec,
                                 IPAMConfig, IPAMConfigSpec, IPAMHandle, IPAMHandleSpec, affinity_name, cidr_to_name)
+from libcalico.api.registry import ModelT
 from libcalico.backend.api import Backend, CreateAndUpdate, ListKeys, ListMany
 from libcalico.errors import AlreadyExists, CalicoError, Conflict, NotFound
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
@@ -98,12 +99,12 @@ def _selector(text: str) -> Selector:
     return parse(text)
 
 
-def _key(kind: str, name: str) -> ResourceKey:
+def _key(kind: type[ModelT], name: str) -> ResourceKey[ModelT]:
     return ResourceKey(kind, name)
 
 
-def block_key(cidr: str) -> ResourceKey:
-    return _key("IPAMBlock", cidr_to_name(cidr))
+def block_key(cidr: str) -> ResourceKey[IPAMBlock]:
+    return _key(api.IPAMBlock, cidr_to_name(cidr))
 
 
 def new_block(cidr: str, node: str | None, strict: bool = False) -> IPAMBlock:
@@ -148,14 +149,14 @@ class WatchedInputs:
     def on_updates(self, updates: list[Update]) -> None:
         for u in updates:
             value = u.kv.value
-            if u.key.kind == "IPPool":
+            if u.key.kind == api.IPPool.KIND:
                 if value is None:
                     self.pools.pop(u.key.name, None)
                 else:
                     self.pools[u.key.name] = value
-            elif u.key.kind == "IPAMConfig":
+            elif u.key.kind == api.IPAMConfig.KIND:
                 self.config = value.spec if value is not None else IPAMConfigSpec()
-            elif u.key.kind == "Node":
+            elif u.key.kind == api.Node.KIND:
                 if value is None:
                     self.labels.pop(u.key.name, None)
                 else:
@@ -201,21 +202,21 @@ class IPAM:
         if self._inputs is not None and self._inputs.in_sync:
             return self._inputs.config
         try:
-            value = (await self._be.get(_key("IPAMConfig", "default"))).value
+            value = (await self._be.get(_key(api.IPAMConfig, "default"))).value
             assert isinstance(value, IPAMConfig)
             return value.spec
         except NotFound:
             return IPAMConfigSpec()
 
     async def set_config(self, spec: IPAMConfigSpec) -> None:
-        await self._be.apply(KVPair(_key("IPAMConfig", "default"),
+        await self._be.apply(KVPair(_key(api.IPAMConfig, "default"),
                                     IPAMConfig(metadata=api.ObjectMeta(name="default"), spec=spec)))
 
     async def _node_labels(self, node: str) -> dict[str, str]:
         if self._inputs is not None and self._inputs.in_sync:
             return self._inputs.labels.get(node, {})
         try:
-            value = (await self._be.get(ResourceKey("Node", node))).value
+            value = (await self._be.get(ResourceKey(api.Node, node))).value
             return dict(value.metadata.labels)
         except NotFound:
             return {}
@@ -230,14 +231,16 @@ class IPAM:
             inputs = self._inputs
             return list(inputs.pools.values()), inputs.labels.get(node, {}), inputs.config, None
         if self._many is None:
-            listing, labels, cfg = await asyncio.gather(self._be.list(ResourceListOptions("IPPool")),
+            listing, labels, cfg = await asyncio.gather(self._be.list(ResourceListOptions(api.IPPool)),
                                                         self._node_labels(node), self.config())
             return [kv.value for kv in listing.items], labels, cfg, None
         want_affine = node not in self._affine
-        pools, configs, nodes, *affinities = await self._many.list_many(
-            [ResourceListOptions("IPPool"), ResourceListOptions("IPAMConfig", name="default"),
-             ResourceListOptions("Node", name=node)] + ([ResourceListOptions("BlockAffinity", node=node)]
-                                                        if want_affine else []))
+        wanted: list[ResourceListOptions] = [ResourceListOptions(api.IPPool),
+                                             ResourceListOptions(api.IPAMConfig, name="default"),
+                                             ResourceListOptions(api.Node, name=node)]
+        if want_affine:
+            wanted.append(ResourceListOptions(api.BlockAffinity, node=node))
+        pools, configs, nodes, *affinities = await self._many.list_many(wanted)
         return ([kv.value for kv in pools.items],
                 dict(nodes.items[0].value.metadata.labels) if nodes.items else {},
                 configs.items[0].value.spec if configs.items else IPAMConfigSpec(),
@@ -325,7 +328,7 @@ class IPAM:
         # 3. Borrow from other blocks in the pools.
         if len(got) < num and not cfg.strict_affinity:
             nets = [ipaddress.ip_network(p.spec.cidr) for p in chosen]
-            for kv in (await self._be.list(ResourceListOptions("IPAMBlock"))).items:
+            for kv in (await self._be.list(ResourceListOptions(api.IPAMBlock))).items:
                 net = ipaddress.ip_network(kv.value.spec.cidr)
                 if kv.value.spec.strict_affinity or not any(net.subnet_of(n) for n in nets):  # type: ignore[arg-type]
                     continue
@@ -344,7 +347,7 @@ class IPAM:
 
     async def affine_blocks(self, node: str, pools: Sequence[api.IPPool] | None = None) -> list[str]:
         """CIDRs of the node's confirmed blocks (within ``pools`` if given), sorted."""
-        return self._confirmed(node, (await self._be.list(ResourceListOptions("BlockAffinity", node=node))).items,
+        return self._confirmed(node, (await self._be.list(ResourceListOptions(api.BlockAffinity, node=node))).items,
                                pools)
 
     @staticmethod
@@ -362,7 +365,7 @@ class IPAM:
 
     async def claim_block(self, node: str, pools: Sequence[api.IPPool], strict: bool = False) -> str | None:
         """Claim a free block for ``node`` (affinity pending -> block -> affinity confirmed)."""
-        blocks = ResourceListOptions("IPAMBlock")
+        blocks = ResourceListOptions(api.IPAMBlock)
         if self._keys is not None:
             taken = {key.name for key in await self._keys.list_keys(blocks)}
         else:
@@ -378,7 +381,7 @@ class IPAM:
         return None
 
     async def _claim(self, node: str, cidr: str, strict: bool) -> bool:
-        aff_key = _key("BlockAffinity", affinity_name(node, cidr))
+        aff_key = _key(api.BlockAffinity, affinity_name(node, cidr))
         affinity = BlockAffinity(metadata=api.ObjectMeta(name=aff_key.name),
                                  spec=BlockAffinitySpec(node=node, cidr=cidr, state="pending"))
         try:
@@ -463,7 +466,7 @@ class IPAM:
     async def assign_ip(self, ip: str, handle_id: str | None, attrs: dict[str, str], node: str) -> None:
         """Assign one given address (its block is claimed for ``node`` if it does not exist)."""
         addr = ipaddress.ip_address(ip)
-        pools = [kv.value for kv in (await self._be.list(ResourceListOptions("IPPool"))).items
+        pools = [kv.value for kv in (await self._be.list(ResourceListOptions(api.IPPool))).items
                  if addr in ipaddress.ip_network(kv.value.spec.cidr)]
         if not pools:
             raise IPAMError(f"the address {ip} is not in any configured pool")
@@ -495,12 +498,12 @@ class IPAM:
 
     @staticmethod
     def _new_handle(handle_id: str, cidr: str, count: int) -> KVPair:
-        key = _key("IPAMHandle", handle_id.lower())
+        key = _key(api.IPAMHandle, handle_id.lower())
         return KVPair(key, IPAMHandle(metadata=api.ObjectMeta(name=key.name),
                                       spec=IPAMHandleSpec(handle_id=handle_id, block={cidr: count})))
 
     async def _change_handle(self, handle_id: str, cidr: str, delta: int) -> None:
-        key = _key("IPAMHandle", handle_id.lower())
+        key = _key(api.IPAMHandle, handle_id.lower())
         if delta > 0:  # most handles are new: try to create first, one round trip
             handle = self._new_handle(handle_id, cidr, delta).value
             try:
@@ -539,7 +542,7 @@ class IPAM:
 
     async def release_ips(self, ips: Sequence[str]) -> list[str]:
         """Release addresses; return those that were not allocated."""
-        blocks = [kv.value.spec.cidr for kv in (await self._be.list(ResourceListOptions("IPAMBlock"))).items]
+        blocks = [kv.value.spec.cidr for kv in (await self._be.list(ResourceListOptions(api.IPAMBlock))).items]
         by_block: dict[str, list[int]] = {}
         unallocated: list[str] = []
         for ip in ips:
@@ -560,7 +563,7 @@ class IPAM:
 
     async def release_by_handle(self, handle_id: str) -> int:
         """Release every address of a handle (idempotent); return how many were released."""
-        key = _key("IPAMHandle", handle_id.lower())
+        key = _key(api.IPAMHandle, handle_id.lower())
         try:
             kv = await self._be.get(key)
         except NotFound:
@@ -608,7 +611,7 @@ class IPAM:
         """Drop a node's affinities; its empty blocks go, blocks still in use lose their affinity."""
         self._affine.pop(node, None)
         self._blocks.clear()
-        for kv in (await self._be.list(ResourceListOptions("BlockAffinity"))).items:
+        for kv in (await self._be.list(ResourceListOptions(api.BlockAffinity))).items:
             if kv.value.spec.node != node:
                 continue
             cidr = kv.value.spec.cidr
@@ -634,7 +637,7 @@ class IPAM:
 
     async def blocks(self) -> list[BlockUsage]:
         out = []
-        for kv in (await self._be.list(ResourceListOptions("IPAMBlock"))).items:
+        for kv in (await self._be.list(ResourceListOptions(api.IPAMBlock))).items:
             spec: IPAMBlockSpec = kv.value.spec
             base = ipaddress.ip_network(spec.cidr).network_address
             allocs = [Allocation(str(base + o), spec.attributes[i].handle_id, dict(spec.attributes[i].secondary),
@@ -652,7 +655,7 @@ class IPAM:
     async def ips_by_handle(self, handle_id: str) -> list[str]:
         """The addresses a handle holds, in block order (empty if the handle does not exist)."""
         try:
-            kv = await self._be.get(_key("IPAMHandle", handle_id.lower()))
+            kv = await self._be.get(_key(api.IPAMHandle, handle_id.lower()))
         except NotFound:
             return []
         out: list[str] = []
@@ -668,7 +671,7 @@ class IPAM:
 
     async def handles(self) -> dict[str, dict[str, int]]:
         return {kv.value.spec.handle_id: dict(kv.value.spec.block)
-                for kv in (await self._be.list(ResourceListOptions("IPAMHandle"))).items}
+                for kv in (await self._be.list(ResourceListOptions(api.IPAMHandle))).items}
 
     # --- tunnel addresses --------------------------------------------------------------------
 
@@ -679,7 +682,7 @@ class IPAM:
             raise ValueError(f"tunnel kind must be ipip or vxlan, not {kind!r}")
         handle = tunnel_handle(node, kind)
         for _ in range(self._retries):
-            kv = await self._be.get(ResourceKey("Node", node))
+            kv = await self._be.get(ResourceKey(api.Node, node))
             nspec = kv.value.spec
             current = (nspec.bgp.ipv4_ipip_tunnel_addr if kind == "ipip" and nspec.bgp
                        else nspec.ipv4_vxlan_tunnel_addr if kind == "vxlan" else "")
@@ -699,4 +702,4 @@ class IPAM:
                 return ip
             except Conflict:
                 await self.release_ips([ip])
-        raise Conflict(ResourceKey("Node", node))
+        raise Conflict(ResourceKey(api.Node, node))

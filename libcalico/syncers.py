@@ -37,6 +37,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from libcalico import api
+from libcalico.api.meta import Resource
 from libcalico.backend.api import Backend
 from libcalico.model import ResourceListOptions
 from libcalico.watching import Syncer, SyncerCallbacks
@@ -65,36 +67,37 @@ class SyncerDefinition:
         return Syncer(backend, self.types, callbacks)
 
 
-def _opts(*kinds: str) -> tuple[ResourceListOptions, ...]:
+def _opts(*kinds: type[Resource]) -> tuple[ResourceListOptions, ...]:
     return tuple(ResourceListOptions(k) for k in kinds)
 
 
 def felix(*, use_pod_cidr: bool = False) -> SyncerDefinition:
     """Calico's felixsyncer (as the node's active Felix runs it)."""
-    types = _opts("ClusterInformation", "FelixConfiguration", "Tier", "GlobalNetworkPolicy", "NetworkPolicy",
-                  "Profile", "IPPool", "Node", "WorkloadEndpoint", "HostEndpoint", "NetworkSet", "GlobalNetworkSet",
-                  "BGPConfiguration", "BGPPeer")
+    types = _opts(api.ClusterInformation, api.FelixConfiguration, api.Tier, api.GlobalNetworkPolicy,
+                  api.NetworkPolicy, api.Profile, api.IPPool, api.Node, api.WorkloadEndpoint, api.HostEndpoint,
+                  api.NetworkSet, api.GlobalNetworkSet, api.BGPConfiguration, api.BGPPeer)
     if not use_pod_cidr:  # Calico IPAM: Felix routes by the blocks
-        types += _opts("IPAMBlock")
+        types += _opts(api.IPAMBlock)
     return SyncerDefinition(FELIX, types)
 
 
 def bgp(node: str = "", *, use_pod_cidr: bool = False) -> SyncerDefinition:
     """Calico's bgpsyncer: confd's inputs; ``node`` narrows the block affinities to that node's."""
-    types = _opts("IPPool", "BGPConfiguration", "Node", "BGPPeer", "BGPFilter")
+    types = _opts(api.IPPool, api.BGPConfiguration, api.Node, api.BGPPeer, api.BGPFilter)
     if not use_pod_cidr:
-        types += (ResourceListOptions("BlockAffinity", node=node),)
+        types += (ResourceListOptions(api.BlockAffinity, node=node),)
     return SyncerDefinition(BGP, types)
 
 
 def tunnel_ip_allocation(node: str = "") -> SyncerDefinition:
     """Calico's tunnelipsyncer: the pools and the node whose tunnel addresses are allocated."""
-    return SyncerDefinition(TUNNEL_IP_ALLOCATION, (ResourceListOptions("IPPool"), ResourceListOptions("Node", name=node)))
+    return SyncerDefinition(TUNNEL_IP_ALLOCATION,
+                            (ResourceListOptions(api.IPPool), ResourceListOptions(api.Node, name=node)))
 
 
 def node_status() -> SyncerDefinition:
     """Calico's nodestatussyncer."""
-    return SyncerDefinition(NODE_STATUS, _opts("CalicoNodeStatus"))
+    return SyncerDefinition(NODE_STATUS, _opts(api.CalicoNodeStatus))
 
 
 def for_typha(syncer_type: str) -> SyncerDefinition:
@@ -112,7 +115,7 @@ def for_typha(syncer_type: str) -> SyncerDefinition:
 
 def ipam_inputs() -> SyncerDefinition:
     """What a long-running IPAM allocator watches: pools, the IPAM configuration, nodes' labels (ours)."""
-    return SyncerDefinition("ipam", _opts("IPPool", "IPAMConfig", "Node"))
+    return SyncerDefinition("ipam", _opts(api.IPPool, api.IPAMConfig, api.Node))
 
 
 __all__ = ["ALL_TYPES", "BGP", "FELIX", "NODE_STATUS", "SyncerDefinition", "TUNNEL_IP_ALLOCATION", "bgp", "felix",

@@ -51,6 +51,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from libcalico import api
 from libcalico.backend.api import Backend, EventType, WatchEvent
 from libcalico.errors import CorruptEntry, DatastoreUnavailable, NotFound, WatchCompacted
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
@@ -112,7 +113,7 @@ class Backoff:
 # the type counts as unavailable.
 MAX_ERRORS_PER_REVISION = 5
 # The key asked for to learn that the datastore is back after an outage: small, in every backend.
-PROBE_KEY = ResourceKey("ClusterInformation", "default")
+PROBE_KEY = ResourceKey(api.ClusterInformation, "default")
 
 
 async def follow(

@@ -32,42 +32,46 @@ from typing import Any
 import yaml
 
 from libcalico.api import registry
+from libcalico.api.bgp import BGPConfiguration, BGPPeer
+from libcalico.api.endpoints import ClusterInformation, HostEndpoint, Node, WorkloadEndpoint
+from libcalico.api.ippool import IPPool
 from libcalico.api.meta import Resource
+from libcalico.api.policy import GlobalNetworkPolicy, NetworkPolicy, Profile
 
 V1_GROUP = "crd.projectcalico.org"
 V3_GROUP = "projectcalico.org"
 
 # Kinds the Kubernetes datastore derives from Kubernetes' own objects instead of CRDs.
-DERIVED_KINDS = frozenset({"Node", "Profile", "WorkloadEndpoint"})
+DERIVED_KINDS = frozenset(cls.KIND for cls in (Node, Profile, WorkloadEndpoint))
 
 # Calico's short names and printer columns; they exist on its projectcalico.org/v3 CRDs only.
-SHORT_NAMES: dict[str, list[str]] = {
-    "BGPConfiguration": ["bgpconfig", "bgpconfigs"],
-    "ClusterInformation": ["clusterinfo", "clusterinfos"],
-    "GlobalNetworkPolicy": ["gnp", "cgnp"],
-    "HostEndpoint": ["hep", "heps"],
-    "NetworkPolicy": ["cnp", "caliconetworkpolicy"],
+SHORT_NAMES: dict[type[Resource], list[str]] = {
+    BGPConfiguration: ["bgpconfig", "bgpconfigs"],
+    ClusterInformation: ["clusterinfo", "clusterinfos"],
+    GlobalNetworkPolicy: ["gnp", "cgnp"],
+    HostEndpoint: ["hep", "heps"],
+    NetworkPolicy: ["cnp", "caliconetworkpolicy"],
 }
 _AGE = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
-PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
-    "IPPool": [{"name": "CIDR", "type": "string", "jsonPath": ".spec.cidr"},
-               {"name": "VXLAN", "type": "string", "jsonPath": ".spec.vxlanMode"},
-               {"name": "IPIP", "type": "string", "jsonPath": ".spec.ipipMode"},
-               {"name": "NAT", "type": "boolean", "jsonPath": ".spec.natOutgoing"}, _AGE],
-    "BGPPeer": [{"name": "Node Selector", "type": "string", "jsonPath": ".spec.nodeSelector"},
-                {"name": "Node", "type": "string", "jsonPath": ".spec.node"},
-                {"name": "Peer Selector", "type": "string", "jsonPath": ".spec.peerSelector"},
-                {"name": "Peer IP", "type": "string", "jsonPath": ".spec.peerIP"},
-                {"name": "Peer ASN", "type": "string", "jsonPath": ".spec.asNumber"}],
-    "GlobalNetworkPolicy": [{"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
-                            {"name": "Order", "type": "number", "jsonPath": ".spec.order"}, _AGE],
-    "NetworkPolicy": [{"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
-                      {"name": "Order", "type": "number", "jsonPath": ".spec.order"}],
-    "HostEndpoint": [{"name": "Node", "type": "string", "jsonPath": ".spec.node"},
-                     {"name": "Interface", "type": "string", "jsonPath": ".spec.interfaceName"}],
-    "ClusterInformation": [{"name": "Version", "type": "string", "jsonPath": ".spec.calicoVersion"},
-                           {"name": "Ready", "type": "boolean", "jsonPath": ".spec.datastoreReady"},
-                           {"name": "Types", "type": "string", "jsonPath": ".spec.clusterType"}],
+PRINTER_COLUMNS: dict[type[Resource], list[dict[str, str]]] = {
+    IPPool: [{"name": "CIDR", "type": "string", "jsonPath": ".spec.cidr"},
+             {"name": "VXLAN", "type": "string", "jsonPath": ".spec.vxlanMode"},
+             {"name": "IPIP", "type": "string", "jsonPath": ".spec.ipipMode"},
+             {"name": "NAT", "type": "boolean", "jsonPath": ".spec.natOutgoing"}, _AGE],
+    BGPPeer: [{"name": "Node Selector", "type": "string", "jsonPath": ".spec.nodeSelector"},
+              {"name": "Node", "type": "string", "jsonPath": ".spec.node"},
+              {"name": "Peer Selector", "type": "string", "jsonPath": ".spec.peerSelector"},
+              {"name": "Peer IP", "type": "string", "jsonPath": ".spec.peerIP"},
+              {"name": "Peer ASN", "type": "string", "jsonPath": ".spec.asNumber"}],
+    GlobalNetworkPolicy: [{"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
+                          {"name": "Order", "type": "number", "jsonPath": ".spec.order"}, _AGE],
+    NetworkPolicy: [{"name": "Tier", "type": "string", "jsonPath": ".spec.tier"},
+                    {"name": "Order", "type": "number", "jsonPath": ".spec.order"}],
+    HostEndpoint: [{"name": "Node", "type": "string", "jsonPath": ".spec.node"},
+                   {"name": "Interface", "type": "string", "jsonPath": ".spec.interfaceName"}],
+    ClusterInformation: [{"name": "Version", "type": "string", "jsonPath": ".spec.calicoVersion"},
+                         {"name": "Ready", "type": "boolean", "jsonPath": ".spec.datastoreReady"},
+                         {"name": "Types", "type": "string", "jsonPath": ".spec.clusterType"}],
 }
 
 _API_VERSION_DOC = ("APIVersion defines the versioned schema of this representation of an object. "
@@ -162,10 +166,10 @@ def crd(cls: type[Resource], group: str = V1_GROUP) -> dict[str, Any]:
     served: dict[str, Any] = {"name": version, "served": True, "storage": True,
                               "schema": {"openAPIV3Schema": resource_schema(cls)}}
     if group == V3_GROUP:
-        if cls.KIND in SHORT_NAMES:
-            names["shortNames"] = SHORT_NAMES[cls.KIND]
-        if cls.KIND in PRINTER_COLUMNS:
-            served["additionalPrinterColumns"] = PRINTER_COLUMNS[cls.KIND]
+        if cls in SHORT_NAMES:
+            names["shortNames"] = SHORT_NAMES[cls]
+        if cls in PRINTER_COLUMNS:
+            served["additionalPrinterColumns"] = PRINTER_COLUMNS[cls]
     if "status" in served["schema"]["openAPIV3Schema"]["properties"]:
         served["subresources"] = {"status": {}}
     return {

@@ -273,14 +273,14 @@ class NetworkPolicy(Resource):
     KIND = "NetworkPolicy"
     PLURAL = "networkpolicies"
     NAMESPACED = True
-    NAME_CHECK = _policy_name_checker(_NP_NAME_RE, "NetworkPolicy")
+    NAME_CHECK = _policy_name_checker(_NP_NAME_RE, KIND)
     spec: NetworkPolicySpec = Field(default_factory=NetworkPolicySpec)
 
 
 class GlobalNetworkPolicy(Resource):
     KIND = "GlobalNetworkPolicy"
     PLURAL = "globalnetworkpolicies"
-    NAME_CHECK = _policy_name_checker(_GNP_NAME_RE, "GlobalNetworkPolicy")
+    NAME_CHECK = _policy_name_checker(_GNP_NAME_RE, KIND)
     spec: GlobalNetworkPolicySpec = Field(default_factory=GlobalNetworkPolicySpec)
 
 

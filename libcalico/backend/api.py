@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from libcalico.api.registry import ModelT
 from libcalico.errors import CorruptEntry
 from libcalico.model import KVList, KVPair, ResourceKey, ResourceListOptions
 
@@ -68,27 +69,27 @@ class WatchEvent:
 class Backend(Protocol):
     """A Calico datastore. See the module docstring for the revision semantics."""
 
-    async def create(self, kv: KVPair) -> KVPair:
+    async def create(self, kv: KVPair[ModelT]) -> KVPair[ModelT]:
         """Store a new key. :class:`AlreadyExists` if it exists."""
         ...
 
-    async def update(self, kv: KVPair) -> KVPair:
+    async def update(self, kv: KVPair[ModelT]) -> KVPair[ModelT]:
         """Overwrite an existing key; CAS on ``kv.revision`` when set."""
         ...
 
-    async def apply(self, kv: KVPair) -> KVPair:
+    async def apply(self, kv: KVPair[ModelT]) -> KVPair[ModelT]:
         """Create or overwrite, unconditionally."""
         ...
 
-    async def delete(self, key: ResourceKey, revision: str = "") -> KVPair:
+    async def delete(self, key: ResourceKey[ModelT], revision: str = "") -> KVPair[ModelT]:
         """Remove a key and return what was stored; CAS on ``revision`` when set."""
         ...
 
-    async def get(self, key: ResourceKey) -> KVPair:
+    async def get(self, key: ResourceKey[ModelT]) -> KVPair[ModelT]:
         """The stored pair. :class:`NotFound` if absent."""
         ...
 
-    async def list(self, opts: ResourceListOptions) -> KVList:
+    async def list(self, opts: ResourceListOptions[ModelT]) -> KVList[ModelT]:
         """All pairs matching ``opts``, sorted by key, with the listing's revision."""
         ...
 
@@ -133,7 +134,7 @@ class ListKeys(Protocol):
     without it (Kubernetes) are listed in full instead.
     """
 
-    async def list_keys(self, opts: ResourceListOptions) -> list[ResourceKey]:
+    async def list_keys(self, opts: ResourceListOptions[ModelT]) -> list[ResourceKey[ModelT]]:
         """The keys that ``list(opts)`` would return, in the same order."""
         ...
 

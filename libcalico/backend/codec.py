@@ -24,8 +24,9 @@ from typing import Any
 import pydantic
 import pydantic_core
 
-from libcalico.api.ipam import split_affinity_name
+from libcalico.api.ipam import BlockAffinity, IPAMBlock, IPAMConfig, IPAMHandle, split_affinity_name
 from libcalico.api.meta import Resource
+from libcalico.api.registry import ModelT
 from libcalico.errors import CorruptEntry
 from libcalico.model import ResourceKey
 
@@ -45,15 +46,15 @@ def reasons(exc: Exception) -> list[str]:
 
 def _ipam_encode(value: Resource) -> bytes | None:
     spec: Any = getattr(value, "spec", None)
-    if value.KIND == "IPAMBlock":
+    if isinstance(value, IPAMBlock):
         # Written on every allocation: pydantic's own JSON writer, straight from the model. The
         # shape is Calico's AllocationBlock (strictAffinity always present, handle_id as is).
         return spec.__pydantic_serializer__.to_json(spec, by_alias=True)  # type: ignore[no-any-return]
-    if value.KIND == "BlockAffinity":
+    if isinstance(value, BlockAffinity):
         return pydantic_core.to_json({"state": spec.state, "deleted": spec.deleted == "true"})
-    if value.KIND == "IPAMHandle":
+    if isinstance(value, IPAMHandle):
         return pydantic_core.to_json({"block": dict(spec.block), "deleted": spec.deleted})
-    if value.KIND == "IPAMConfig":
+    if isinstance(value, IPAMConfig):
         out: dict[str, Any] = {"strict_affinity": spec.strict_affinity,
                                "auto_allocate_blocks": spec.auto_allocate_blocks}
         if spec.max_blocks_per_host:
@@ -64,21 +65,22 @@ def _ipam_encode(value: Resource) -> bytes | None:
 
 def _ipam_decode(key: ResourceKey, raw: dict[str, Any]) -> dict[str, Any] | None:
     spec: dict[str, Any]
-    if key.kind == "IPAMBlock":
+    cls = key.resource_class
+    if cls is IPAMBlock:
         spec = {k: raw[k] for k in ("cidr", "affinity", "allocations", "unallocated", "sequenceNumber",
                                     "sequenceNumberForAllocation", "deleted", "strictAffinity") if raw.get(k) is not None}
         spec["attributes"] = [{"handle_id": a.get("handle_id"), "secondary": a.get("secondary") or {}}
                               for a in raw.get("attributes") or []]
-    elif key.kind == "BlockAffinity":
+    elif cls is BlockAffinity:
         split = split_affinity_name(key.name)
         if split is None:
             raise ValueError(f"not an affinity name: {key.name}")
         # No state (a raw ``{}``, as older Calico wrote affinities) is confirmed: Calico reads it so.
         spec = {"state": raw.get("state") or "confirmed", "node": split[0], "cidr": split[1],
                 "deleted": "true" if raw.get("deleted") else "false"}
-    elif key.kind == "IPAMHandle":
+    elif cls is IPAMHandle:
         spec = {"handleID": key.name, "block": raw.get("block") or {}, "deleted": bool(raw.get("deleted"))}
-    elif key.kind == "IPAMConfig":
+    elif cls is IPAMConfig:
         spec = {"strictAffinity": bool(raw.get("strict_affinity")),
                 "autoAllocateBlocks": raw.get("auto_allocate_blocks", True),
                 "maxBlocksPerHost": raw.get("maxBlocksPerHost", 0)}
@@ -96,7 +98,7 @@ def encode(value: Resource) -> bytes:
     return pydantic_core.to_json(wire)
 
 
-def decode(key: ResourceKey, data: bytes, revision: str) -> Resource:
+def decode(key: ResourceKey[ModelT], data: bytes, revision: str) -> ModelT:
     try:
         raw = pydantic_core.from_json(data)
         if not isinstance(raw, dict):

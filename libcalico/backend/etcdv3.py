@@ -43,7 +43,7 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 import aetcd
@@ -52,6 +52,7 @@ import aetcd.rpc as rpc
 import aetcd.watcher
 import grpc
 
+from libcalico.api.registry import ModelT
 from libcalico.backend import codec
 from libcalico.backend.api import EventType, WatchEvent
 from libcalico.errors import (
@@ -347,13 +348,13 @@ class EtcdBackend:
         rev = str(revision)
         return KVPair(kv.key, codec.with_revision(kv.value, rev), rev)
 
-    async def create(self, kv: KVPair) -> KVPair:
+    async def create(self, kv: KVPair[ModelT]) -> KVPair[ModelT]:
         resp = await self._txn(kv.key, self._compare(kv.key, "", must_exist=False), self._put_op(kv), "create")
         if not resp.succeeded:
             raise AlreadyExists(kv.key)
         return self._stored(kv, resp.header.revision)
 
-    async def update(self, kv: KVPair) -> KVPair:
+    async def update(self, kv: KVPair[ModelT]) -> KVPair[ModelT]:
         resp = await self._txn(kv.key, self._compare(kv.key, kv.revision, must_exist=True), self._put_op(kv),
                                "update")
         if not resp.succeeded:
@@ -377,12 +378,12 @@ class EtcdBackend:
             raise Conflict(update.key)
         return self._stored(create, resp.header.revision), self._stored(update, resp.header.revision)
 
-    async def apply(self, kv: KVPair) -> KVPair:
+    async def apply(self, kv: KVPair[ModelT]) -> KVPair[ModelT]:
         req = rpc.PutRequest(key=kv.key.path().encode(), value=codec.encode(kv.value))
         resp = await self._kv("apply", lambda stub, kw: stub.Put(req, **kw), read=False)
         return self._stored(kv, resp.header.revision)
 
-    async def delete(self, key: ResourceKey, revision: str = "") -> KVPair:
+    async def delete(self, key: ResourceKey[ModelT], revision: str = "") -> KVPair[ModelT]:
         op = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key.path().encode(), prev_kv=True))
         resp = await self._txn(key, self._compare(key, revision, must_exist=True), op, "delete")
         if not resp.succeeded:
@@ -393,7 +394,8 @@ class EtcdBackend:
         try:
             return self._decode(key, prev[0])
         except CorruptEntry:  # deleting a value that does not parse is how an operator clears it
-            return KVPair(key, None, str(prev[0].mod_revision))
+            # The one pair without a value (see libcalico.backend.api): typed as the key's kind.
+            return KVPair(key, cast("ModelT", None), str(prev[0].mod_revision))
 
     @staticmethod
     def _raise_failed(key: ResourceKey, resp: Any) -> None:
@@ -408,7 +410,7 @@ class EtcdBackend:
         rev = str(kv.mod_revision)
         return KVPair(key, codec.decode(key, kv.value, rev), rev)
 
-    async def get(self, key: ResourceKey) -> KVPair:
+    async def get(self, key: ResourceKey[ModelT]) -> KVPair[ModelT]:
         req = rpc.RangeRequest(key=key.path().encode())
         resp = await self._kv("get", lambda stub, kw: stub.Range(req, **kw), read=True)
         if not resp.kvs:
@@ -463,7 +465,7 @@ class EtcdBackend:
                 out.corrupt.append(exc)
         return out
 
-    async def list(self, opts: ResourceListOptions) -> KVList:
+    async def list(self, opts: ResourceListOptions[ModelT]) -> KVList[ModelT]:
         kvs, revision = await self._range(opts)
         return self._listing(opts, kvs, revision)
 
@@ -478,7 +480,7 @@ class EtcdBackend:
             out.append(self._listing(o, kvs, revision))
         return out
 
-    async def list_keys(self, opts: ResourceListOptions) -> builtins.list[ResourceKey]:
+    async def list_keys(self, opts: ResourceListOptions[ModelT]) -> builtins.list[ResourceKey[ModelT]]:
         kvs, _ = await self._range(opts, keys_only=True)
         return [key for key, _ in self._matching(opts, kvs)]
 

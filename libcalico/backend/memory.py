@@ -16,8 +16,10 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from libcalico.api.meta import Resource
+from libcalico.api.registry import ModelT
 from libcalico.backend import codec
 from libcalico.backend.api import EventType, WatchEvent
 from libcalico.errors import AlreadyExists, Conflict, CorruptEntry, NotFound, WatchCompacted
@@ -84,14 +86,14 @@ class MemoryBackend:
 
     # --- the contract ---------------------------------------------------------------------
 
-    async def create(self, kv: KVPair) -> KVPair:
+    async def create(self, kv: KVPair[ModelT]) -> KVPair[ModelT]:
         if kv.key.path() in self._data:
             raise AlreadyExists(kv.key)
         stored = await self._write(kv.key, kv.value)
         assert stored is not None
         return self._pair(kv.key, stored)
 
-    async def update(self, kv: KVPair) -> KVPair:
+    async def update(self, kv: KVPair[ModelT]) -> KVPair[ModelT]:
         self._check(kv.key, kv.revision)
         stored = await self._write(kv.key, kv.value)
         assert stored is not None
@@ -106,23 +108,24 @@ class MemoryBackend:
         assert made is not None and stored is not None
         return self._pair(create.key, made), self._pair(update.key, stored)
 
-    async def apply(self, kv: KVPair) -> KVPair:
+    async def apply(self, kv: KVPair[ModelT]) -> KVPair[ModelT]:
         stored = await self._write(kv.key, kv.value)
         assert stored is not None
         return self._pair(kv.key, stored)
 
-    async def delete(self, key: ResourceKey, revision: str = "") -> KVPair:
+    async def delete(self, key: ResourceKey[ModelT], revision: str = "") -> KVPair[ModelT]:
         old = self._check(key, revision)
         await self._write(key, None)
         try:
             return self._pair(key, old)
         except CorruptEntry:
-            return KVPair(key, None, str(old.mod_revision))
+            # The one pair without a value (see libcalico.backend.api): typed as the key's kind.
+            return KVPair(key, cast("ModelT", None), str(old.mod_revision))
 
-    async def get(self, key: ResourceKey) -> KVPair:
+    async def get(self, key: ResourceKey[ModelT]) -> KVPair[ModelT]:
         return self._pair(key, self._check(key, ""))
 
-    async def list(self, opts: ResourceListOptions) -> KVList:
+    async def list(self, opts: ResourceListOptions[ModelT]) -> KVList[ModelT]:
         out = KVList([], str(self._revision))
         for _, (k, s) in sorted(self._data.items()):
             if opts.matches(k):
@@ -136,7 +139,7 @@ class MemoryBackend:
     async def list_many(self, opts: Sequence[ResourceListOptions]) -> builtins.list[KVList]:
         return [await self.list(o) for o in opts]  # no await in list: nothing changes in between
 
-    async def list_keys(self, opts: ResourceListOptions) -> builtins.list[ResourceKey]:
+    async def list_keys(self, opts: ResourceListOptions[ModelT]) -> builtins.list[ResourceKey[ModelT]]:
         return [k for path, (k, s) in sorted(self._data.items()) if opts.matches(k)]
 
     async def watch(self, opts: ResourceListOptions, revision: str) -> AsyncIterator[WatchEvent]:

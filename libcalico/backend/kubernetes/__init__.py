@@ -42,6 +42,7 @@ from collections.abc import AsyncIterator
 
 from kubernetes_asyncio import client as k8s
 
+from libcalico.api.registry import ModelT
 from libcalico.backend.api import WatchEvent
 from libcalico.backend.kubernetes import resources
 from libcalico.backend.kubernetes.connection import API_GROUPS, Connection, KubeConfig
@@ -68,22 +69,22 @@ class KubernetesBackend:
         """The group custom resources are stored in (known after the first request)."""
         return self._conn.group
 
-    async def create(self, kv: KVPair) -> KVPair:
+    async def create(self, kv: KVPair[ModelT]) -> KVPair[ModelT]:
         return await self._for(kv.key.kind).create(kv)
 
-    async def update(self, kv: KVPair) -> KVPair:
+    async def update(self, kv: KVPair[ModelT]) -> KVPair[ModelT]:
         return await self._for(kv.key.kind).update(kv)
 
-    async def apply(self, kv: KVPair) -> KVPair:
+    async def apply(self, kv: KVPair[ModelT]) -> KVPair[ModelT]:
         return await self._for(kv.key.kind).apply(kv)
 
-    async def delete(self, key: ResourceKey, revision: str = "") -> KVPair:
+    async def delete(self, key: ResourceKey[ModelT], revision: str = "") -> KVPair[ModelT]:
         return await self._for(key.kind).delete(key, revision)
 
-    async def get(self, key: ResourceKey) -> KVPair:
+    async def get(self, key: ResourceKey[ModelT]) -> KVPair[ModelT]:
         return await self._for(key.kind).get(key)
 
-    async def list(self, opts: ResourceListOptions) -> KVList:
+    async def list(self, opts: ResourceListOptions[ModelT]) -> KVList[ModelT]:
         return await self._for(opts.kind).list(opts)
 
     def watch(self, opts: ResourceListOptions, revision: str) -> AsyncIterator[WatchEvent]:

@@ -109,7 +109,7 @@ class Connection:
             value: Resource = cls.model_validate(wire)
         except pydantic.ValidationError as exc:
             meta = wire.get("metadata") or {}
-            key = ResourceKey(kind, str(meta.get("name", "")), str(meta.get("namespace", "") or ""))
+            key = ResourceKey(cls, str(meta.get("name", "")), str(meta.get("namespace", "") or ""))
             raise CorruptEntry(key, codec.reasons(exc)) from exc
         return KVPair(ResourceKey.for_resource(value), value, value.metadata.resource_version)
 

@@ -29,7 +29,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from libcalico.api.endpoints import Node, WorkloadEndpoint
 from libcalico.api.meta import Resource
+from libcalico.api.policy import GlobalNetworkPolicy, NetworkPolicy, Profile
 from libcalico.names import WorkloadEndpointIdentifiers, veth_name_for_workload
 
 JSON = dict[str, Any]
@@ -37,7 +39,7 @@ JSON = dict[str, Any]
 V1_API_VERSION = "crd.projectcalico.org/v1"
 V3_API_VERSION = "projectcalico.org/v3"
 METADATA_ANNOTATION = "projectcalico.org/metadata"
-POLICY_KINDS = frozenset({"NetworkPolicy", "GlobalNetworkPolicy"})
+POLICY_KINDS = frozenset({NetworkPolicy.KIND, GlobalNetworkPolicy.KIND})  # names: compared with wire kinds
 
 # Node annotations (libcalico-go resources/node.go).
 NODE_IPV4_ADDRESS = "projectcalico.org/IPv4Address"
@@ -164,7 +166,7 @@ def k8s_node_to_wire(node: JSON) -> JSON:
     calico_ann = {k: v for k, v in ann.items() if not k.startswith("projectcalico.org/")}
     if calico_ann:
         out_meta["annotations"] = calico_ann
-    return {"apiVersion": V3_API_VERSION, "kind": "Node", "metadata": out_meta, "spec": spec}
+    return {"apiVersion": V3_API_VERSION, "kind": Node.KIND, "metadata": out_meta, "spec": spec}
 
 
 def node_patch(wire: JSON) -> JSON:
@@ -273,7 +275,7 @@ def pod_to_wire(pod: JSON) -> JSON:
     for k in ("uid", "resourceVersion", "creationTimestamp", "generateName"):
         if meta.get(k):
             out_meta[k] = meta[k]
-    return {"apiVersion": V3_API_VERSION, "kind": "WorkloadEndpoint", "metadata": out_meta, "spec": wep_spec}
+    return {"apiVersion": V3_API_VERSION, "kind": WorkloadEndpoint.KIND, "metadata": out_meta, "spec": wep_spec}
 
 
 def wep_pod_patch(wire: JSON, revision: str) -> JSON:
@@ -387,7 +389,7 @@ def knp_to_wire(knp: JSON) -> JSON:
     for k in ("uid", "resourceVersion", "creationTimestamp"):
         if meta.get(k):
             out_meta[k] = meta[k]
-    return {"apiVersion": V3_API_VERSION, "kind": "NetworkPolicy", "metadata": out_meta, "spec": calico_spec}
+    return {"apiVersion": V3_API_VERSION, "kind": NetworkPolicy.KIND, "metadata": out_meta, "spec": calico_spec}
 
 
 # --- Namespaces and ServiceAccounts as profiles -----------------------------------------------------
@@ -405,7 +407,7 @@ def namespace_profile(name: str, labels: dict[str, str] | None = None, *, revisi
     meta: JSON = {"name": NAMESPACE_PROFILE_PREFIX + name}
     if revision:
         meta["resourceVersion"] = revision
-    return {"apiVersion": V3_API_VERSION, "kind": "Profile", "metadata": meta,
+    return {"apiVersion": V3_API_VERSION, "kind": Profile.KIND, "metadata": meta,
             "spec": {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}], "labelsToApply": apply}}
 
 
@@ -417,7 +419,7 @@ def serviceaccount_profile(namespace: str, name: str, labels: dict[str, str] | N
     meta: JSON = {"name": f"{SERVICE_ACCOUNT_PROFILE_PREFIX}{namespace}.{name}"}
     if revision:
         meta["resourceVersion"] = revision
-    return {"apiVersion": V3_API_VERSION, "kind": "Profile", "metadata": meta, "spec": {"labelsToApply": apply}}
+    return {"apiVersion": V3_API_VERSION, "kind": Profile.KIND, "metadata": meta, "spec": {"labelsToApply": apply}}
 
 
 def k8s_namespace_to_wire(ns: JSON) -> JSON:

@@ -100,7 +100,7 @@ class ResourceClient:
             if wire is None:
                 raise NotFound(key)
             return self.conn.pair(key.kind, wire)
-        listing = await self.list(ResourceListOptions(key.kind, key.namespace, key.name))
+        listing = await self.list(ResourceListOptions(key.resource_class, key.namespace, key.name))
         for kv in listing.items:
             if kv.key == key:
                 return kv

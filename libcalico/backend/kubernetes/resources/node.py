@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from kubernetes_asyncio import client as k8s
 
+from libcalico.api.endpoints import Node
 from libcalico.backend.kubernetes import conversion
 from libcalico.backend.kubernetes.errors import map_error
 from libcalico.backend.kubernetes.resources.base import ResourceClient, Source
@@ -42,4 +43,4 @@ class NodeClient(ResourceClient):
             node = await k8s.CoreV1Api(api).patch_node(kv.key.name, conversion.node_patch(wire))
         except Exception as exc:
             raise map_error(exc, kv.key, "update (patch node)") from exc
-        return self.conn.pair("Node", conversion.k8s_node_to_wire(self.conn.plain(node)))
+        return self.conn.pair(Node.KIND, conversion.k8s_node_to_wire(self.conn.plain(node)))

@@ -14,6 +14,7 @@ from typing import Any
 
 from kubernetes_asyncio import client as k8s
 
+from libcalico.api.endpoints import WorkloadEndpoint
 from libcalico.backend.kubernetes import conversion
 from libcalico.backend.kubernetes.connection import JSON
 from libcalico.backend.kubernetes.errors import map_error
@@ -86,4 +87,4 @@ class WorkloadEndpointClient(ResourceClient):
             pod = await k8s.CoreV1Api(api).patch_namespaced_pod_status(pod_name, kv.key.namespace, patch)
         except Exception as exc:
             raise map_error(exc, kv.key, f"{operation.lower()} (patch pod {kv.key.namespace}/{pod_name})") from exc
-        return self.conn.pair("WorkloadEndpoint", conversion.pod_to_wire(self.conn.plain(pod)))
+        return self.conn.pair(WorkloadEndpoint.KIND, conversion.pod_to_wire(self.conn.plain(pod)))
