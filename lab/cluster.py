@@ -51,6 +51,7 @@ import yaml
 
 from lab import data, netns, supervise
 from lab.etcd import EtcdServer
+from libcalico import api
 from libcalico.backend.kubernetes import conversion
 
 GATEWAY = "192.168.3.1"
@@ -204,7 +205,7 @@ class Builder(ABC):
         if rr_cluster_id:
             bgp["routeReflectorClusterID"] = rr_cluster_id
         metadata: dict[str, Any] = {"name": name, **({"labels": labels} if labels is not None else {})}
-        return {"apiVersion": "projectcalico.org/v3", "kind": "Node", "metadata": metadata, "spec": {"bgp": bgp}}
+        return {"apiVersion": "projectcalico.org/v3", "kind": api.Node.KIND, "metadata": metadata, "spec": {"bgp": bgp}}
 
     def spawn_felix(self, name: str, ns: str, **extra: str) -> subprocess.Popen[bytes]:
         """``calico-felix`` for node ``name`` in its namespace (``extra``: more FELIX_* settings)."""
@@ -452,10 +453,10 @@ class Lab(Builder):
             vxlan = {"vxlan": "Always", "vxlan-crosssubnet": "CrossSubnet"}.get(encap, "Never")
             ipip = {"ipip": "Always", "ipip-crosssubnet": "CrossSubnet"}.get(encap, "Never")
             docs: list[dict[str, Any]] = [
-                {"apiVersion": "projectcalico.org/v3", "kind": "IPPool", "metadata": {"name": "default-ipv4-ippool"},
+                {"apiVersion": "projectcalico.org/v3", "kind": api.IPPool.KIND, "metadata": {"name": "default-ipv4-ippool"},
                  "spec": {"cidr": "10.244.0.0/16", "blockSize": 26, "ipipMode": ipip, "vxlanMode": vxlan,
                           "natOutgoing": True, "nodeSelector": "all()"}},
-                {"apiVersion": "projectcalico.org/v3", "kind": "BGPConfiguration", "metadata": {"name": "default"},
+                {"apiVersion": "projectcalico.org/v3", "kind": api.BGPConfiguration.KIND, "metadata": {"name": "default"},
                  "spec": {"asNumber": 64512, "nodeToNodeMeshEnabled": bgp == "mesh"}}]
             self.say(f"[3/6] pool 10.244.0.0/16 /26, ipipMode {ipip}, vxlanMode {vxlan}, natOutgoing; "
                      f"BGP {bgp}")
@@ -473,10 +474,10 @@ class Lab(Builder):
                              "spec": {"nodeSelector": "all()", "peerSelector": "route-reflector == 'true'"}},
                             {"metadata": {"name": "rr-to-all"},
                              "spec": {"nodeSelector": "route-reflector == 'true'", "peerSelector": "all()"}}):
-                    docs.append({"apiVersion": "projectcalico.org/v3", "kind": "BGPPeer", **doc})
+                    docs.append({"apiVersion": "projectcalico.org/v3", "kind": api.BGPPeer.KIND, **doc})
             if datastore == "kubernetes":
-                nodes_k8s = [self._k8s_node(d) for d in docs if d["kind"] == "Node"]
-                docs = [d for d in docs if d["kind"] != "Node"]
+                nodes_k8s = [self._k8s_node(d) for d in docs if d["kind"] == api.Node.KIND]
+                docs = [d for d in docs if d["kind"] != api.Node.KIND]
                 self.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(nodes_k8s))
             self.calicoctl("apply", "-f", "-", stdin="\n---\n".join(json.dumps(d) for d in docs))
             self.say(f"[4/6] {nodes} nodes: " + ", ".join(f"{n} {v['ip']}" for n, v in self.state.nodes.items()))

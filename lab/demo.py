@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 
 from lab.cluster import Lab, LabError, wait_until
-from libcalico import names
+from libcalico import api, names
 
 SERVICE_IP = "10.96.0.10"
 EXTERNAL_IP = "192.168.3.200"
@@ -233,7 +233,7 @@ POLICY_NS = "shop"
 
 
 def _np(name: str, **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy",
+    return {"apiVersion": "projectcalico.org/v3", "kind": api.NetworkPolicy.KIND,
             "metadata": {"name": name, "namespace": POLICY_NS}, "spec": spec}
 
 
