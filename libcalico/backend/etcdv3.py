@@ -52,7 +52,7 @@ import aetcd.rpc as rpc
 import aetcd.watcher
 import grpc
 
-from libcalico.backend import codec
+from libcalico.backend import codec, static
 from libcalico.backend.api import EventType, WatchEvent
 from libcalico.errors import (
     AlreadyExists,
@@ -409,6 +409,8 @@ class EtcdBackend:
         return KVPair(key, codec.decode(key, kv.value, rev), rev)
 
     async def get(self, key: ResourceKey) -> KVPair:
+        if static.is_default_allow(key):  # etcdv3.go Get: always the static profile
+            return static.default_allow_profile()
         req = rpc.RangeRequest(key=key.path().encode())
         resp = await self._kv("get", lambda stub, kw: stub.Range(req, **kw), read=True)
         if not resp.kvs:
@@ -465,7 +467,7 @@ class EtcdBackend:
 
     async def list(self, opts: ResourceListOptions) -> KVList:
         kvs, revision = await self._range(opts)
-        return self._listing(opts, kvs, revision)
+        return static.with_default_allow(opts, self._listing(opts, kvs, revision))
 
     async def list_many(self, opts: Sequence[ResourceListOptions]) -> builtins.list[KVList]:
         req = rpc.TxnRequest(success=[rpc.RequestOp(request_range=self._range_request(o)) for o in opts])
@@ -475,7 +477,7 @@ class EtcdBackend:
         for o, r in zip(opts, resp.responses, strict=True):
             page = r.response_range
             kvs, _ = await self._range(o, revision=revision, first=page) if page.more else (list(page.kvs), 0)
-            out.append(self._listing(o, kvs, revision))
+            out.append(static.with_default_allow(o, self._listing(o, kvs, revision)))
         return out
 
     async def list_keys(self, opts: ResourceListOptions) -> builtins.list[ResourceKey]:
