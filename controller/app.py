@@ -17,7 +17,9 @@ The shape (docs/kube-controllers.md has the whole picture):
   periodic full sync); ``config`` re-reads ``default`` and writes its status.
   On etcd, ``namespace/``, ``serviceaccount/``, ``networkpolicy/``, ``pod/`` and
   ``nodelabels/`` keys (and their full syncs) copy Kubernetes state into Calico's
-  datastore (:mod:`controller.profiles`, :mod:`controller.etcd_sync`).
+  datastore (:mod:`controller.profiles`, :mod:`controller.etcd_sync`). With the node
+  controller, a syncer on Calico Nodes and HostEndpoints queues ``hostendpoints`` and
+  ``hostendpoints/<node>``: the automatic host endpoints (:mod:`controller.hostendpoints`).
 * **Leader election** with a ``coordination.k8s.io`` Lease through
   kubernetes-asyncio's ``leaderelection`` (client-go's algorithm): a replica
   starts informing and reconciling only once it holds the Lease, and stops
