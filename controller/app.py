@@ -17,7 +17,9 @@ The shape (docs/kube-controllers.md has the whole picture):
   periodic full sync); ``config`` re-reads ``default`` and writes its status.
   On etcd, ``namespace/``, ``serviceaccount/``, ``networkpolicy/``, ``pod/`` and
   ``nodelabels/`` keys (and their full syncs) copy Kubernetes state into Calico's
-  datastore (:mod:`controller.profiles`, :mod:`controller.etcd_sync`).
+  datastore (:mod:`controller.profiles`, :mod:`controller.etcd_sync`). With the node
+  controller, a syncer on Calico Nodes and HostEndpoints queues ``hostendpoints`` and
+  ``hostendpoints/<node>``: the automatic host endpoints (:mod:`controller.hostendpoints`).
 * **Leader election** with a ``coordination.k8s.io`` Lease through
   kubernetes-asyncio's ``leaderelection`` (client-go's algorithm): a replica
   starts informing and reconciling only once it holds the Lease, and stops
@@ -52,12 +54,14 @@ from libcalico.backend.api import Backend
 from libcalico.daemon import Health, log_level
 from libcalico.errors import CorruptEntry, NotFound
 from libcalico.model import ResourceKey
+from libcalico.watching import Syncer
 
 from controller import config as run_config
 from controller.ipam_gc import IPAMGarbageCollector
 from controller.kube import KubeClient
 from controller import installation
 from controller.etcd_sync import NodeLabelSync, PolicySync, WorkloadEndpointSync
+from controller import hostendpoints
 from controller.profiles import ProfileSync
 from controller.workqueue import WorkQueue
 
@@ -131,6 +135,7 @@ class KubeControllers:
         self.policies: PolicySync | None = None
         self.endpoints: WorkloadEndpointSync | None = None
         self.node_labels: NodeLabelSync | None = None
+        self.auto_heps: hostendpoints.AutoHostEndpoints | None = None
         self.seen: list[str] = []   # the keys reconciled lately, oldest first (for tests and debugging)
         self.leading = asyncio.Event()
         self.informing = asyncio.Event()  # kopf's watches are up
@@ -215,6 +220,13 @@ class KubeControllers:
             done, requeue = await self._reconcile_etcd_sync(key, self.run_config)
             if done:
                 return requeue
+        if self.auto_heps is not None:
+            if key == hostendpoints.KEY_HOST_ENDPOINTS:
+                await self.auto_heps.full_sync()
+                return hostendpoints.SYNC_PERIOD
+            if key.startswith(hostendpoints.HOST_ENDPOINTS_PREFIX):
+                await self.auto_heps.node(key.removeprefix(hostendpoints.HOST_ENDPOINTS_PREFIX))
+                return None
         if key.startswith(INSTALLATION_PREFIX) and self.installations is not None:
             await self.installations.reconcile(key.removeprefix(INSTALLATION_PREFIX))
             return None
@@ -409,6 +421,11 @@ class KubeControllers:
                 self.gc.metrics.register(self.registry)
             log.info("Will run periodic IPAM sync every %s", run_config.format_duration(run.node.reconciler_period))
             self.queue.add(KEY_IPAM)   # the start-of-day sweep
+            # Always, as Calico's node controller: with autoCreate off it deletes the ones it made.
+            node = run.node
+            self.auto_heps = hostendpoints.AutoHostEndpoints(
+                calico=self.calico, enqueue=self.queue.add, auto_create=node.auto_host_endpoints,
+                create_default=node.create_default_host_endpoint, templates=node.host_endpoint_templates)
         if run.installation:
             self.installations = installation.InstallationSync(calico=self.calico, kube=self.kube)
         if self.datastore_type != "kubernetes" and (run.namespace is not None or run.service_account is not None):
@@ -430,6 +447,9 @@ class KubeControllers:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._kopf(), name="kopf")
                 tg.create_task(self.queue.run(self.reconcile), name="workqueue")
+                if self.auto_heps is not None:
+                    tg.create_task(Syncer(self.backend, hostendpoints.SYNCER_TYPES, self.auto_heps).run(),
+                                   name="auto-hep-syncer")
                 if self.health is not None:
                     tg.create_task(self._report_health(), name="health")
                 tg.create_task(self._until_config_changes(), name="config-changes")

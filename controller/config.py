@@ -107,6 +107,10 @@ class NodeRunConfig:
     leak_grace_period: float | None = None   # None: no leak candidates; 0: candidates never confirmed
     reconciler_period: float = DEFAULT_PERIOD
     auto_host_endpoints: bool = False
+    # runconfig.go AutoHostEndpointConfig: the <node>-auto-hep one, and the templates' (from the
+    # resource only: AUTO_HOST_ENDPOINTS=enabled means the default host endpoint and no templates).
+    create_default_host_endpoint: bool = True
+    host_endpoint_templates: tuple[kcc.Template, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -245,10 +249,14 @@ def merge(env: Mapping[str, str], datastore_type: str,
             auto_hep = v == "enabled"
         else:
             auto_hep = bool(an and an.host_endpoint and an.host_endpoint.auto_create == kcc.EnabledDisabled.ENABLED)
+        hep = an.host_endpoint if an is not None and ENV_AUTO_HOST_ENDPOINTS not in used else None
+        default_hep = not (hep is not None and hep.create_default_host_endpoint == kcc.EnabledDisabled.DISABLED)
+        templates = tuple(hep.templates or ()) if hep is not None else ()
         grace = an.leak_grace_period if an is not None else None
         node = NodeRunConfig(sync_labels=sync, delete_nodes=datastore_type != "kubernetes",
                              leak_grace_period=parse_duration(grace) if grace is not None else None,
-                             reconciler_period=_period(an), auto_host_endpoints=auto_hep)
+                             reconciler_period=_period(an), auto_host_endpoints=auto_hep,
+                             create_default_host_endpoint=default_hep, host_endpoint_templates=templates)
         sc.node = kcc.NodeControllerConfig(
             sync_labels=kcc.EnabledDisabled.ENABLED if sync else kcc.EnabledDisabled.DISABLED,
             host_endpoint=kcc.AutoHostEndpointConfig(

@@ -323,7 +323,9 @@ class PolicyResolver:
             self._item(ikey, None)
             return
         spec = hep.spec
-        local = spec.node == self.me and bool(spec.interface_name) and spec.interface_name != "*"
+        # interfaceName "*" (an all-interfaces host endpoint, as the automatic ones are) is local too: the
+        # dataplane applies it to every interface no named host endpoint claims.
+        local = spec.node == self.me and bool(spec.interface_name)
         ports = tuple((p.name, _PROTO.get(str(p.protocol), 0), p.port) for p in spec.ports)
         self._item(ikey, Item(ikey, dict(hep.metadata.labels), tuple(spec.profiles),
                               _nets([f"{ip}" for ip in spec.expected_ips]), ports,
@@ -597,13 +599,25 @@ class PolicyResolver:
         for p in self.ep_policies.get(ikey, set()):
             pol = self.policies[p]
             by_tier.setdefault(pol.id.tier, []).append(pol)
-        tiers = []
+        tiers: list[messages.TierInfo] = []
+        forward: list[messages.TierInfo] = []
         for name in sorted(by_tier, key=self._tier_key):
             pols = sorted(by_tier[name], key=lambda q: (q.order, f"{q.id.name}/{q.id.namespace}/{q.id.kind}"))
             action = self.tiers.get(name, (None, "Deny"))[1]
-            tiers.append(messages.TierInfo(name, action, tuple(q.id for q in pols if q.ingress),
-                                           tuple(q.id for q in pols if q.egress)))
-        return messages.EndpointUpdate(ikey, item.host, item.local_iface, tuple(tiers), item.profiles)
+            if not item.host:
+                tiers.append(messages.TierInfo(name, action, tuple(q.id for q in pols if q.ingress),
+                                               tuple(q.id for q in pols if q.egress)))
+                continue
+            # tierInfoToProtoTierInfo: doNotTrack and preDNAT policies are not in the normal tiers
+            # (neither is enforced here); applyOnForward ones are also in the forward tiers.
+            normal = [q for q in pols if not q.do_not_track and not q.pre_dnat]
+            for chosen, out in ((normal, tiers), ([q for q in normal if q.apply_on_forward], forward)):
+                ingress = tuple(q.id for q in chosen if q.ingress)
+                egress = tuple(q.id for q in chosen if q.egress)
+                if ingress or egress:
+                    out.append(messages.TierInfo(name, action, ingress, egress))
+        return messages.EndpointUpdate(ikey, item.host, item.local_iface, tuple(tiers), item.profiles,
+                                       tuple(forward))
 
     def _send_endpoint(self, ikey: str) -> None:
         item = self.items.get(ikey)

@@ -117,6 +117,8 @@ class EndpointUpdate:
     iface: str
     tiers: tuple[TierInfo, ...]
     profiles: tuple[str, ...]
+    # Host endpoints: the applyOnForward policies, for forwarded traffic (Calico's ForwardTiers).
+    forward_tiers: tuple[TierInfo, ...] = ()
 
 
 @dataclass(frozen=True)

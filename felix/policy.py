@@ -196,6 +196,11 @@ class ParsedPolicy:
     ingress: bool                 # governs ingress
     egress: bool
     rules: ParsedRules
+    # GlobalNetworkPolicy's host endpoint flags (policy_sorter.go policyMetadata): which of a host
+    # endpoint's tier lists the policy goes in (event_sequencer.go tierInfoToProtoTierInfo).
+    apply_on_forward: bool = False
+    pre_dnat: bool = False
+    do_not_track: bool = False
 
 
 def _nets(nets: list[str]) -> tuple[str, ...]:
@@ -317,7 +322,9 @@ def parse_policy(res: api.NetworkPolicy | api.GlobalNetworkPolicy) -> ParsedPoli
         id=pid, order=float("inf") if spec.order is None else float(spec.order),
         selector=parse_selector(policy_selector(res)),
         ingress="Ingress" in types, egress="Egress" in types,
-        rules=parse_rules(spec.ingress, spec.egress, ns))
+        rules=parse_rules(spec.ingress, spec.egress, ns),
+        apply_on_forward=bool(getattr(spec, "apply_on_forward", False)),
+        pre_dnat=bool(getattr(spec, "pre_dnat", False)), do_not_track=bool(getattr(spec, "do_not_track", False)))
 
 
 def parse_profile(res: api.Profile) -> ParsedRules:

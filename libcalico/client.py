@@ -39,8 +39,9 @@ from libcalico.api.loading import errored_fields
 from libcalico.api.meta import Resource
 from libcalico.api.policy import DEFAULT_TIER, DEFAULT_TIER_ORDER, Action, PolicyType
 from libcalico.api.registry import ModelT
+from libcalico.backend import static
 from libcalico.backend.api import Backend
-from libcalico.errors import AlreadyExists, CorruptEntry, ErroredField, NotFound, ValidationError
+from libcalico.errors import AlreadyExists, CorruptEntry, ErroredField, NotFound, OperationNotSupported, ValidationError
 from libcalico.model import KVPair, ResourceKey, ResourceListOptions
 
 CALICO_VERSION = "v3.31.0-pycalico"
@@ -143,6 +144,9 @@ class Client:
     # --- writes --------------------------------------------------------------------------
 
     async def create(self, res: Resource) -> Resource:
+        if static.is_default_allow(ResourceKey.for_resource(res)):  # clientv3/profile.go Create
+            name = static.DEFAULT_ALLOW_PROFILE_NAME
+            raise AlreadyExists(name, f"{name} already exists. The profile \"{name}\" is default provided by Calico")
         if res.metadata.resource_version:
             raise ValidationError([ErroredField("metadata.resourceVersion", "field must not be set for a Create request",
                                                 res.metadata.resource_version)], context=res.identifier())
@@ -157,6 +161,7 @@ class Client:
     async def update(self, res: Resource) -> Resource:
         """Replace a stored resource; CAS when ``metadata.resourceVersion`` is set."""
         key = ResourceKey.for_resource(res)
+        _refuse_default_allow("Update", key)
         current = await self.backend.get(key)
         res = _revalidate(apply_defaults(res))
         self._check_update(current.value, res)
@@ -171,6 +176,7 @@ class Client:
     async def apply(self, res: Resource) -> Resource:
         """Create, or update what is there (at its current revision), as calicoctl apply does."""
         key = ResourceKey.for_resource(res)
+        _refuse_default_allow("Update", key)
         try:
             current = await self.backend.get(key)
         except NotFound:
@@ -180,6 +186,7 @@ class Client:
         return await self.update(res.model_copy(update={"metadata": meta}))
 
     async def delete(self, kind: type[ModelT], name: str, namespace: str = "", revision: str = "") -> ModelT:
+        _refuse_default_allow("Delete", _key(kind, name, namespace))
         return (await self.backend.delete(_key(kind, name, namespace), revision)).value
 
     async def patch(self, kind: type[Resource], name: str, namespace: str, patch: str,
@@ -271,6 +278,14 @@ class Client:
             created = await self.create(info)
             assert isinstance(created, api.ClusterInformation)
             return created
+
+
+def _refuse_default_allow(operation: str, key: ResourceKey) -> None:
+    """clientv3/profile.go: the static profile cannot be updated or deleted."""
+    if static.is_default_allow(key):
+        name = static.DEFAULT_ALLOW_PROFILE_NAME
+        raise OperationNotSupported(operation, name, f"The profile \"{name}\" is a default provided by Calico and "
+                                                     f"cannot be {'updated' if operation == 'Update' else 'deleted'}")
 
 
 def _cls(kind: type[ModelT]) -> type[ModelT]:

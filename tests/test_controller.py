@@ -25,7 +25,7 @@ import pydantic
 import pytest
 from kubernetes_asyncio import client as k8s
 
-from controller import app, config, etcd_sync
+from controller import app, config, etcd_sync, hostendpoints
 from controller import kube as kube_mod
 from controller.workqueue import WorkQueue
 from felix import graph, messages
@@ -653,6 +653,122 @@ INSTALLATION_CRD = {
 async def merge_patch(custom: k8s.CustomObjectsApi, body: dict[str, Any]) -> None:
     await custom.patch_cluster_custom_object("operator.tigera.io", "v1", "installations", "default", body,
                                              _content_type="application/merge-patch+json")
+
+
+async def _heps(c: Cluster) -> dict[str, dict[str, Any]]:
+    return {h.name: h.to_wire() for h in (await c.calico.list("HostEndpoint")).items}
+
+
+def _auto_hep(node: str, labels: dict[str, str], ips: list[str]) -> dict[str, Any]:
+    return {"name": f"{node}-auto-hep", "labels": {**labels, "projectcalico.org/created-by": "calico-kube-controllers"},
+            "spec": {"node": node, "interfaceName": "*", **({"expectedIPs": ips} if ips else {}),
+                     "profiles": ["projectcalico-default-allow"]}}
+
+
+def _shape(wire: dict[str, Any]) -> dict[str, Any]:
+    return {"name": wire["metadata"]["name"], "labels": wire["metadata"].get("labels", {}), "spec": wire["spec"]}
+
+
+class TestAutoHostEndpoints:
+    def test_expected_ips_keep_calicos_order_and_skip_duplicates_and_external_addresses(self) -> None:
+        node = api.Node.model_validate({"metadata": {"name": "n1"}, "spec": {
+            "bgp": {"ipv4Address": "192.168.0.1/24", "ipv6Address": "fd00::1/64", "ipv4IPIPTunnelAddr": "10.244.0.1"},
+            "ipv4VXLANTunnelAddr": "10.244.0.2", "ipv6VXLANTunnelAddr": "fd10::2",
+            "wireguard": {"interfaceIPv4Address": "10.244.0.3", "interfaceIPv6Address": "fd10::3"},
+            "addresses": [{"address": "192.168.0.1", "type": "InternalIP"}, {"address": "1.2.3.4", "type": "ExternalIP"},
+                          {"address": "192.168.1.9", "type": "InternalIP"}]}})
+        assert hostendpoints.expected_ips(node) == ["192.168.0.1", "fd00::1", "10.244.0.1", "10.244.0.2", "fd10::2",
+                                                    "10.244.0.3", "fd10::3", "192.168.1.9"]
+
+    def test_names_past_the_dns_limit_are_hashed_and_templates_keep_only_their_cidrs_ips(self) -> None:
+        assert hostendpoints.auto_host_endpoint_name("n1") == "n1-auto-hep"
+        assert hostendpoints.auto_host_endpoint_name("n1", "eth") == "n1-eth-auto-hep"
+        long = hostendpoints.auto_host_endpoint_name("n" * 250)
+        assert len(long) <= 253 and long.endswith("-auto-hep") and long == long.lower()
+        node = api.Node.model_validate({"metadata": {"name": "n1", "labels": {"role": "edge"}}, "spec": {
+            "bgp": {"ipv4Address": "192.168.0.1/24"}, "addresses": [{"address": "10.0.0.5", "type": "InternalIP"}]}})
+        t = kcc.Template.model_validate({"generateName": "lan", "interfaceCIDRs": ["10.0.0.0/8"],
+                                         "nodeSelector": "role == 'edge'", "labels": {"tier": "lan"}})
+        other = kcc.Template.model_validate({"generateName": "x", "interfaceCIDRs": ["10.0.0.0/8"],
+                                             "nodeSelector": "role == 'core'"})
+        default, lan = hostendpoints.wanted_host_endpoints(node, default=True, templates=[t, other])
+        assert default.spec.interface_name == "*" and default.spec.expected_ips == ["192.168.0.1", "10.0.0.5"]
+        assert (lan.name, lan.spec.interface_name, lan.spec.expected_ips) == ("n1-lan-auto-hep", "", ["10.0.0.5"])
+        assert lan.metadata.labels == {"role": "edge", "tier": "lan", "projectcalico.org/created-by":
+                                       "calico-kube-controllers"}
+
+    async def test_each_node_gets_its_auto_hep_which_follows_labels_and_addresses_and_goes_with_the_node(
+            self, cluster: Cluster) -> None:
+        c = cluster
+        await c.core.create_node(k8s.V1Node(
+            metadata=k8s.V1ObjectMeta(name="n1", labels={"zone": "a"},
+                                      annotations={conversion.NODE_IPV4_ADDRESS: "192.168.0.1/24"}),
+            status=k8s.V1NodeStatus(addresses=[k8s.V1NodeAddress(address="192.168.0.1", type="InternalIP"),
+                                               k8s.V1NodeAddress(address="172.16.0.1", type="InternalIP")])))
+        await c.node("n2")
+        mine = api.HostEndpoint.model_validate({"metadata": {"name": "n1-eth0", "labels": {"zone": "a"}},
+                                                "spec": {"node": "n1", "interfaceName": "eth0"}})
+        await c.calico.create(mine)
+        await c.configure(host_endpoint=kcc.AutoHostEndpointConfig(auto_create=kcc.EnabledDisabled.ENABLED))
+        ctl = c.controllers()
+
+        async def shapes() -> dict[str, dict[str, Any]]:
+            return {n: _shape(w) for n, w in (await _heps(c)).items() if n.endswith("-auto-hep")}
+
+        async with running(ctl) as task:
+            await started(ctl, task)
+            want = {"n1-auto-hep": _auto_hep("n1", {"zone": "a"}, ["192.168.0.1", "172.16.0.1"]),
+                    "n2-auto-hep": _auto_hep("n2", {}, [])}
+            await eventually(lambda: _eq(shapes(), want), what="one auto host endpoint per node")
+            await c.core.patch_node("n1", {"metadata": {"labels": {"zone": "b"}, "annotations": {
+                conversion.NODE_IPIP_TUNNEL: "10.244.0.1"}}}, _content_type="application/merge-patch+json")
+            want["n1-auto-hep"] = _auto_hep("n1", {"zone": "b"}, ["192.168.0.1", "10.244.0.1", "172.16.0.1"])
+            await eventually(lambda: _eq(shapes(), want), what="labels and the tunnel address followed")
+            await c.calico.delete("HostEndpoint", "n2-auto-hep")
+            await eventually(lambda: _eq(shapes(), want), what="an auto host endpoint deleted by hand comes back")
+            await c.core.delete_node("n2")
+            del want["n2-auto-hep"]
+            await eventually(lambda: _eq(shapes(), want), what="the gone node's auto host endpoint deleted")
+        assert "n1-eth0" in await _heps(c), "a host endpoint without the created-by label is not the controller's"
+
+    async def test_turning_auto_create_off_deletes_exactly_the_controllers_host_endpoints(
+            self, etcd_cluster: Cluster) -> None:
+        c = etcd_cluster
+        await c.node("n1")
+        cnode = await c.calico.get("Node", "n1")
+        await c.calico.update(cnode.model_copy(update={"spec": cnode.spec.model_copy(update={
+            "bgp": api.NodeBGPSpec.model_validate({"ipv4Address": "192.168.0.1/24"})})}))
+        await c.calico.create(api.HostEndpoint.model_validate({"metadata": {"name": "n1-eth0"},
+                                                                "spec": {"node": "n1", "interfaceName": "eth0"}}))
+        await c.configure(host_endpoint=kcc.AutoHostEndpointConfig(auto_create=kcc.EnabledDisabled.ENABLED))
+        ctl = c.controllers()
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _eq(_heps_names(c), {"n1-auto-hep", "n1-eth0"}), what="the auto host endpoint")
+            got = (await _heps(c))["n1-auto-hep"]
+            assert got["spec"]["expectedIPs"] == ["192.168.0.1"]
+        off = await c.calico.get(kcc.KubeControllersConfiguration.KIND, kcc.DEFAULT_NAME)
+        assert isinstance(off, kcc.KubeControllersConfiguration)
+        spec = off.spec.model_copy(deep=True)
+        assert spec.controllers.node is not None
+        spec.controllers.node.host_endpoint = kcc.AutoHostEndpointConfig(auto_create=kcc.EnabledDisabled.DISABLED)
+        await c.calico.update(off.model_copy(update={"spec": spec}))
+        ctl = c.controllers()
+        async with running(ctl) as task:
+            await started(ctl, task)
+            await eventually(lambda: _eq(_heps_names(c), {"n1-eth0"}), what="only the controller's deleted")
+
+    async def test_the_default_allow_profile_is_listed_and_cannot_be_changed(self, cluster: Cluster) -> None:
+        names = [p.name for p in (await cluster.calico.list("Profile")).items]
+        assert "projectcalico-default-allow" in names
+        prof = await cluster.calico.get("Profile", "projectcalico-default-allow")
+        assert prof.to_wire()["spec"] == {"ingress": [{"action": "Allow"}], "egress": [{"action": "Allow"}]}
+        with pytest.raises(Exception, match="default provided by Calico and cannot be deleted"):
+            await cluster.calico.delete("Profile", "projectcalico-default-allow")
+
+
+async def _heps_names(c: Cluster) -> set[str]:
+    return set(await _heps(c))
 
 
 class TestInstallation:

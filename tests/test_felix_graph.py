@@ -261,3 +261,34 @@ class TestWorkIsProportionalToTheChange:
         assert {type(m) for m in out} == {messages.EndpointUpdate, messages.IPSetDelta, messages.RouteUpdate}
         assert len(rec.of(messages.EndpointUpdate, out)) == 1
         assert all(m.added == frozenset({"10.9.0.1/32"}) for m in rec.of(messages.IPSetDelta, out))
+
+
+def _hep(name: str, node: str = "node1", iface: str = "*", labels: dict[str, str] | None = None) -> api.HostEndpoint:
+    return api.HostEndpoint.model_validate({
+        "metadata": {"name": name, "labels": labels or {}},
+        "spec": {"node": node, "interfaceName": iface, "expectedIPs": ["192.168.0.1"],
+                 "profiles": ["projectcalico-default-allow"]}})
+
+
+class TestAllInterfacesHostEndpoints:
+    def test_a_local_all_interfaces_host_endpoint_is_sent_with_calicos_tier_split(self) -> None:
+        rec = Recorder()
+        assert rec.of(messages.EndpointUpdate, rec("HostEndpoint", "node2-auto-hep", _hep("node2-auto-hep", "node2",
+                                                                                        labels={"zone": "a"}))) == []
+        out = rec("HostEndpoint", "node1-auto-hep", _hep("node1-auto-hep", labels={"zone": "a"}))
+        [ep] = rec.of(messages.EndpointUpdate, out)
+        assert (ep.key, ep.host, ep.iface, ep.tiers, ep.profiles) == (
+            "hep:node1-auto-hep", True, "*", (), ("projectcalico-default-allow",))
+        rec("GlobalNetworkPolicy", "host", _gnp("host", selector="zone == 'a'", types=["Ingress"],
+                                                ingress=[{"action": "Allow"}]))
+        out = rec("GlobalNetworkPolicy", "fwd", _gnp("fwd", selector="zone == 'a'", order=5, applyOnForward=True,
+                                                     types=["Ingress"], ingress=[{"action": "Allow"}]))
+        [ep] = rec.of(messages.EndpointUpdate, out)
+        out = rec("GlobalNetworkPolicy", "raw", _gnp("raw", selector="zone == 'a'", preDNAT=True, applyOnForward=True,
+                                                     types=["Ingress"], ingress=[{"action": "Allow"}]))
+        assert rec.of(messages.EndpointUpdate, out) == [], "a preDNAT policy is in none of its filter tiers"
+        assert [p.name for p in ep.tiers[0].ingress] == ["fwd", "host"]
+        assert [p.name for p in ep.forward_tiers[0].ingress] == ["fwd"]
+        assert len(ep.tiers) == len(ep.forward_tiers) == 1
+        out = rec("HostEndpoint", "node1-auto-hep", None)
+        assert rec.of(messages.EndpointRemove, out) == [messages.EndpointRemove("hep:node1-auto-hep", True, "*")]

@@ -168,11 +168,11 @@ class TestTheTable:
         assert "filter-cali-tw-cali1" in fake.tables[("ip", "calico")]["chains"]
 
 
-def _policy(rules_: ParsedRules) -> Any:
+def _policy(rules_: ParsedRules, pid: PolicyID = PID) -> Any:
     from felix.policy import ParsedPolicy
     from libcalico import selector
 
-    return ParsedPolicy(PID, 100.0, selector.parse("all()"), True, True, rules_)
+    return ParsedPolicy(pid, 100.0, selector.parse("all()"), True, True, rules_)
 
 
 class TestRenderedRules:
@@ -382,3 +382,60 @@ class TestRenderedIPv6Rules:
         pi4, _ = rules.policy_chains(PID, pr)
         pi6, _ = rules.policy_chains(PID, pr, family="ip6")
         assert pi4.name == pi6.name and len(pi4.rules) == 3 and len(pi6.rules) == 1
+
+
+def _hep(name: str, iface: str, tiers: tuple[TierInfo, ...] = (),
+         forward: tuple[TierInfo, ...] = ()) -> messages.EndpointUpdate:
+    return messages.EndpointUpdate(f"hep:{name}", True, iface, tiers, ("projectcalico-default-allow",), forward)
+
+
+def _targets(fake: nft.FakeNft, chain: str) -> list[str]:
+    out = []
+    for r in fake.tables[("ip", "calico")]["chains"][chain]:
+        for s in r["expr"]:
+            for verb in ("goto", "jump"):
+                if verb in s:
+                    out.append(f"{verb} {s[verb]['target']}")
+    return out
+
+
+class TestAllInterfacesHostEndpoints:
+    def test_it_is_the_default_of_the_host_dispatch_chains_after_the_named_interfaces(self) -> None:
+        _, fake, ms = _table()
+        pid = PolicyID("default", "", "host", "GlobalNetworkPolicy")
+        tiers = (TierInfo("default", "Deny", (pid,), ()),)
+        _run(ms, messages.ActiveProfileUpdate("projectcalico-default-allow", ALLOW_ALL),
+             messages.ActivePolicyUpdate(_policy(ALLOW_ALL, pid)), _hep("n1-eth0", "eth0"),
+             _hep("n1-auto-hep", "*", tiers), _hep("z-other", "*"))
+        chains = fake.tables[("ip", "calico")]["chains"]
+        any_ = "any-interface-at-all"
+        assert {f"filter-cali-{p}-{any_}" for p in ("fh", "th", "fhfw", "thfw")} <= set(chains)
+        assert not any("z-other" in c for c in chains)
+        assert _targets(fake, "filter-cali-from-host-endpoint") == ["goto filter-cali-fh-eth0",
+                                                                    f"goto filter-cali-fh-{any_}"]
+        assert _targets(fake, "filter-cali-to-host-endpoint") == ["goto filter-cali-th-eth0",
+                                                                  f"goto filter-cali-th-{any_}"]
+        assert _targets(fake, "filter-cali-from-hep-forward") == ["goto filter-cali-fhfw-eth0",
+                                                                  f"goto filter-cali-fhfw-{any_}"]
+        assert _targets(fake, "filter-cali-FORWARD") == ["jump filter-cali-from-hep-forward",
+                                                         "jump filter-cali-from-wl-dispatch",
+                                                         "jump filter-cali-to-wl-dispatch",
+                                                         "jump filter-cali-to-hep-forward"]
+        # From the host endpoint: failsafes, the tier (policy, then end-of-tier drop), the profile, drop.
+        assert _targets(fake, f"filter-cali-fh-{any_}") == [
+            "jump filter-cali-failsafe-in", "jump filter-cali-pi-default/host",
+            "jump filter-cali-pri-projectcalico-default-allow"]
+        comments = [r["comment"] for r in chains[f"filter-cali-fh-{any_}"]]
+        assert any("End of tier default" in c for c in comments) and "Drop if no profiles matched" in comments[-1]
+        # Forwarded traffic: no applyOnForward policy, so allowed; no failsafes, no profiles.
+        assert _targets(fake, f"filter-cali-fhfw-{any_}") == []
+        assert "Allow forwarded traffic by default" in " ".join(r["comment"] for r in chains[f"filter-cali-fhfw-{any_}"])
+
+        _run(ms, messages.EndpointRemove("hep:n1-auto-hep", True, "*"))
+        chains = fake.tables[("ip", "calico")]["chains"]
+        assert {f"filter-cali-{p}-{any_}" for p in ("fh", "th", "fhfw", "thfw")} <= set(chains), \
+            "the next all-interfaces host endpoint by name takes over"
+        _run(ms, messages.EndpointRemove("hep:z-other", True, "*"))
+        chains = fake.tables[("ip", "calico")]["chains"]
+        assert not any(any_ in c for c in chains)
+        assert _targets(fake, "filter-cali-from-host-endpoint") == ["goto filter-cali-fh-eth0"]

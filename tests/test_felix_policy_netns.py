@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
+from controller import hostendpoints
+from libcalico import api
 from tests.cluster import SEED_NODES, Cluster, running, wait_until
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
@@ -363,6 +365,35 @@ def test_ipv6_rules_and_sets_are_programmed_in_the_ip6_table_beside_ipv4s(lab: P
         assert "type ipv6_addr" in lab.c.ns.run(node1, "nft", "list", "sets", "ip6").stdout
     finally:
         lab.delete(docs)
+
+
+def test_an_auto_host_endpoint_is_enforced_on_all_host_interfaces_by_a_node_label_policy(lab: PolicyLab) -> None:
+    """node2's automatic host endpoint, as calico-kube-controllers writes it (interfaceName "*", the node's
+    labels, projectcalico-default-allow): open with no policy; a policy by node label allows 7000 and
+    denies 7001 to the host, keeps the failsafe port 22, and leaves forwarded pod traffic alone."""
+    lab.c.calicoctl("patch", "node", "node2", "-p", json.dumps({"metadata": {"labels": {"edge": "true"}}}),
+                    "--type", "merge")
+    node = api.Node.model_validate(json.loads(lab.c.calicoctl("get", "node", "node2", "-o", "json")))
+    [hep] = hostendpoints.wanted_host_endpoints(node, default=True, templates=[])
+    assert hep.spec.interface_name == "*" and hep.metadata.labels["edge"] == "true"
+    policy = gnp("edge-hosts", selector="edge == 'true'", types=["Ingress"], ingress=[
+        {**ALLOW, "protocol": "TCP", "destination": {"ports": [7000]}},
+        {"action": "Deny", "protocol": "TCP", "destination": {"ports": [7001]}}])
+    lab.apply([hep.to_wire()])
+    try:
+        lab.expect({("cl", "node2", T, 7000): True, ("cl", "node2", T, 7001): True, ("cl", "db", T, 80): True},
+                   "the default-allow profile with no policy")
+        wait_until(lambda: "filter-cali-fh-any-interface-at-all" in lab.c.ns.run(
+            lab.c.nodes["node2"].ns, "nft", "list", "chain", "ip", "calico", "filter-cali-from-host-endpoint").stdout,
+            "the all-interfaces dispatch")
+        lab.apply([policy])
+        lab.expect({("cl", "node2", T, 7000): True, ("cl", "node2", T, 7001): False, ("cl", "node2", T, 22): True,
+                    ("cl", "db", T, 80): True}, "the policy on every host interface")
+    finally:
+        lab.delete([hep.to_wire(), policy])
+        lab.c.calicoctl("patch", "node", "node2", "-p", json.dumps({"metadata": {"labels": {"edge": None}}}),
+                        "--type", "merge")
+    lab.expect({("cl", "node2", T, 7001): True}, "open again after the delete")
 
 
 def test_felix_reports_its_policy_metrics(lab: PolicyLab) -> None:

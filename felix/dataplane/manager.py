@@ -355,27 +355,34 @@ class EndpointManager:
                 if old is not None:
                     self._remove_workload(old.iface)
             elif isinstance(msg, messages.EndpointUpdate):
-                old = self.hosts.get(msg.key)
-                if old is not None and old.iface != msg.iface:
-                    self._remove_host(old.iface)
                 self.hosts[msg.key] = msg
-                for table in self.tables:
-                    for chain in rules.host_chains(msg.iface, msg.tiers, msg.profiles):
-                        table.set_chain(chain)
                 hosts_changed = True
             elif isinstance(msg, messages.EndpointRemove):
-                old = self.hosts.pop(msg.key, None)
-                if old is not None:
-                    hosts_changed = True
+                hosts_changed = self.hosts.pop(msg.key, None) is not None or hosts_changed
         if hosts_changed:
-            ifaces = [h.iface for h in self.hosts.values()]
-            for table in self.tables:
-                for chain in rules.host_dispatch(ifaces):
+            self._apply_hosts()
+
+    def _apply_hosts(self) -> None:
+        """``resolveHostEndpoints`` + ``updateHostEndpoints``: one host endpoint per interface (the
+        lowest name wins), and at most one all-interfaces one (``interfaceName: "*"``, again the
+        lowest name), whose chains are the dispatch chains' default for every other interface."""
+        chosen: dict[str, messages.EndpointUpdate] = {}
+        for key in sorted(self.hosts):
+            h = self.hosts[key]
+            chosen.setdefault(rules.ALL_INTERFACES if h.iface == "*" else h.iface, h)
+        default = rules.ALL_INTERFACES if rules.ALL_INTERFACES in chosen else ""
+        named = [i for i in chosen if i != rules.ALL_INTERFACES]
+        wanted = {rules.endpoint_chain(p, i) for i in chosen for p in rules.HOST_ENDPOINT_PREFIXES}
+        for table in self.tables:
+            for iface, h in chosen.items():
+                for chain in rules.host_chains(iface, h.tiers, h.profiles, h.forward_tiers):
                     table.set_chain(chain)
-                for name in [c for c in table.chains if c.startswith((rules.FILTER + "cali-th-",
-                                                                      rules.FILTER + "cali-fh-"))]:
-                    if name.split("-", 3)[-1] not in ifaces:
-                        table.remove_chain(name)
+            for chain in rules.host_dispatch(named, default):
+                table.set_chain(chain)
+            for name in [c for c in table.chains
+                         if c.startswith(tuple(rules.FILTER + p for p in rules.HOST_ENDPOINT_PREFIXES))]:
+                if name not in wanted:
+                    table.remove_chain(name)
 
     def _remove_workload(self, iface: str) -> None:
         for table in self.tables:
@@ -383,11 +390,6 @@ class EndpointManager:
             table.remove_elements(rules.TO_WL_MAP, [iface])
             table.remove_chain(rules.endpoint_chain("cali-fw-", iface))
             table.remove_chain(rules.endpoint_chain("cali-tw-", iface))
-
-    def _remove_host(self, iface: str) -> None:
-        for table in self.tables:
-            table.remove_chain(rules.endpoint_chain("cali-fh-", iface))
-            table.remove_chain(rules.endpoint_chain("cali-th-", iface))
 
     def resync(self) -> None:
         for table in self.tables:

@@ -25,7 +25,13 @@ carries its layer, ``filter-`` or ``nat-``, before Calico's name:
   sets ``cali40s-<hash>``, named ports ``cali40n-<hash>`` sets of
   address . protocol . port;
 * host endpoints: ``filter-cali-fh-<iface>``/``-th-<iface>`` from the INPUT and
-  OUTPUT chains, with Calico's failsafe ports first;
+  OUTPUT chains (through ``cali-from-host-endpoint``/``cali-to-host-endpoint``),
+  with Calico's failsafe ports first; ``-fhfw-``/``-thfw-<iface>`` from the
+  FORWARD chain (through ``cali-from-hep-forward``/``cali-to-hep-forward``), with
+  the applyOnForward policies only and forwarded traffic allowed when there are
+  none. An all-interfaces host endpoint (``interfaceName: "*"``) has the chains
+  ``...-any-interface-at-all``, the dispatch chains' default after the named
+  interfaces; workload interfaces never reach INPUT's or OUTPUT's dispatch;
 * natOutgoing: ``nat-cali-nat-outgoing`` masquerades from
   ``@cali40masq-ipam-pools`` to outside ``@cali40all-ipam-pools``.
 
@@ -71,6 +77,11 @@ FROM_WL_MAP = FILTER + "cali-from-wl-dispatch"
 TO_WL_MAP = FILTER + "cali-to-wl-dispatch"
 FROM_HEP = FILTER + "cali-from-host-endpoint"
 TO_HEP = FILTER + "cali-to-host-endpoint"
+FROM_HEP_FORWARD = FILTER + "cali-from-hep-forward"
+TO_HEP_FORWARD = FILTER + "cali-to-hep-forward"
+# endpoint_mgr.go ``allInterfaces``: the chain suffix of the host endpoint with interfaceName "*".
+ALL_INTERFACES = "any-interface-at-all"
+HOST_ENDPOINT_PREFIXES = ("cali-th-", "cali-fh-", "cali-thfw-", "cali-fhfw-")
 FAILSAFE_IN = FILTER + "cali-failsafe-in"
 FAILSAFE_OUT = FILTER + "cali-failsafe-out"
 NAT_POSTROUTING = NAT + "cali-POSTROUTING"
@@ -365,7 +376,9 @@ def _conntrack() -> list[Rule]:
 
 
 def _endpoint_chain(name: str, tiers: tuple[TierInfo, ...], profiles: tuple[str, ...], *, ingress: bool,
-                    failsafe: str = "", drop_encap: bool = False) -> Chain:
+                    failsafe: str = "", drop_encap: bool = False, forward: bool = False) -> Chain:
+    """``endpointIptablesChain``; ``forward`` is its chainTypeForward: no profiles and no final drop, and
+    forwarded traffic allowed when no tier applies."""
     rules = _conntrack()
     if failsafe:
         rules.append(rule(jump(failsafe)))
@@ -385,6 +398,11 @@ def _endpoint_chain(name: str, tiers: tuple[TierInfo, ...], profiles: tuple[str,
         if tier.default_action != "Pass":
             rules.append(rule(mark_clear(MARK_PASS), DROP,
                               comment=f"End of tier {tier.name}. Drop if no policies passed packet"))
+    if forward:
+        if not tiers:
+            rules.append(rule(set_mark(MARK_ACCEPT), comment="Allow forwarded traffic by default"))
+            rules.append(rule(RETURN, comment="Return for accepted forward traffic"))
+        return Chain(name, tuple(rules))
     for prof in profiles:
         rules.append(rule(jump(profile_chain(prof, ingress))))
         rules.append(rule(mark_set_bit(MARK_ACCEPT), RETURN, comment="Return if profile accepted"))
@@ -398,17 +416,31 @@ def workload_chains(iface: str, tiers: tuple[TierInfo, ...], profiles: tuple[str
             _endpoint_chain(endpoint_chain("cali-fw-", iface), tiers, profiles, ingress=False, drop_encap=True)]
 
 
-def host_chains(iface: str, tiers: tuple[TierInfo, ...], profiles: tuple[str, ...]) -> list[Chain]:
-    """``HostEndpointToFilterChains``: to the host endpoint (egress from the host), from it (ingress)."""
+def host_chains(iface: str, tiers: tuple[TierInfo, ...], profiles: tuple[str, ...],
+                forward_tiers: tuple[TierInfo, ...] = ()) -> list[Chain]:
+    """``HostEndpointToFilterChains``: to the host endpoint (egress from the host), from it (ingress), and
+    forwarded to it and from it (the applyOnForward policies, no failsafes, no profiles). ``iface`` is
+    the interface, or :data:`ALL_INTERFACES` for the all-interfaces host endpoint."""
     return [_endpoint_chain(endpoint_chain("cali-th-", iface), tiers, profiles, ingress=False,
                             failsafe=FAILSAFE_OUT),
             _endpoint_chain(endpoint_chain("cali-fh-", iface), tiers, profiles, ingress=True,
-                            failsafe=FAILSAFE_IN)]
+                            failsafe=FAILSAFE_IN),
+            _endpoint_chain(endpoint_chain("cali-thfw-", iface), forward_tiers, profiles, ingress=False,
+                            forward=True),
+            _endpoint_chain(endpoint_chain("cali-fhfw-", iface), forward_tiers, profiles, ingress=True,
+                            forward=True)]
 
 
-def host_dispatch(ifaces: list[str]) -> list[Chain]:
-    return [Chain(FROM_HEP, tuple(rule(iifname(i), goto(endpoint_chain("cali-fh-", i))) for i in sorted(ifaces))),
-            Chain(TO_HEP, tuple(rule(oifname(i), goto(endpoint_chain("cali-th-", i))) for i in sorted(ifaces)))]
+def host_dispatch(ifaces: list[str], default: str = "") -> list[Chain]:
+    """``HostDispatchChains`` (applyOnForward): each named interface goes to its chains; what is left goes
+    to ``default``'s (the all-interfaces host endpoint's) when there is one, else returns."""
+    def chain(name: str, pfx: str, side: Any) -> Chain:
+        rules_ = [rule(side(i), goto(endpoint_chain(pfx, i))) for i in sorted(ifaces)]
+        if default:
+            rules_.append(rule(goto(endpoint_chain(pfx, default))))
+        return Chain(name, tuple(rules_))
+    return [chain(FROM_HEP, "cali-fh-", iifname), chain(TO_HEP, "cali-th-", oifname),
+            chain(FROM_HEP_FORWARD, "cali-fhfw-", iifname), chain(TO_HEP_FORWARD, "cali-thfw-", oifname)]
 
 
 # --- static chains -------------------------------------------------------------------------------
@@ -437,8 +469,10 @@ def static_chains(prefix: str = "cali", *, family: str = "ip") -> list[Chain]:
         Chain(FILTER + "OUTPUT", (rule(jump(OUTPUT)),), BaseChain("filter", "output", 0)),
         Chain(NAT + "POSTROUTING", (rule(jump(NAT_POSTROUTING)),), BaseChain("nat", "postrouting", 110)),
         Chain(FORWARD, (rule(clear_mark(ALL_MARKS & ~MARK_ACCEPT)),
+                        rule(mark_clear(MARK_ACCEPT), jump(FROM_HEP_FORWARD)),
                         rule(iifname(wl), jump(FROM_WL)),
-                        rule(oifname(wl), jump(TO_WL)))),
+                        rule(oifname(wl), jump(TO_WL)),
+                        rule(jump(TO_HEP_FORWARD)))),
         input_chain(prefix, vxlan=False),
         output_chain(prefix, vxlan=False),
         Chain(WL_TO_HOST, (*(icmpv6_filter() if family == "ip6" else ()),

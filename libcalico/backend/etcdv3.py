@@ -53,7 +53,7 @@ import aetcd.watcher
 import grpc
 
 from libcalico.api.registry import ModelT
-from libcalico.backend import codec
+from libcalico.backend import codec, static
 from libcalico.backend.api import EventType, WatchEvent
 from libcalico.errors import (
     AlreadyExists,
@@ -411,6 +411,8 @@ class EtcdBackend:
         return KVPair(key, codec.decode(key, kv.value, rev), rev)
 
     async def get(self, key: ResourceKey[ModelT]) -> KVPair[ModelT]:
+        if static.is_default_allow(key):  # etcdv3.go Get: always the static profile
+            return static.default_allow_profile()
         req = rpc.RangeRequest(key=key.path().encode())
         resp = await self._kv("get", lambda stub, kw: stub.Range(req, **kw), read=True)
         if not resp.kvs:
@@ -467,7 +469,7 @@ class EtcdBackend:
 
     async def list(self, opts: ResourceListOptions[ModelT]) -> KVList[ModelT]:
         kvs, revision = await self._range(opts)
-        return self._listing(opts, kvs, revision)
+        return static.with_default_allow(opts, self._listing(opts, kvs, revision))
 
     async def list_many(self, opts: Sequence[ResourceListOptions]) -> builtins.list[KVList]:
         req = rpc.TxnRequest(success=[rpc.RequestOp(request_range=self._range_request(o)) for o in opts])
@@ -477,7 +479,7 @@ class EtcdBackend:
         for o, r in zip(opts, resp.responses, strict=True):
             page = r.response_range
             kvs, _ = await self._range(o, revision=revision, first=page) if page.more else (list(page.kvs), 0)
-            out.append(self._listing(o, kvs, revision))
+            out.append(static.with_default_allow(o, self._listing(o, kvs, revision)))
         return out
 
     async def list_keys(self, opts: ResourceListOptions[ModelT]) -> builtins.list[ResourceKey[ModelT]]:

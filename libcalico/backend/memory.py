@@ -20,7 +20,7 @@ from typing import cast
 
 from libcalico.api.meta import Resource
 from libcalico.api.registry import ModelT
-from libcalico.backend import codec
+from libcalico.backend import codec, static
 from libcalico.backend.api import EventType, WatchEvent
 from libcalico.errors import AlreadyExists, Conflict, CorruptEntry, NotFound, WatchCompacted
 from libcalico.model import KVList, KVPair, ResourceKey, ResourceListOptions
@@ -123,6 +123,8 @@ class MemoryBackend:
             return KVPair(key, cast("ModelT", None), str(old.mod_revision))
 
     async def get(self, key: ResourceKey[ModelT]) -> KVPair[ModelT]:
+        if static.is_default_allow(key):
+            return static.default_allow_profile()
         return self._pair(key, self._check(key, ""))
 
     async def list(self, opts: ResourceListOptions[ModelT]) -> KVList[ModelT]:
@@ -134,7 +136,7 @@ class MemoryBackend:
                 except CorruptEntry as exc:
                     log.warning("skipping %s", exc)
                     out.corrupt.append(exc)
-        return out
+        return static.with_default_allow(opts, out)
 
     async def list_many(self, opts: Sequence[ResourceListOptions]) -> builtins.list[KVList]:
         return [await self.list(o) for o in opts]  # no await in list: nothing changes in between

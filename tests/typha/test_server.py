@@ -50,10 +50,11 @@ class TestFanOut:
                     if i % 13 == 0:
                         gone = await be.delete(kv.key)
                         written.append((kv.key, gone.revision))
-                await wait_for(lambda: all(len(r.updates) == 1 + len(written) for r in recs), what="every update")
+                # The snapshot: pool "before" and the static projectcalico-default-allow profile.
+                await wait_for(lambda: all(len(r.updates) == 2 + len(written) for r in recs), what="every update")
                 for r in recs:
                     # The deletion's revision is the one the watch reports, the delete's own.
-                    seen = [(u.key, u.kv.revision) for u in r.updates[1:]]
+                    seen = [(u.key, u.kv.revision) for u in r.updates[2:]]
                     assert [k for k, _ in seen] == [k for k, _ in written] and not r.errors
                     assert r.statuses == [SyncStatus.WAIT_FOR_DATASTORE, SyncStatus.IN_SYNC]
                 assert {r.state[pool("p1").key].spec.block_size for r in recs} == {
@@ -94,9 +95,12 @@ class TestFanOut:
                     await be.apply(pool("b", "10.1.0.0/16"))
                     await be.apply(pool("a", blockSize=24))
                     await be.delete(pool("a").key)
-                    await wait_for(lambda: len(via[0].updates) == len(direct.updates) == 4, what="four updates")
-                    assert [(u.type, u.key, u.kv.revision) for u in via[0].updates] == [
-                        (u.type, u.key, u.kv.revision) for u in direct.updates]
+                    # Four, after the listing's pool "a" and static projectcalico-default-allow profile.
+                    await wait_for(lambda: len(via[0].updates) == len(direct.updates) == 5, what="five updates")
+                    def seen(r: Recorder) -> tuple[set[Any], list[Any]]:   # the snapshot's order is Typha's
+                        triples = [(u.type, u.key, u.kv.revision) for u in r.updates]
+                        return set(triples[:2]), triples[2:]
+                    assert seen(via[0]) == seen(direct)
                     assert via[0].state == direct.state
         finally:
             await cancel_all([task])
@@ -184,7 +188,8 @@ class TestResync:
         async with contextlib.AsyncExitStack() as stack:
             typha = await stack.enter_async_context(running_typha(be, serverport=str(port)))
             (client,) = await stack.enter_async_context(clients(port, recs))
-            await wait_for(lambda: recs[0].in_sync and len(recs[0].state) == 3, what="the first sync")
+            # The three pools and the static projectcalico-default-allow profile.
+            await wait_for(lambda: recs[0].in_sync and len(recs[0].state) == 4, what="the first sync")
             await typha.close()  # Typha goes; the datastore moves on meanwhile
             await wait_for(lambda: recs[0].statuses[-1] is SyncStatus.WAIT_FOR_DATASTORE, what="disconnected")
             await be.apply(pool("change", "10.6.0.0/16", blockSize=24))
@@ -192,7 +197,7 @@ class TestResync:
             await be.create(pool("new", "10.3.0.0/16"))
             before = len(recs[0].updates)
             await stack.enter_async_context(running_typha(be, serverport=str(port)))
-            await wait_for(lambda: recs[0].in_sync and sorted(k.name for k in recs[0].state) ==
+            await wait_for(lambda: recs[0].in_sync and sorted(k.name for k in recs[0].state if k.kind == "IPPool") ==
                            ["change", "keep", "new"], what="the resync")
             assert sorted((u.type.value, u.key.name) for u in recs[0].updates[before:]) == [
                 ("deleted", "remove"), ("new", "new"), ("updated", "change")]

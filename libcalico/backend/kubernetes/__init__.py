@@ -43,6 +43,7 @@ from collections.abc import AsyncIterator
 from kubernetes_asyncio import client as k8s
 
 from libcalico.api.registry import ModelT
+from libcalico.backend import static
 from libcalico.backend.api import WatchEvent
 from libcalico.backend.kubernetes import resources
 from libcalico.backend.kubernetes.connection import API_GROUPS, Connection, KubeConfig
@@ -82,10 +83,12 @@ class KubernetesBackend:
         return await self._for(key.kind).delete(key, revision)
 
     async def get(self, key: ResourceKey[ModelT]) -> KVPair[ModelT]:
+        if static.is_default_allow(key):  # k8s/resources/profile.go: the static profile
+            return static.default_allow_profile()
         return await self._for(key.kind).get(key)
 
     async def list(self, opts: ResourceListOptions[ModelT]) -> KVList[ModelT]:
-        return await self._for(opts.kind).list(opts)
+        return static.with_default_allow(opts, await self._for(opts.kind).list(opts))
 
     def watch(self, opts: ResourceListOptions, revision: str) -> AsyncIterator[WatchEvent]:
         return self._for(opts.kind).watch(opts, revision)
