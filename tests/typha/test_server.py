@@ -209,5 +209,5 @@ async def test_pings_are_answered_and_measured() -> None:
     async with running_typha(be, **FAST) as typha:
         recs = [Recorder()]
         async with clients(typha.server.port, recs):
-            before = metrics.PING_LATENCY.labels("felix")._count.get()
-            await wait_for(lambda: metrics.PING_LATENCY.labels("felix")._count.get() >= before + 2, what="two pongs")
+            before = metrics.PING_LATENCY.labels("felix").count
+            await wait_for(lambda: metrics.PING_LATENCY.labels("felix").count >= before + 2, what="two pongs")
