@@ -263,8 +263,13 @@ def interval_of(typ: str, elem: Any) -> tuple[bytes, bytes]:
     return v, v
 
 
+def element_list(items: list[bytes]) -> bytes:
+    """NFTA_SET_ELEM_LIST_ELEMENTS: each element nested, numbered from 1 as libnftnl numbers them."""
+    return nest(3, *(nest(i, item) for i, item in enumerate(items, 1)))
+
+
 def element_attrs(spec: SetSpec, elem: Any) -> list[bytes]:
-    """The NFTA_LIST_ELEM attributes of one JSON element (two for an interval: start and end)."""
+    """The contents of the NFTA_LIST_ELEMs of one JSON element (two for an interval: start and end)."""
     data = b""
     if spec.is_map:
         if not (isinstance(elem, list) and len(elem) == 2):
@@ -282,18 +287,18 @@ def element_attrs(spec: SetSpec, elem: Any) -> list[bytes]:
         if not isinstance(parts, list) or len(parts) != len(spec.types) or spec.interval:
             raise Unsupported(f"element {elem}")
         key = b"".join(_padded(value_bytes(t, v)) for t, v in zip(spec.types, parts))
-        return [nest(1, a_data(1, key), data)]
+        return [a_data(1, key) + data]
     typ = spec.types[0]
     if not spec.interval:
-        return [nest(1, a_data(1, value_bytes(typ, elem)), data)]
+        return [a_data(1, value_bytes(typ, elem)) + data]
     if data:
         raise Unsupported("interval map")
     lo, hi = interval_of(typ, elem)
     end = _bump(hi)
     if end is None:
         # An interval open at the top: libnftables marks it in the element's user data.
-        return [nest(1, a_data(1, lo), attr(6, _UDATA_ELEM_OPEN))]
-    return [nest(1, a_data(1, lo)), nest(1, a_u32(3, ELEM_INTERVAL_END), a_data(1, end))]
+        return [a_data(1, lo) + attr(6, _UDATA_ELEM_OPEN)]
+    return [a_data(1, lo), a_u32(3, ELEM_INTERVAL_END) + a_data(1, end)]
 
 
 # --- rule expressions --------------------------------------------------------------------------
@@ -328,14 +333,14 @@ class _Compiler:
             key = body.get("key")
             if key not in META_KEYS or len(body) != 1:
                 raise Unsupported(f"meta {body}")
-            self.out.append(expr("meta", a_u32(1, reg), a_u32(2, META_KEYS[key])))
+            self.out.append(expr("meta", a_u32(2, META_KEYS[key]), a_u32(1, reg)))
             return {"mark": "mark", "iifname": "ifname", "oifname": "ifname", "l4proto": "inet_proto"}[key], \
                 {"mark": 4, "iifname": 16, "oifname": 16, "l4proto": 1}[key], None
         if kind == "ct":
             key = body.get("key")
             if key not in CT_KEYS or len(body) != 1:
                 raise Unsupported(f"ct {body}")
-            self.out.append(expr("ct", a_u32(1, reg), a_u32(2, CT_KEYS[key])))
+            self.out.append(expr("ct", a_u32(2, CT_KEYS[key]), a_u32(1, reg)))
             return "ct_" + key, 4, None
         if kind == "payload":
             where = (body.get("protocol"), body.get("field"))
@@ -352,7 +357,7 @@ class _Compiler:
             bits = 0
             for f in flags:
                 bits |= FIB_FLAGS[f]
-            self.out.append(expr("fib", a_u32(1, reg), a_u32(2, FIB_RESULT_ADDRTYPE), a_u32(3, bits)))
+            self.out.append(expr("fib", a_u32(3, bits), a_u32(2, FIB_RESULT_ADDRTYPE), a_u32(1, reg)))
             return "fib_addrtype", 4, None
         raise Unsupported(f"expression {left}")
 
@@ -362,14 +367,18 @@ class _Compiler:
     def cmp(self, op: str, value: bytes, reg: int = 1) -> None:
         self.out.append(expr("cmp", a_u32(1, reg), a_u32(2, NFT_CMP[op]), a_data(3, value)))
 
-    def bitwise(self, length: int, mask: bytes, xor: bytes, reg: int = 1) -> None:
-        self.out.append(expr("bitwise", a_u32(1, reg), a_u32(2, reg), a_u32(3, length), a_data(4, mask),
+    def bitwise(self, length: int, mask: bytes, xor: bytes, *, binop: bool = True) -> None:
+        """``reg 1 = (reg 1 & mask) ^ xor``; libnftables names the operation (NFTA_BITWISE_OP, boolean) for
+        an ``&``/``|`` it was given, not for the mask of a prefix or of flags it compares."""
+        op = a_u32(6, 0) if binop else b""
+        self.out.append(expr("bitwise", a_u32(1, 1), a_u32(2, 1), op, a_u32(3, length), a_data(4, mask),
                              a_data(5, xor)))
 
     def lookup(self, name: str, *, invert: bool = False, dreg: int | None = None) -> None:
-        parts = [a_str(1, name), a_u32(2, 1)]
+        parts = [a_u32(2, 1)]
         if dreg is not None:
             parts.append(a_u32(3, dreg))
+        parts.append(a_str(1, name))
         if invert:
             parts.append(a_u32(5, NFT_LOOKUP_F_INV))
         self.out.append(expr("lookup", *parts))
@@ -461,7 +470,7 @@ class _Compiler:
                 raise Unsupported(f"{typ} {v}")
             bits |= names[v]
         if op == "in":
-            self.bitwise(4, struct.pack("=I", bits), b"\0" * 4)
+            self.bitwise(4, struct.pack("=I", bits), b"\0" * 4, binop=False)
             self.cmp("!=", b"\0" * 4)
         elif op in ("==", "!=") and not isinstance(right, list) and typ == "ct_status":
             self.cmp(op, struct.pack("=I", bits))
@@ -484,7 +493,7 @@ class _Compiler:
             self.cmp(op, addr[:n])
         else:
             mask = int(net.netmask).to_bytes(length, "big")
-            self.bitwise(length, mask, b"\0" * length)
+            self.bitwise(length, mask, b"\0" * length, binop=False)
             self.cmp(op, addr)
 
     def anon_set(self, typ: str, where: tuple[str, str] | None, items: Any, *, invert: bool) -> None:
@@ -500,7 +509,7 @@ class _Compiler:
                     # Overlapping or adjacent: libnftables merges them; not guessed here.
                     raise Unsupported(f"overlapping or adjacent intervals in {items}")
             if spans[0][0] != b"\0" * len(spans[0][0]):
-                elems.append(nest(1, a_u32(3, ELEM_INTERVAL_END), a_data(1, b"\0" * len(spans[0][0]))))
+                elems.append(a_u32(3, ELEM_INTERVAL_END) + a_data(1, b"\0" * len(spans[0][0])))
             spec = SetSpec([typ], interval=True, is_map=False)
             for lo, hi in spans:
                 elems += element_attrs(spec, {"range": [lo, hi]})
@@ -508,7 +517,7 @@ class _Compiler:
             keys = sorted(value_bytes(typ, i) for i in items)
             if len(set(keys)) != len(keys):
                 raise Unsupported(f"duplicates in {items}")
-            elems = [nest(1, a_data(1, k)) for k in keys]
+            elems = [a_data(1, k) for k in keys]
         self.out.append(AnonSet(typ, interval, elems, _TYPEOF[where]))
         self.out.append(b"LOOKUP_INV" if invert else b"LOOKUP")
 
@@ -649,7 +658,7 @@ def _msg(kind: int, flags: int, family: int, seq: int, body: bytes) -> bytes:
 class _Batch:
     """The messages of one batch, each with the index of the command it came from."""
 
-    def __init__(self, nl: NetlinkNft) -> None:
+    def __init__(self, nl: Encoder) -> None:
         self.nl = nl
         self.parts: list[bytes] = []
         self.owner: list[int] = []           # message i -> command index
@@ -681,90 +690,27 @@ def _family(obj: Any) -> tuple[str, int]:
     return fam, FAMILIES[fam]   # type: ignore[return-value]
 
 
-class NetlinkNft:
-    """An :class:`~felix.dataplane.nft.NftHandle` that writes nf_tables netlink messages itself.
+class Encoder:
+    """Felix's JSON nft commands to nf_tables netlink messages (no socket: what tests check byte for byte)."""
 
-    ``fallback`` runs what this handle does not encode (and every ``list``); built lazily
-    (a :class:`~felix.dataplane.nft.LibNft`) when not given."""
-
-    def __init__(self, fallback: nft.NftHandle | None = None,
-                 fallback_factory: Callable[[], nft.NftHandle] | None = None) -> None:
-        self._fallback = fallback
-        self._fallback_factory = fallback_factory or nft.LibNft
-        self._sock = self._open()
-        self._seq = int.from_bytes(os.urandom(2), "big") << 12
+    def __init__(self, *, first_set_id: int = 1) -> None:
+        self._seq = 1
+        self.first_set_id = first_set_id
         self._specs: dict[tuple[str, str, str], SetSpec] = {}
         self._compiled: dict[str, Compiled] = {}
-        self._fell_back: set[str] = set()
-        self.fallbacks = 0               # batches handed to the fallback (tests, bench)
 
-    @staticmethod
-    def _open() -> socket.socket:
-        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
-        try:
-            s.bind((0, 0))
-            for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
-                try:
-                    s.setsockopt(SOL_NETLINK, opt, 1)
-                except OSError:
-                    pass
-            for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF),):
-                try:
-                    s.setsockopt(socket.SOL_SOCKET, force, 4 << 20)
-                except OSError:
-                    s.setsockopt(socket.SOL_SOCKET, plain, 4 << 20)
-        except OSError:
-            s.close()
-            raise
-        return s
+    def set_spec(self, fam: str, table: str, name: str) -> SetSpec | None:
+        """A set's key types and flags, for its elements (here: only what this encoder made)."""
+        return self._specs.get((fam, table, name))
 
-    @property
-    def fallback(self) -> nft.NftHandle:
-        if self._fallback is None:
-            self._fallback = self._fallback_factory()
-        return self._fallback
-
-    def close(self) -> None:
-        self._sock.close()
-        close = getattr(self._fallback, "close", None)
-        if close is not None:
-            close()
-
-    # --- NftHandle ---
-
-    def run(self, batch: nft.JSON) -> nft.JSON:
-        cmds = batch.get("nftables")
-        if not isinstance(cmds, list):
-            raise nft.NftError(f"not an nft batch: {str(batch)[:200]}")
-        if any(isinstance(c, dict) and ("list" in c) for c in cmds):
-            return self.fallback.run(batch)
-        try:
-            b = self._encode(cmds)
-        except Unsupported as exc:
-            reason = str(exc)
-            first = reason.split(" ", 1)[0]
-            if first not in self._fell_back:
-                self._fell_back.add(first)
-                log.info("nf_tables netlink: %s not encoded here; such batches go through libnftables", reason)
-            self.fallbacks += 1
-            # What libnftables changes is not known here: forget what this handle remembers of sets.
-            self._specs.clear()
-            return self.fallback.run(batch)
-        if not b.parts:
-            return {"nftables": []}
-        self._send(b, cmds)
-        for key, spec in b.sets.items():
-            if spec is None:
-                self._specs.pop(key, None)
-            else:
-                self._specs[key] = spec
-        return {"nftables": []}
-
-    # --- encoding ---
+    def encode(self, cmds: list[Any]) -> list[bytes]:
+        """The batch's messages (without BEGIN and END); :class:`Unsupported` for what is not covered."""
+        return self._encode(cmds).parts
 
     def _encode(self, cmds: list[Any]) -> _Batch:
         b = _Batch(self)
         b.seq0 = self._seq
+        b.set_id = self.first_set_id - 1
         for i, cmd in enumerate(cmds):
             b.cmd = i
             if not isinstance(cmd, dict) or len(cmd) != 1:
@@ -850,7 +796,7 @@ class NetlinkNft:
                 flags = SET_ANONYMOUS | SET_CONSTANT | (SET_INTERVAL if pending.interval else 0)
                 proto, field = pending.typeof
                 udata = (bytes((0, 4)) + struct.pack("=I", 2)
-                         + bytes((2, 4)) + struct.pack("=I", 1)
+                         + (bytes((2, 4)) + struct.pack("=I", 1) if pending.interval else b"")
                          + bytes((3, 20)) + bytes((0, 4)) + struct.pack("=I", 7)
                          + bytes((1, 12)) + bytes((0, 4)) + struct.pack("=I", proto)
                          + bytes((1, 4)) + struct.pack("=I", field))
@@ -859,8 +805,8 @@ class NetlinkNft:
                         + attr(13, udata))
                 b.add(NFT_MSG_NEWSET, NLM_F_CREATE, fam, body)
                 b.add(NFT_MSG_NEWSETELEM, NLM_F_CREATE, fam,
-                      a_str(1, table) + a_str(2, "__set%d") + a_u32(4, sid) + nest(3, *pending.elems))
-                parts = [a_str(1, "__set%d"), a_u32(2, 1), a_u32(4, sid)]
+                      a_str(1, table) + a_str(2, "__set%d") + a_u32(4, sid) + element_list(pending.elems))
+                parts = [a_u32(2, 1), a_str(1, "__set%d"), a_u32(4, sid)]
                 if part == b"LOOKUP_INV":
                     parts.append(a_u32(5, NFT_LOOKUP_F_INV))
                 out.append(expr("lookup", *parts))
@@ -935,8 +881,8 @@ class NetlinkNft:
             b.new_interval.discard(key)
             zero = b"\0" * TYPES[spec.types[0]][1]
             if all(interval_of(spec.types[0], e)[0] != zero for e in elems):
-                items.insert(0, nest(1, a_u32(3, ELEM_INTERVAL_END), a_data(1, zero)))
-        body = a_str(1, obj["table"]) + a_str(2, obj["name"]) + nest(3, *items)
+                items.insert(0, a_u32(3, ELEM_INTERVAL_END) + a_data(1, zero))
+        body = a_str(1, obj["table"]) + a_str(2, obj["name"]) + element_list(items)
         b.add(NFT_MSG_NEWSETELEM if add else NFT_MSG_DELSETELEM, NLM_F_CREATE if add else 0, fam, body)
 
     def _add_element(self, b: _Batch, obj: Any) -> None:
@@ -944,6 +890,85 @@ class NetlinkNft:
 
     def _delete_element(self, b: _Batch, obj: Any) -> None:
         self._elements(b, obj, add=False)
+
+
+class NetlinkNft(Encoder):
+    """An :class:`~felix.dataplane.nft.NftHandle` that writes nf_tables netlink messages itself.
+
+    ``fallback`` runs what this handle does not encode (and every ``list``); built lazily
+    (a :class:`~felix.dataplane.nft.LibNft`) when not given."""
+
+    def __init__(self, fallback: nft.NftHandle | None = None,
+                 fallback_factory: Callable[[], nft.NftHandle] | None = None) -> None:
+        super().__init__()
+        self._fallback = fallback
+        self._fallback_factory = fallback_factory or nft.LibNft
+        self._sock = self._open()
+        self._seq = int.from_bytes(os.urandom(2), "big") << 12
+        self._fell_back: set[str] = set()
+        self.fallbacks = 0               # batches handed to the fallback (tests, bench)
+
+    @staticmethod
+    def _open() -> socket.socket:
+        s = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_NETFILTER)
+        try:
+            s.bind((0, 0))
+            for opt in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
+                try:
+                    s.setsockopt(SOL_NETLINK, opt, 1)
+                except OSError:
+                    pass
+            for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF),):
+                try:
+                    s.setsockopt(socket.SOL_SOCKET, force, 4 << 20)
+                except OSError:
+                    s.setsockopt(socket.SOL_SOCKET, plain, 4 << 20)
+        except OSError:
+            s.close()
+            raise
+        return s
+
+    @property
+    def fallback(self) -> nft.NftHandle:
+        if self._fallback is None:
+            self._fallback = self._fallback_factory()
+        return self._fallback
+
+    def close(self) -> None:
+        self._sock.close()
+        close = getattr(self._fallback, "close", None)
+        if close is not None:
+            close()
+
+    # --- NftHandle ---
+
+    def run(self, batch: nft.JSON) -> nft.JSON:
+        cmds = batch.get("nftables")
+        if not isinstance(cmds, list):
+            raise nft.NftError(f"not an nft batch: {str(batch)[:200]}")
+        if any(isinstance(c, dict) and ("list" in c) for c in cmds):
+            return self.fallback.run(batch)
+        try:
+            b = self._encode(cmds)
+        except Unsupported as exc:
+            reason = str(exc)
+            first = reason.split(" ", 1)[0]
+            if first not in self._fell_back:
+                self._fell_back.add(first)
+                log.info("nf_tables netlink: %s not encoded here; such batches go through libnftables", reason)
+            self.fallbacks += 1
+            # What libnftables changes is not known here: forget what this handle remembers of sets.
+            self._specs.clear()
+            return self.fallback.run(batch)
+        if not b.parts:
+            return {"nftables": []}
+        self._send(b, cmds)
+        for key, spec in b.sets.items():
+            if spec is None:
+                self._specs.pop(key, None)
+            else:
+                self._specs[key] = spec
+        return {"nftables": []}
 
     # --- the kernel ---
 
