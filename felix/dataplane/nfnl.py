@@ -997,7 +997,9 @@ class NetlinkNft(Encoder):
                     attrs = _attrs(payload[4:])
         if err or not attrs:
             return None
-        flags = struct.unpack(">I", attrs[3])[0]
+        if 4 not in attrs:
+            return None
+        flags = struct.unpack(">I", attrs.get(3, b"\0\0\0\0"))[0]     # the kernel leaves out flags 0
         ktype = struct.unpack(">I", attrs[4])[0]
         types = []
         while ktype:
