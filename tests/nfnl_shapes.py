@@ -65,6 +65,8 @@ NAMED_SET_IDS = ("n:http", "n:dns")
 
 
 def _members(family: str) -> dict[str, dict[Any, Any]]:
+    nets: dict[str, list[Any]]
+    named: dict[str, list[Any]]
     if family == "ip":
         nets = {"s:abc": ["10.0.0.1", ("prefix", "10.2.0.0", 16), ("prefix", "192.168.7.0", 24), "10.3.3.3"],
                 "s:def": [("prefix", "0.0.0.0", 1), "255.255.255.255", "172.16.0.5"]}

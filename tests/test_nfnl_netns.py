@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 
 from felix.dataplane import nft, rules
+from felix.messages import TierInfo
 from felix.policy import ParsedRule, ParsedRules
 from tests import nfnl_shapes
 
@@ -131,7 +132,7 @@ def incremental_batches() -> list[nft.JSON]:
     # An endpoint comes; a map entry changes its verdict; a policy's rules change.
     pol = rules.policy_chains(nfnl_shapes.POL, ParsedRules(
         (ParsedRule("allow", protocol=6, dst_ports=((8080, 8080),)),), (ParsedRule("deny"),), ()))
-    tiers = (nfnl_shapes.TierInfo(nfnl_shapes.TIER, "Deny", (nfnl_shapes.POL,), ()),)
+    tiers = (TierInfo(nfnl_shapes.TIER, "Deny", (nfnl_shapes.POL,), ()),)
     for t in tables:
         for c in rules.workload_chains("calic3", tiers, ("kns.default",)):
             t.set_chain(c)

@@ -346,9 +346,9 @@ class _Compiler:
             where = (body.get("protocol"), body.get("field"))
             if where not in PAYLOAD or len(body) != 2:
                 raise Unsupported(f"payload {body}")
-            base, offset, length, typ = PAYLOAD[where]   # type: ignore[index]
+            base, offset, length, typ = PAYLOAD[where]
             self.payload(reg, base, offset, length)
-            return typ, length, where   # type: ignore[return-value]
+            return typ, length, where
         if kind == "fib":
             flags = body.get("flags", [])
             if body.get("result") != "type" or set(body) != {"result", "flags"} or \
@@ -592,7 +592,7 @@ def _payload_value(stmt: Any) -> tuple[str, int, int, int, bytes] | None:
     where = (body.get("protocol"), body.get("field")) if isinstance(body, dict) else None
     if where not in PAYLOAD or len(body) != 2:
         return None
-    base, offset, length, typ = PAYLOAD[where]   # type: ignore[index]
+    base, offset, length, typ = PAYLOAD[where]
     if typ in ("ipv4_addr", "ipv6_addr"):
         return None
     return m["op"], base, offset, length, value_bytes(typ, right)
@@ -687,7 +687,7 @@ def _family(obj: Any) -> tuple[str, int]:
     fam = obj.get("family") if isinstance(obj, dict) else None
     if fam not in FAMILIES:
         raise Unsupported(f"family {fam}")
-    return fam, FAMILIES[fam]   # type: ignore[return-value]
+    return fam, FAMILIES[fam]
 
 
 class Encoder:
@@ -1001,7 +1001,7 @@ class NetlinkNft(Encoder):
             return None
         flags = struct.unpack(">I", attrs.get(3, b"\0\0\0\0"))[0]     # the kernel leaves out flags 0
         ktype = struct.unpack(">I", attrs[4])[0]
-        types = []
+        types: list[str] = []
         while ktype:
             t = TYPE_NAMES.get(ktype & 0x3F)
             if t is None:
