@@ -179,12 +179,12 @@ class Rule:
     def of(*stmts: dict[str, Any], comment: str = "") -> Rule:
         return Rule(tuple(stmts), comment)
 
-    def rendering(self) -> str:
-        """The rule's canonical JSON (what its hash is over); computed once per rule: a table of
-        24,000 rules hashes each one once, not once per pass over the table."""
-        cached: str | None = self.__dict__.get("_rendering")
+    def rendering(self) -> EncodedExpr:
+        """The rule's canonical JSON (what its hash is over, and what a batch carries); computed once
+        per rule: a table of 24,000 rules hashes each one once, not once per pass over the table."""
+        cached: EncodedExpr | None = self.__dict__.get("_rendering")
         if cached is None:
-            cached = json.dumps(self.expr, separators=(",", ":"), sort_keys=True)
+            cached = EncodedExpr(json.dumps(self.expr, separators=(",", ":"), sort_keys=True))
             self.__dict__["_rendering"] = cached   # a frozen dataclass: not a field, not compared
         return cached
 
@@ -409,11 +409,13 @@ class Table:
         return [element_json(k) for k in keys]
 
     def _rule_cmds(self, chain: Chain) -> list[JSON]:
+        fam, name = self.family, chain.name
         cmds = []
         for h, rule in zip(chain.hashes(), chain.rules):
-            comment = f"{HASH_PREFIX}{h};" + (f" {rule.comment}" if rule.comment else "")
-            cmds.append({"add": {"rule": self._obj(chain=chain.name, expr=EncodedExpr(rule.rendering()),
-                                                   comment=comment[:128])}})
+            comment = f"{HASH_PREFIX}{h};" + (f" {rule.comment}"[:127 - len(HASH_PREFIX) - HASH_LENGTH]
+                                                if rule.comment else "")
+            cmds.append({"add": {"rule": {"family": fam, "table": TABLE, "chain": name, "expr": rule.rendering(),
+                                          "comment": comment}}})
         return cmds
 
     def _incremental(self) -> list[JSON]:

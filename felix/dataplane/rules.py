@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 from typing import Any
 
@@ -366,6 +367,15 @@ def _conntrack() -> list[Rule]:
 
 def _endpoint_chain(name: str, tiers: tuple[TierInfo, ...], profiles: tuple[str, ...], *, ingress: bool,
                     failsafe: str = "", drop_encap: bool = False) -> Chain:
+    return Chain(name, _endpoint_rules(tiers, profiles, ingress, failsafe, drop_encap))
+
+
+@functools.lru_cache(maxsize=4096)
+def _endpoint_rules(tiers: tuple[TierInfo, ...], profiles: tuple[str, ...], ingress: bool, failsafe: str,
+                    drop_encap: bool) -> tuple[Rule, ...]:
+    """An endpoint chain's rules depend on its tiers and profiles, not on its interface: endpoints with the
+    same policies share the very Rule objects, so each rule's JSON is rendered once (Rule.rendering), not
+    once per endpoint (100 endpoints of 100 policies each: 40,000 renderings become 400)."""
     rules = _conntrack()
     if failsafe:
         rules.append(rule(jump(failsafe)))
@@ -389,7 +399,7 @@ def _endpoint_chain(name: str, tiers: tuple[TierInfo, ...], profiles: tuple[str,
         rules.append(rule(jump(profile_chain(prof, ingress))))
         rules.append(rule(mark_set_bit(MARK_ACCEPT), RETURN, comment="Return if profile accepted"))
     rules.append(rule(DROP, comment="Drop if no profiles matched"))
-    return Chain(name, tuple(rules))
+    return tuple(rules)
 
 
 def workload_chains(iface: str, tiers: tuple[TierInfo, ...], profiles: tuple[str, ...]) -> list[Chain]:
