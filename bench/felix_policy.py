@@ -252,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         r = subprocess.run(["ip", "netns", "exec", NS, sys.executable, "-m", "bench.felix_policy", "--child",
                             "--rounds", str(args.rounds), "--endpoints", str(args.endpoints),
                             "--handle", args.handle],
-                           check=True, capture_output=True, text=True)
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.stderr.write(r.stderr)
+            return r.returncode
         result = json.loads(r.stdout)
     finally:
         subprocess.run(["ip", "netns", "del", NS], check=False)

@@ -141,3 +141,13 @@ def test_an_interval_element_is_its_start_and_an_interval_end_past_its_last_addr
 def test_a_statement_not_covered_is_refused_not_guessed(stmt: Any) -> None:
     with pytest.raises(nfnl.Unsupported):
         nfnl.compile_rule([stmt, r.ACCEPT])
+
+
+def test_a_long_element_list_is_split_into_messages_of_less_than_64_kib() -> None:
+    add_map = {"add": {"map": {"family": "ip", "table": "calico", "name": "m", "type": "ifname", "map": "verdict"}}}
+    elems = [[f"cali{i:05d}", {"goto": {"target": f"filter-cali-fw-cali{i:05d}"}}] for i in range(10_000)]
+    add = {"add": {"element": {"family": "ip", "table": "calico", "name": "m", "elem": elems}}}
+    msgs = nfnl.Encoder().encode([add_map, add])
+    assert len(msgs) > 10
+    assert all(len(m) < 0xFFFF for m in msgs)
+    assert sum(m.count(b"filter-cali-fw-") for m in msgs[1:]) == 10_000     # every element, once

@@ -92,6 +92,7 @@ VERDICTS = {"accept": 1, "drop": 0, "continue": -1, "return": -5, "jump": -3, "g
 _UDATA_ADDR_SET = bytes.fromhex("000402000000")
 _UDATA_CONCAT_SET = bytes.fromhex("00040000000003080004" "0d0000000100")
 _UDATA_VERDICT_MAP = bytes.fromhex("000401000000" "010400000000" "060400000000")
+_ELEMS_PER_MESSAGE = 48_000        # bytes of elements per NEWSETELEM/DELSETELEM message
 _UDATA_ELEM_OPEN = bytes.fromhex("010401000000")     # NFTNL_UDATA_SET_ELEM_FLAGS: interval open
 
 META_KEYS = {"mark": 3, "iifname": 6, "oifname": 7, "l4proto": 16}
@@ -133,6 +134,8 @@ class Unsupported(Exception):
 
 def attr(kind: int, payload: bytes) -> bytes:
     n = 4 + len(payload)
+    if n > 0xFFFF:
+        raise Unsupported(f"an attribute of {n} bytes")     # netlink's are 16-bit long: not guessed
     return struct.pack("=HH", n, kind) + payload + b"\0" * (-n % 4)
 
 
@@ -905,8 +908,19 @@ class Encoder:
             zero = b"\0" * TYPES[spec.types[0]][1]
             if all(interval_of(spec.types[0], e)[0] != zero for e in elems):
                 items.insert(0, a_u32(3, ELEM_INTERVAL_END) + a_data(1, zero))
-        body = a_str(1, obj["table"]) + a_str(2, obj["name"]) + element_list(items)
-        b.add(NFT_MSG_NEWSETELEM if add else NFT_MSG_DELSETELEM, NLM_F_CREATE if add else 0, fam, body)
+        # An attribute is at most 64 KiB: a long list goes in several messages, as libnftnl splits it.
+        head = a_str(1, obj["table"]) + a_str(2, obj["name"])
+        kind, flags = (NFT_MSG_NEWSETELEM, NLM_F_CREATE) if add else (NFT_MSG_DELSETELEM, 0)
+        chunk: list[bytes] = []
+        size = 0
+        for item in items:
+            if chunk and size + len(item) + 8 > _ELEMS_PER_MESSAGE:
+                b.add(kind, flags, fam, head + element_list(chunk))
+                chunk, size = [], 0
+            chunk.append(item)
+            size += len(item) + 8
+        if chunk:
+            b.add(kind, flags, fam, head + element_list(chunk))
 
     def _add_element(self, b: _Batch, obj: Any) -> None:
         self._elements(b, obj, add=True)
