@@ -1,7 +1,7 @@
 """Bench: Felix's policy programming, and how one change's cost depends on what is already there.
 
 Runs Felix's calculation graph and managers in process, in a throwaway network
-namespace, on the real kernel (libnftables and rtnetlink). Three ratios, in one run:
+namespace, on the real kernel (Felix's nft handle, see --handle, and rtnetlink). Three ratios, in one run:
 
 1. ``program``: 1,000 GlobalNetworkPolicies x 100 local endpoints programmed from
    nothing (graph, managers, one nft transaction for the ``ip`` and ``ip6`` tables) vs ``nft -f``
@@ -13,12 +13,12 @@ namespace, on the real kernel (libnftables and rtnetlink). Three ratios, in one 
 3. ``rule``: one policy's rule changed, median over rounds, with 1,000 policies in
    place vs with 10. Goal <= 1.5.
 
-    python3 -m bench.felix_policy [--rounds 15] [--endpoints 10000]
+    python3 -m bench.felix_policy [--rounds 15] [--endpoints 10000] [--handle netlink|libnftables]
 
 The datastore (etcd, the watch, decoding into models) is left out: its cost per update does not
 depend on the number of endpoints or policies; what is measured is Felix's own part. Each apply's
-libnftables transaction is timed apart, so the ratios of Felix's own part and of the transaction
-are reported too (docs/decisions.md, "libnftables' cache").
+transaction (the handle's encoding, the kernel's commit) is timed apart, so the ratios of Felix's own
+part and of the transaction are reported too (docs/decisions.md, "libnftables' cache").
 """
 
 from __future__ import annotations
@@ -56,13 +56,18 @@ def _gnp(i: int, port: int = 80) -> Any:
                      "destination": {"ports": [port]}}]}})
 
 
+HANDLE = "netlink"   # --handle: Felix's default (nf_tables netlink written by Felix) or "libnftables"
+
+
 class TimedNft:
-    """libnftables, timing each transaction: what the kernel and libnftables cost, apart from Felix's own part."""
+    """Felix's nft handle, timing each transaction: what the kernel (and libnftables) cost, apart from
+    Felix's own part. ``--handle netlink`` (the default, Felix's own): :class:`felix.dataplane.nfnl.NetlinkNft`;
+    ``--handle libnftables``: :class:`felix.dataplane.nft.LibNft` alone, as before issue 14's netlink handle."""
 
     def __init__(self) -> None:
-        from felix.dataplane import nft
+        from felix.dataplane import nfnl, nft
 
-        self.inner = nft.LibNft()
+        self.inner: Any = nfnl.NetlinkNft() if HANDLE == "netlink" else nft.LibNft()
         self.seconds = 0.0
         self.last: Any = None
 
@@ -162,7 +167,8 @@ def bench_program(n_policies: int = 1000, n_endpoints: int = 100) -> dict[str, f
     _reset()
     _unlink(n_endpoints)
     return {"ours_s": ours, "transaction_s": transaction, "nft_f_s": baseline, "nft_j_f_s": json_baseline,
-            "ratio": ours / baseline, "json_floor_ratio": json_baseline / baseline, "rules": rules}
+            "ratio": ours / baseline, "json_floor_ratio": json_baseline / baseline, "rules": rules,
+            "fallback_batches": getattr(f.nft.inner, "fallbacks", 0)}
 
 
 def bench_endpoint(n: int, rounds: int) -> tuple[float, float]:
@@ -232,28 +238,37 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--endpoints", type=int, default=10000)
+    p.add_argument("--handle", choices=("netlink", "libnftables"), default="netlink",
+                   help="Felix's nft handle: its own nf_tables netlink messages (default) or libnftables")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    global HANDLE
+    HANDLE = args.handle
     if args.child:
         print(json.dumps(child(args.rounds, args.endpoints)))
         return 0
     subprocess.run(["ip", "netns", "add", NS], check=True)
     try:
         r = subprocess.run(["ip", "netns", "exec", NS, sys.executable, "-m", "bench.felix_policy", "--child",
-                            "--rounds", str(args.rounds), "--endpoints", str(args.endpoints)],
-                           check=True, capture_output=True, text=True)
+                            "--rounds", str(args.rounds), "--endpoints", str(args.endpoints),
+                            "--handle", args.handle],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.stderr.write(r.stderr)
+            return r.returncode
         result = json.loads(r.stdout)
     finally:
         subprocess.run(["ip", "netns", "del", NS], check=False)
     print(json.dumps(result, indent=2))
     prog, ep, rule = result["program"], result["endpoint"], result["rule"]
-    print(f"program 1000 policies x 100 endpoints: ours {prog['ours_s']:.3f} s (of which the libnftables "
+    print(f"handle: {args.handle}")
+    print(f"program 1000 policies x 100 endpoints: ours {prog['ours_s']:.3f} s (of which the "
           f"transaction {prog['transaction_s']:.3f} s), nft -f {prog['nft_f_s']:.3f} s, nft -j -f of Felix's batch "
           f"{prog['nft_j_f_s']:.3f} s, "
           f"ratio {prog['ratio']:.2f} (goal <= 1.3; {prog['rules']} rules)")
-    print(f"one endpoint added: ratio {ep['ratio']:.2f} at {args.endpoints} vs 100 (goal <= 1.5); libnftables "
+    print(f"one endpoint added: ratio {ep['ratio']:.2f} at {args.endpoints} vs 100 (goal <= 1.5); "
           f"transaction {ep['transaction_ratio']:.2f}, Felix's own part {ep['felix_ratio']:.2f}")
-    print(f"one rule changed: ratio {rule['ratio']:.2f} at 1000 vs 10 policies (goal <= 1.5); libnftables "
+    print(f"one rule changed: ratio {rule['ratio']:.2f} at 1000 vs 10 policies (goal <= 1.5); "
           f"transaction {rule['transaction_ratio']:.2f}, Felix's own part {rule['felix_ratio']:.2f}")
     return 0
 

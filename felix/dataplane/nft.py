@@ -24,11 +24,14 @@ is replaced, missing or extra set elements are added or removed, and chains,
 sets and maps the table does not want are deleted. Counters survive a resync
 that finds nothing wrong.
 
-The handle that talks to the kernel is injected (:class:`NftHandle`):
-:class:`LibNft` calls libnftables in process through ctypes (the library the
-``nft`` tool is built on, with its JSON API; it is what Debian's python3-nftables
-wraps, which pip cannot install), :class:`NftCommand` runs ``nft -j -f -``, and
-tests use :class:`FakeNft`, an in-memory model of the commands this module sends.
+The handle that talks to the kernel is injected (:class:`NftHandle`). Felix's default
+(:func:`default_handle`) is :class:`felix.dataplane.nfnl.NetlinkNft`, which writes the
+nf_tables netlink messages of these batches itself (docs/decisions.md, "libnftables'
+cache") and hands the read-back and anything it does not encode to :class:`LibNft`.
+:class:`LibNft` calls libnftables in process through ctypes (the library the ``nft``
+tool is built on, with its JSON API; it is what Debian's python3-nftables wraps, which
+pip cannot install), :class:`NftCommand` runs ``nft -j -f -``, and tests use
+:class:`FakeNft`, an in-memory model of the commands this module sends.
 """
 
 from __future__ import annotations
@@ -144,11 +147,22 @@ class NftCommand:
 
 
 def default_handle() -> NftHandle:
+    """Felix's handle: nf_tables netlink messages written by Felix (:class:`felix.dataplane.nfnl.NetlinkNft`,
+    no libnftables cache dump per batch) when the netlink socket opens, with libnftables (or the nft
+    command) for the read-back and for anything it does not encode; libnftables alone otherwise."""
+    lib: NftHandle
     try:
-        return LibNft()
+        lib = LibNft()
     except OSError:
         log.warning("libnftables not loadable; using the nft command")
-        return NftCommand()
+        lib = NftCommand()
+    from felix.dataplane import nfnl   # it builds on this module
+
+    try:
+        return nfnl.NetlinkNft(fallback=lib)
+    except OSError as exc:
+        log.warning("nf_tables netlink socket not available (%s); using libnftables for every batch", exc)
+        return lib
 
 
 # --- desired state --------------------------------------------------------------------------------
@@ -165,12 +179,12 @@ class Rule:
     def of(*stmts: dict[str, Any], comment: str = "") -> Rule:
         return Rule(tuple(stmts), comment)
 
-    def rendering(self) -> str:
-        """The rule's canonical JSON (what its hash is over); computed once per rule: a table of
-        24,000 rules hashes each one once, not once per pass over the table."""
-        cached: str | None = self.__dict__.get("_rendering")
+    def rendering(self) -> EncodedExpr:
+        """The rule's canonical JSON (what its hash is over, and what a batch carries); computed once
+        per rule: a table of 24,000 rules hashes each one once, not once per pass over the table."""
+        cached: EncodedExpr | None = self.__dict__.get("_rendering")
         if cached is None:
-            cached = json.dumps(self.expr, separators=(",", ":"), sort_keys=True)
+            cached = EncodedExpr(json.dumps(self.expr, separators=(",", ":"), sort_keys=True))
             self.__dict__["_rendering"] = cached   # a frozen dataclass: not a field, not compared
         return cached
 
@@ -395,11 +409,13 @@ class Table:
         return [element_json(k) for k in keys]
 
     def _rule_cmds(self, chain: Chain) -> list[JSON]:
+        fam, name = self.family, chain.name
         cmds = []
         for h, rule in zip(chain.hashes(), chain.rules):
-            comment = f"{HASH_PREFIX}{h};" + (f" {rule.comment}" if rule.comment else "")
-            cmds.append({"add": {"rule": self._obj(chain=chain.name, expr=EncodedExpr(rule.rendering()),
-                                                   comment=comment[:128])}})
+            comment = f"{HASH_PREFIX}{h};" + (f" {rule.comment}"[:127 - len(HASH_PREFIX) - HASH_LENGTH]
+                                                if rule.comment else "")
+            cmds.append({"add": {"rule": {"family": fam, "table": TABLE, "chain": name, "expr": rule.rendering(),
+                                          "comment": comment}}})
         return cmds
 
     def _incremental(self) -> list[JSON]:

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 from typing import Any
 
@@ -379,6 +380,15 @@ def _endpoint_chain(name: str, tiers: tuple[TierInfo, ...], profiles: tuple[str,
                     failsafe: str = "", drop_encap: bool = False, forward: bool = False) -> Chain:
     """``endpointIptablesChain``; ``forward`` is its chainTypeForward: no profiles and no final drop, and
     forwarded traffic allowed when no tier applies."""
+    return Chain(name, _endpoint_rules(tiers, profiles, ingress, failsafe, drop_encap, forward))
+
+
+@functools.lru_cache(maxsize=4096)
+def _endpoint_rules(tiers: tuple[TierInfo, ...], profiles: tuple[str, ...], ingress: bool, failsafe: str,
+                    drop_encap: bool, forward: bool) -> tuple[Rule, ...]:
+    """An endpoint chain's rules depend on its tiers and profiles, not on its interface: endpoints with the
+    same policies share the very Rule objects, so each rule's JSON is rendered once (Rule.rendering), not
+    once per endpoint (100 endpoints of 100 policies each: 40,000 renderings become 400)."""
     rules = _conntrack()
     if failsafe:
         rules.append(rule(jump(failsafe)))
@@ -402,12 +412,12 @@ def _endpoint_chain(name: str, tiers: tuple[TierInfo, ...], profiles: tuple[str,
         if not tiers:
             rules.append(rule(set_mark(MARK_ACCEPT), comment="Allow forwarded traffic by default"))
             rules.append(rule(RETURN, comment="Return for accepted forward traffic"))
-        return Chain(name, tuple(rules))
+        return tuple(rules)
     for prof in profiles:
         rules.append(rule(jump(profile_chain(prof, ingress))))
         rules.append(rule(mark_set_bit(MARK_ACCEPT), RETURN, comment="Return if profile accepted"))
     rules.append(rule(DROP, comment="Drop if no profiles matched"))
-    return Chain(name, tuple(rules))
+    return tuple(rules)
 
 
 def workload_chains(iface: str, tiers: tuple[TierInfo, ...], profiles: tuple[str, ...]) -> list[Chain]:
