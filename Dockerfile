@@ -5,7 +5,7 @@
 #   docker build -t pycalico:0.1.0 .
 #   podman build --isolation=chroot --build-arg BASE=localhost/debian-base:bookworm -t pycalico:0.1.0 .
 #
-# BASE is any Debian bookworm image (tests/test_deploy_image.py builds on a local minbase one,
+# BASE is any Debian bookworm image (tests/deploy/test_deploy_image.py builds on a local minbase one,
 # as no registry is reachable there). Stage 1 builds the wheel and a virtualenv; stage 2 is the
 # runtime with no compiler and no pip. The CNI plugins must run on the host, which has no
 # Python: /usr/local/bin/install-cni (deploy/image/install-cni.sh) copies this image's

@@ -9,7 +9,7 @@ its client computes from BGPPeers (``client.go``, ``updatePeersV1``: global
 peers first, node-specific ones that do not duplicate them, then the reverse
 peerings that make Calico-node peerings symmetric) and the BGPFilter functions
 (``template_funcs.go``). Calico's own confd test suite is the measure
-(tests/confd_suite, tests/test_confd_suite.py): statements, their order and
+(tests/confd_suite, tests/confd/test_confd_suite.py): statements, their order and
 values are Calico's; the comments are ours.
 
 The one documented difference: stock BIRD 1.6 lacks the ``krt_tunnel``

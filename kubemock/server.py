@@ -2,7 +2,7 @@
 
 An aiohttp application that speaks the API server's HTTP/JSON protocol over one
 in-memory object store. Each behaviour listed here has a test in
-``tests/test_kube_api.py``, most of them driven by the official ``kubernetes``
+``tests/kubernetes/test_kube_api.py``, most of them driven by the official ``kubernetes``
 client.
 
 Emulated:

@@ -5,7 +5,7 @@ memory, and the retry loops of ``ipam.go`` only read a block, call it, and write
 the result with a compare-and-swap. Here :mod:`libcalico.ipam` does the reading and
 writing; these functions take a block's spec and return a new one (specs are
 never changed in place, so a failed write leaves the cached block as it was),
-which is what makes them property-testable (tests/test_ipam_block.py).
+which is what makes them property-testable (tests/libcalico/test_ipam_block.py).
 
 Calico's bookkeeping, kept as Calico keeps it:
 

@@ -5,7 +5,7 @@ an event history that watches replay from, and an explicit ``compact()`` that
 drops history so a too-old watch gets :class:`WatchCompacted`. Values are
 stored encoded, as etcd stores them, so a caller cannot mutate stored state
 through a reference. It passes the same contract suite as the etcd backend
-(tests/test_backend_contract.py); production code never selects it.
+(tests/libcalico/test_backend_contract.py); production code never selects it.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ import pytest
 from libcalico import syncers, typha_client
 from libcalico.backend.memory import MemoryBackend
 from libcalico.typha_client import TyphaClient, TyphaConfig
-from tests.test_backend_contract import pool
+from tests.libcalico.test_backend_contract import pool
 from tests.typha.helpers import Recorder, cancel_all, running_typha, wait_for
 from typha import rebalance
 from typha.config import settings

@@ -14,7 +14,7 @@ from libcalico.backend.memory import MemoryBackend
 from libcalico.model import KVPair, ResourceKey
 from libcalico.watching import SyncStatus
 from tests.etcd_server import free_port
-from tests.test_backend_contract import pool
+from tests.libcalico.test_backend_contract import pool
 from tests.typha.helpers import Recorder, cancel_all, clients, running_typha, wait_for
 from typha import metrics
 

@@ -7,7 +7,7 @@ import asyncio
 from libcalico import syncproto
 from libcalico.model import KVPair
 from libcalico.watching import SyncStatus, Update, UpdateType
-from tests.test_backend_contract import pool
+from tests.libcalico.test_backend_contract import pool
 from typha import metrics
 from typha.snapcache import Cache
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from libcalico.backend.memory import MemoryBackend
-from tests.test_backend_contract import pool
+from tests.libcalico.test_backend_contract import pool
 from tests.typha.helpers import Recorder, clients, running_typha, wait_for
 
 URI = "spiffe://cluster.local/ns/calico-system/sa/calico-node"

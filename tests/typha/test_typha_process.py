@@ -31,7 +31,7 @@ from libcalico.model import KVPair, ResourceKey
 from libcalico.typha_client import TyphaClient, TyphaConfig
 from libcalico.watching import SyncStatus
 from tests.etcd_server import EtcdServer, free_port
-from tests.test_backend_contract import pool
+from tests.libcalico.test_backend_contract import pool
 from tests.typha.helpers import Recorder, cancel_all, wait_for
 
 pytestmark = pytest.mark.etcd
