@@ -161,7 +161,22 @@ async def started(ctl: app.KubeControllers, task: asyncio.Task[None]) -> None:
     await eventually(up, what="the controller's informers and first sync")
 
 
+class GraphFeed:
+    """A felix syncer's callbacks feeding Felix's calculation graph, as Felix's daemon does."""
+
+    def __init__(self, calc: graph.CalcGraph) -> None:
+        self.calc = calc
+
+    def on_status(self, status: SyncStatus) -> None:
+        pass
+
+    def on_updates(self, updates: list[Update]) -> None:
+        for u in updates:
+            self.calc.on_update(u.key.kind, u.key.namespace, u.key.name, u.kv.value)
+
+
 # --- the work queue ------------------------------------------------------------------------------
+
 
 class TestWorkQueue:
     async def test_a_key_added_many_times_runs_once_and_never_twice_at_once(self) -> None:
@@ -581,18 +596,10 @@ class TestEtcdSync:
             {"metadata": {"name": "team-a"}, "spec": {"selector": "all()", "namespaceSelector": "team == 'a'",
                                                      "ingress": [{"action": "Allow"}]}}))
         emitted: list[Any] = []
-        calc = graph.CalcGraph("n1", emitted.append)
-
-        class Feed:
-            def on_status(self, status: SyncStatus) -> None:
-                pass
-
-            def on_updates(self, updates: list[Update]) -> None:
-                for u in updates:
-                    calc.on_update(u.key.kind, u.key.namespace, u.key.name, u.kv.value)
+        feed_graph = GraphFeed(graph.CalcGraph("n1", emitted.append))
 
         felix_be = c.new_backend()
-        feed = asyncio.create_task(syncers.felix().syncer(felix_be, Feed()).run())
+        feed = asyncio.create_task(syncers.felix().syncer(felix_be, feed_graph).run())
         policy = PolicyID(tier="default", namespace="", name="team-a")
 
         async def selected() -> bool | None:
@@ -616,7 +623,7 @@ class TestEtcdSync:
                 assert active()
                 await c.core.patch_namespace("web", {"metadata": {"labels": {"team": "b"}}})
                 await eventually(lambda: _eq(selected(), False), what="team-a no longer selecting it")
-                assert not active() and calc.policy.active_policies == 0
+                assert not active() and feed_graph.calc.policy.active_policies == 0
                 await c.core.patch_namespace("web", {"metadata": {"labels": {"team": "a"}}})
                 await eventually(lambda: _eq(selected(), True), what="team-a selecting it again")
                 assert active()
@@ -844,15 +851,7 @@ class TestInstallation:
             conversion.NODE_VXLAN_MAC: "66:00:00:00:00:01"}}})
         ip = await cluster.pod("p1", "n1")
         emitted: list[Any] = []
-        calc = graph.CalcGraph("n1", emitted.append)
-
-        class Feed:
-            def on_status(self, status: SyncStatus) -> None:
-                pass
-
-            def on_updates(self, updates: list[Update]) -> None:
-                for u in updates:
-                    calc.on_update(u.key.kind, u.key.namespace, u.key.name, u.kv.value)
+        feed_graph = GraphFeed(graph.CalcGraph("n1", emitted.append))
 
         def last(kind: type) -> Any:
             got = [m for m in emitted if isinstance(m, kind)]
@@ -864,7 +863,7 @@ class TestInstallation:
             return _mode(p.spec.ipip_mode), _mode(p.spec.vxlan_mode)
 
         felix_be = cluster.new_backend()
-        feed = asyncio.create_task(syncers.felix().syncer(felix_be, Feed()).run())
+        feed = asyncio.create_task(syncers.felix().syncer(felix_be, feed_graph).run())
         ctl = cluster.controllers(env={"ENABLED_CONTROLLERS": "installation"})
         try:
             async with running(ctl) as task:
