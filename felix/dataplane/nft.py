@@ -210,6 +210,15 @@ class Chain:
             self.__dict__["_hashes"] = cached
         return cached
 
+    def targets(self) -> frozenset[str]:
+        """The chains this chain's rules jump or go to, computed once."""
+        cached: frozenset[str] | None = self.__dict__.get("_targets")
+        if cached is None:
+            cached = frozenset(stmt[verb]["target"] for r in self.rules for stmt in r.expr
+                               if isinstance(stmt, dict) for verb in ("jump", "goto") if verb in stmt)
+            self.__dict__["_targets"] = cached
+        return cached
+
 
 @dataclass
 class NftSet:
@@ -355,13 +364,8 @@ class Table:
         """Chains that changed chains or added map elements point at, but that are not wanted."""
         missing: set[str] = set()
         chains = self.chains
-        for name in self._dirty_chains:
-            for r in chains[name].rules:
-                for stmt in r.expr:
-                    if isinstance(stmt, dict):
-                        for verb in ("jump", "goto"):
-                            if verb in stmt and stmt[verb]["target"] not in chains:
-                                missing.add(stmt[verb]["target"])
+        for name in (chains if self.need_resync else self._dirty_chains):
+            missing.update(t for t in chains[name].targets() if t not in chains)
         for sname, adds in self._elem_added.items():
             s = self.sets.get(sname)
             if s is not None and s.map_to:
@@ -369,14 +373,6 @@ class Table:
                     target = str(verdict).partition(" ")[2]
                     if target and target not in chains:
                         missing.add(target)
-        if self.need_resync:
-            for c in chains.values():
-                for r in c.rules:
-                    for stmt in r.expr:
-                        if isinstance(stmt, dict):
-                            for verb in ("jump", "goto"):
-                                if verb in stmt and stmt[verb]["target"] not in chains:
-                                    missing.add(stmt[verb]["target"])
         return missing
 
     @property
