@@ -37,6 +37,7 @@ one place this backend translates errors.
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import contextlib
 import logging
@@ -509,8 +510,10 @@ class EtcdBackend:
             raise
         finally:
             if stream is not None:
+                # Bounded: aetcd's cancel queues a request for its watcher's task and takes its lock; a
+                # watcher whose stream broke may never take it, and a cleanup must not hang the caller.
                 with contextlib.suppress(Exception):
-                    await stream.cancel()
+                    await asyncio.wait_for(stream.cancel(), self._config.timeout)
 
     def _event(self, key: ResourceKey, event: Any) -> WatchEvent:
         rev = str(event.kv.mod_revision)
@@ -530,7 +533,7 @@ class EtcdBackend:
         clients, self._clients = list(self._clients.values()), {}
         for client in clients:
             with contextlib.suppress(Exception):
-                await client.close()
+                await asyncio.wait_for(client.close(), self._config.timeout)
 
     # --- admin (tests, calicoctl datastore) --------------------------------------------------
 
