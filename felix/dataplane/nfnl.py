@@ -642,13 +642,6 @@ def compile_rule(stmts: Any) -> Compiled:
     return out
 
 
-def comment_udata(comment: str) -> bytes:
-    raw = comment.encode() + b"\0"
-    if len(raw) > 129:
-        raise Unsupported("comment longer than 128 bytes")
-    return bytes((0, len(raw))) + raw      # NFTNL_UDATA_RULE_COMMENT
-
-
 # --- the batch ---------------------------------------------------------------------------------
 
 
@@ -799,6 +792,7 @@ class Encoder:
             raw = comment.encode()
             if len(raw) > 128:
                 raise Unsupported("comment longer than 128 bytes")
+            # NFTA_RULE_USERDATA holding one NFTNL_UDATA_RULE_COMMENT TLV (type 0, length, text, NUL):
             n = len(raw) + 7           # attribute header, TLV header, the text, its NUL
             tail = struct.pack("=HHBB", n, 7, 0, len(raw) + 1) + raw + b"\0" * (1 + (-n % 4))
         else:
